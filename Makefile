@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine (see README "Quick start"):
+#   make demo   set up, then benchmark a built-in tokenizer on the built-in suites
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= runs/demo
+
+.PHONY: setup system-deps demo test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+system-deps:
+	./scripts/install_system_deps.sh
+
+demo: setup system-deps
+	$(VENV)/bin/tokbench list
+	$(VENV)/bin/tokbench info jpeg:q=50
+
+test: setup
+	TOKBENCH_WITH_BROWSER=1 ./scripts/install_system_deps.sh
+	$(PY) -m pytest -q

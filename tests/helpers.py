@@ -1,0 +1,22 @@
+"""Small shared pieces for the tests (imported as a plain module: tests/ has no __init__)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skimage import data, transform
+
+from tokbench.imageio import uint8_to_tensor
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def photo(name: str = "astronaut", size: int | tuple[int, int] = 64) -> torch.Tensor:
+    """A real photo from scikit-image, resized with antialiasing, as ``(1, 3, H, W)`` in [0, 1]."""
+    hw = (size, size) if isinstance(size, int) else size
+    img = getattr(data, name)()
+    small = transform.resize(img, hw, anti_aliasing=True, preserve_range=True)
+    return uint8_to_tensor(np.clip(np.round(small), 0, 255).astype(np.uint8)).unsqueeze(0)
+
+
+def photo_batch(size: int = 64) -> torch.Tensor:
+    return torch.cat([photo(n, size) for n in SKIMAGE_PHOTOS])

@@ -1,0 +1,210 @@
+"""tokbench checkpoints: a directory with ``config.json`` and ``model.safetensors``.
+
+``config.json`` names the registered ``family`` and the options its factory takes, so
+``registry.create`` rebuilds the module before the weights are read. Files are written
+to a temporary name and renamed into place, so an interrupted save never leaves a
+half-written checkpoint. Pickle-based files (``.pt``/``.ckpt``) are only read with
+``torch.load(weights_only=True)``: they cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from tokbench import registry
+from tokbench.version import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read: names the file and what is wrong with it."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _contiguous_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage; clone keeps tied weights apart.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def save_pretrained(tokenizer, directory: str | os.PathLike, *, ema_state: dict | None = None,
+                    extra_config: dict[str, Any] | None = None) -> Path:
+    """Save ``tokenizer`` (and optional EMA weights) as a tokbench checkpoint directory."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "family": tokenizer.family,
+        "config": tokenizer.config,
+        "tokbench_version": __version__,
+        "format_version": FORMAT_VERSION,
+        **(extra_config or {}),
+    }
+    meta = {"format": "pt", "tokbench_version": __version__}
+    _atomic_save_safetensors(_contiguous_state(tokenizer.state_dict()), out / WEIGHTS_NAME, meta)
+    if ema_state is not None:
+        _atomic_save_safetensors(_contiguous_state(ema_state), out / EMA_WEIGHTS_NAME, meta)
+    # The config goes last: a directory with a config.json is a complete checkpoint.
+    atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a tokbench checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or "family" not in config:
+        raise CheckpointError(f"{path}: expected a JSON object with a 'family' key")
+    if not isinstance(config.get("config", {}), dict):
+        raise CheckpointError(f"{path}: 'config' must be a JSON object of the family's options")
+    return config
+
+
+def build_from_config(config: dict[str, Any], source: str):
+    family = config["family"]
+    try:
+        factory = registry.get_factory(family)
+    except KeyError as err:
+        raise CheckpointError(f"{source}: unknown tokenizer family {family!r}; registered: {', '.join(registry.names())}") from err
+    try:
+        return factory(**config.get("config", {}))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: config does not fit family {family!r}: {err}") from err
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing weights file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({err})") from err
+
+
+def load_weights_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict, reporting every missing, unexpected or mis-shaped key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if mis_shaped:
+        problems.append(f"shape mismatches {mis_shaped}")
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the config: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+
+
+def load_directory(directory: str | os.PathLike, *, ema: bool = False):
+    directory = Path(directory)
+    config = read_config(directory)
+    tokenizer = build_from_config(config, str(directory / CONFIG_NAME))
+    weights = directory / (EMA_WEIGHTS_NAME if ema else WEIGHTS_NAME)
+    if weights.is_file() or len(tokenizer.state_dict()) > 0:
+        load_weights_strict(tokenizer, read_safetensors(weights), str(weights))
+    return tokenizer.eval()
+
+
+def torch_load_safely(path: str | os.PathLike) -> Any:
+    """``torch.load`` that can never execute code from the file (weights_only=True)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError on bad zip, EOFError ...
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only PyTorch file ({type(err).__name__}: {err}); "
+            "tokbench never unpickles arbitrary objects"
+        ) from err
+
+
+def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):
+    """A ``.ckpt`` written by ``tokbench train``.
+
+    It holds ``tokbench`` = ``{"family", "config"}`` and a ``state_dict`` whose tokenizer
+    weights sit under ``tokenizer.`` (EMA weights, when kept, under ``ema_tokenizer.``).
+    """
+    blob = torch_load_safely(path)
+    if not isinstance(blob, dict) or "tokbench" not in blob or "state_dict" not in blob:
+        raise CheckpointError(f"{path}: not a tokbench training checkpoint (no 'tokbench' and 'state_dict' entries)")
+    tokenizer = build_from_config(blob["tokbench"], str(path))
+    state = blob["state_dict"]
+    prefix = "ema_tokenizer." if ema and any(k.startswith("ema_tokenizer.") for k in state) else "tokenizer."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    load_weights_strict(tokenizer, weights, f"{path} [{prefix}*]")
+    return tokenizer.eval()
+
+
+def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **overrides: Any):
+    """Load a tokenizer from a checkpoint directory, a ``.ckpt`` of ``tokbench train``,
+    or a registered name with options (``"jpeg:q=5"``, ``"vq:size=tiny"``).
+
+    ``ema``: a directory's ``ema.safetensors`` instead of ``model.safetensors`` when True;
+    for a ``.ckpt`` the EMA weights are used unless ``ema=False``.
+    """
+    path = Path(path_or_name)
+    if path.is_dir():
+        return load_directory(path, ema=bool(ema))
+    if path.suffix in {".ckpt", ".pt", ".pth"}:
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file")
+        return load_lightning_checkpoint(path, ema=ema is not False)
+    if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):
+        raise CheckpointError(
+            f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
+            "a .ckpt from 'tokbench train', or a registered tokenizer name"
+        )
+    try:
+        return registry.create(str(path_or_name), **overrides).eval()
+    except KeyError as err:
+        raise CheckpointError(f"{path_or_name!s}: no such checkpoint and {err.args[0]}") from err

@@ -1,0 +1,60 @@
+"""The ``tokbench`` command line.
+
+Sub-commands are found through the entry-point group ``tokbench.commands`` (each entry
+is a ``register(subparsers)`` function), so core never imports the task or leaderboard
+packages by name. Errors are printed as one line; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from tokbench.version import __version__
+
+COMMAND_GROUP = "tokbench.commands"
+# Errors that describe bad input or a missing resource: shown as one line.
+USER_ERRORS = (ValueError, RuntimeError, KeyError, OSError, ImportError)
+
+
+def build_parser(debug: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokbench", description="Benchmark, train and compare visual tokenizers.")
+    parser.add_argument("--version", action="version", version=f"tokbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: (e.name != "core", e.name)):
+        try:
+            register = ep.load()
+        except ImportError as err:
+            # A part that is not installed (optional dependency missing) hides its commands.
+            if debug:
+                print(f"tokbench: commands {ep.name!r} unavailable: {err}", file=sys.stderr)
+            continue
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser(debug)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("tokbench: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"tokbench: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""VAR's multi-scale residual quantizer (next-scale token maps).
+
+Per scale k (small to large): area-downsample the remaining residual to the k-th map
+size, quantize it with the shared codebook, bicubic-upsample the codes back to the full
+grid, refine them with phi_k (phi(h) = (1-r) h + r conv3x3(h); a few convolutions shared
+across all scales, each scale using the one whose tick is nearest to its position), add
+the result to f_hat and subtract it from the residual. Decoding from the first k maps
+gives a coarse-to-fine reconstruction.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokbench.quantize.output import QuantizerOutput
+from tokbench.quantize.vector import VectorQuantizer
+from tokbench.tokens import scale_schedule_shapes
+
+VAR_SCALES_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+class Phi(nn.Conv2d):
+    """``(1 - r) * h + r * conv3x3(h)``: the residual refinement of one scale."""
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__(channels, channels, kernel_size=3, padding=1)
+        self.ratio = ratio
+
+    def forward(self, h_BChw: torch.Tensor) -> torch.Tensor:
+        return h_BChw.mul(1 - self.ratio) + super().forward(h_BChw).mul_(self.ratio)
+
+
+class SharedPhis(nn.Module):
+    """``num_convs`` Phi convolutions shared by all scales; scale i of n uses the nearest tick."""
+
+    def __init__(self, channels: int, num_convs: int = 4, ratio: float = 0.5) -> None:
+        super().__init__()
+        self.phis = nn.ModuleList(Phi(channels, ratio) for _ in range(num_convs))
+        n = num_convs
+        self.register_buffer("ticks", torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n), persistent=False)
+
+    def for_scale(self, si: int, num_scales: int) -> Phi:
+        position = si / max(1, num_scales - 1)
+        return self.phis[int((self.ticks - position).abs().argmin())]
+
+
+class MultiScaleResidualQuantizer(nn.Module):
+    """Residual quantization over a schedule of map sizes with one shared codebook."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        scales: tuple[int, ...] = VAR_SCALES_256,
+        *,
+        beta: float = 0.25,
+        num_phi_convs: int = 4,
+        phi_ratio: float = 0.5,
+        dead_code_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        scales = tuple(int(s) for s in scales)
+        if not scales or any(b <= a for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"scales must be a non-empty increasing schedule, got {scales}")
+        self.scales, self.beta = scales, beta
+        self.codes = VectorQuantizer(codebook_size, code_dim, beta=beta, dead_code_steps=dead_code_steps)
+        self.phis = SharedPhis(code_dim, num_phi_convs, phi_ratio)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codes.codebook_size
+
+    def scale_shapes(self, h: int, w: int) -> list[tuple[int, int]]:
+        """Map sizes for a final grid of ``h x w`` (the last scale is the full grid)."""
+        return scale_schedule_shapes(self.scales, (h, w))
+
+    def _codes_to_full_grid(self, idx_Bhw: torch.Tensor, si: int, hw: tuple[int, int]) -> torch.Tensor:
+        h_BChw = self.codes.lookup(idx_Bhw, channel_dim=1)
+        if h_BChw.shape[-2:] != hw:
+            h_BChw = F.interpolate(h_BChw, size=hw, mode="bicubic", align_corners=False)
+        return self.phis.for_scale(si, len(self.scales))(h_BChw)
+
+    def forward(self, f_BChw: torch.Tensor) -> QuantizerOutput:
+        """Quantize ``f`` at every scale; returns f_hat (straight-through) and per-scale ids."""
+        B, C, H, W = f_BChw.shape
+        f_fp32 = f_BChw.float()
+        f_target = f_fp32.detach()
+        f_rest = f_target.clone()
+        f_hat = torch.zeros_like(f_fp32)
+        ids, vq_loss = [], f_fp32.new_zeros(())
+        shapes = self.scale_shapes(H, W)
+        for si, (ph, pw) in enumerate(shapes):
+            z_BChw = f_rest if (ph, pw) == (H, W) else F.interpolate(f_rest, size=(ph, pw), mode="area")
+            idx_N = self.codes.search(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
+            if self.training:
+                self.codes.record_hits(idx_N)
+                self.codes.restart_dead_codes(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
+            idx_Bhw = idx_N.view(B, ph, pw)
+            h_BChw = self._codes_to_full_grid(idx_Bhw, si, (H, W))
+            f_hat = f_hat + h_BChw
+            f_rest = f_rest - h_BChw.detach()
+            ids.append(idx_Bhw)
+            # beta * commitment (moves the encoder) + codebook/phi term (moves the codes).
+            vq_loss = vq_loss + self.beta * F.mse_loss(f_hat.detach(), f_fp32) + F.mse_loss(f_hat, f_target)
+        f_hat_st = f_fp32 + (f_hat - f_fp32).detach()
+        return QuantizerOutput(
+            z_q=f_hat_st.to(f_BChw.dtype), ids=ids,
+            losses={"quantization": vq_loss / len(shapes)}, stats=self.codes.usage_stats(),
+        )
+
+    @torch.no_grad()
+    def encode(self, f_BChw: torch.Tensor) -> list[torch.Tensor]:
+        """Per-scale id maps ``[(B, h_k, w_k), ...]``."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.forward(f_BChw).ids
+        finally:
+            self.train(was_training)
+
+    def decode(self, ids: list[torch.Tensor], hw: tuple[int, int] | None = None,
+               num_scales: int | None = None) -> torch.Tensor:
+        """f_hat ``(B, C, H, W)`` from the first ``num_scales`` maps (all by default)."""
+        if not ids:
+            raise ValueError("decode needs at least one scale of ids")
+        k = len(ids) if num_scales is None else num_scales
+        if not 1 <= k <= len(ids):
+            raise ValueError(f"num_scales must be in 1..{len(ids)}, got {k}")
+        hw = tuple(ids[-1].shape[-2:]) if hw is None else hw
+        f_hat = 0
+        for si in range(k):
+            f_hat = f_hat + self._codes_to_full_grid(ids[si], si, hw)
+        return f_hat

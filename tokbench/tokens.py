@@ -1,0 +1,161 @@
+"""`Tokens` and `TokenLayout`: what a tokenizer hands to an AR model and takes back.
+
+A layout says how many tokens there are and how they are arranged, which is what
+the AR generator needs to pick a generation order:
+
+* ``grid``      -- a 2D map ``h x w`` (VQGAN/LlamaGen, KL-VAE latents); ids ``(B, h, w)``,
+                   latents ``(B, C, h, w)``.
+* ``scales``    -- VAR's next-scale maps; ``shape`` is the schedule of map sides for a square
+                   grid (``1,2,3,4,5,6,8,10,13,16``) and ``grid`` the final token grid
+                   ``(h, w)``; on a non-square grid scale ``k`` is ``round(k*h/S) x round(k*w/S)``
+                   (``S`` the last scale), see `scale_shapes`. Ids are flat ``(B, L)``, scale by
+                   scale, each map in raster order.
+* ``sequence``  -- a flat 1D sequence of ``K`` tokens not tied to the pixel grid (TiTok,
+                   Hita); ids ``(B, K)``, latents ``(B, K, C)``.
+* ``bytes``     -- a codec's encoded stream (JPEG/WebP baselines); ids ``(B, L)`` padded
+                   with -1, the real size per image in ``Tokens.bits``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+
+ARRANGEMENTS = ("grid", "scales", "sequence", "bytes")
+
+
+def scale_schedule_shapes(schedule: tuple[int, ...], grid: tuple[int, int]) -> list[tuple[int, int]]:
+    """Map a square schedule (sides, last = full grid) onto a possibly non-square grid."""
+    last = schedule[-1]
+    h, w = grid
+    return [(min(h, max(1, round(k * h / last))), min(w, max(1, round(k * w / last)))) for k in schedule]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Shape and vocabulary of one image's tokens (independent of the batch)."""
+
+    arrangement: str
+    shape: tuple[int, ...]
+    vocab_size: int | None = None  # discrete tokenizers
+    latent_channels: int | None = None  # continuous tokenizers
+    grid: tuple[int, int] | None = None  # final token grid of a ``scales`` layout
+
+    def __post_init__(self) -> None:
+        if self.arrangement not in ARRANGEMENTS:
+            raise ValueError(f"layout arrangement must be one of {ARRANGEMENTS}, got {self.arrangement!r}")
+        if (self.vocab_size is None) == (self.latent_channels is None):
+            raise ValueError("a layout has exactly one of vocab_size (discrete) or latent_channels (continuous)")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if self.arrangement == "scales":
+            last = self.shape[-1]
+            object.__setattr__(self, "grid", tuple(int(g) for g in (self.grid or (last, last))))
+
+    def scale_shapes(self) -> list[tuple[int, int]]:
+        """``(h_k, w_k)`` of each map of a ``scales`` layout."""
+        if self.arrangement != "scales":
+            raise ValueError("scale_shapes is defined for the 'scales' arrangement only")
+        return scale_schedule_shapes(self.shape, self.grid)
+
+    @property
+    def kind(self) -> str:
+        return "discrete" if self.vocab_size is not None else "continuous"
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per image (for ``bytes``: the padded length of the stream)."""
+        if self.arrangement == "grid":
+            return self.shape[0] * self.shape[1]
+        if self.arrangement == "scales":
+            return sum(h * w for h, w in self.scale_shapes())
+        return self.shape[0]
+
+    @property
+    def bits_per_image(self) -> float | None:
+        """``num_tokens * log2(vocab)`` for fixed-length discrete tokens; None otherwise."""
+        if self.vocab_size is None or self.arrangement == "bytes":
+            return None
+        return self.num_tokens * math.log2(self.vocab_size)
+
+    def describe(self) -> str:
+        if self.arrangement == "grid":
+            where = f"{self.shape[0]}x{self.shape[1]} grid"
+        elif self.arrangement == "scales":
+            where = "scales " + ",".join(map(str, self.shape))
+        elif self.arrangement == "sequence":
+            where = f"1D sequence of {self.shape[0]}"
+        elif self.num_tokens == 0:
+            return f"variable-length byte stream, vocab {self.vocab_size}"
+        else:
+            where = "byte stream"
+        what = f"vocab {self.vocab_size}" if self.vocab_size is not None else f"{self.latent_channels} latent channels"
+        return f"{self.num_tokens} tokens ({where}), {what}"
+
+    def to_dict(self) -> dict:
+        return {
+            "arrangement": self.arrangement,
+            "shape": list(self.shape),
+            "vocab_size": self.vocab_size,
+            "latent_channels": self.latent_channels,
+            "num_tokens": self.num_tokens,
+            "bits_per_image": self.bits_per_image,
+            **({"grid": list(self.grid)} if self.grid is not None else {}),
+        }
+
+
+@dataclass
+class Tokens:
+    """A batch of tokens: discrete ``ids`` or continuous ``latents``, plus their layout.
+
+    ``image_size`` is the (H, W) of the images before padding to the stride, so that
+    ``decode`` crops back. ``bits`` holds per-image sizes in bits where they vary
+    (codec baselines); otherwise bits come from the layout.
+    """
+
+    layout: TokenLayout
+    image_size: tuple[int, int]
+    ids: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+    bits: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.ids is None) == (self.latents is None):
+            raise ValueError("Tokens carries exactly one of ids or latents")
+        if self.ids is not None and self.ids.dtype != torch.long:
+            raise ValueError(f"Tokens.ids must be int64 (LongTensor), got {self.ids.dtype}")
+        if self.latents is not None and not self.latents.is_floating_point():
+            raise ValueError(f"Tokens.latents must be a float tensor, got {self.latents.dtype}")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    @property
+    def kind(self) -> str:
+        return "discrete" if self.ids is not None else "continuous"
+
+    @property
+    def batch_size(self) -> int:
+        return int((self.ids if self.ids is not None else self.latents).shape[0])
+
+    def bits_per_image(self) -> torch.Tensor | None:
+        """Per-image bits, shape ``(B,)``; None for continuous tokens without a coded size."""
+        if self.bits is not None:
+            return self.bits.float()
+        fixed = self.layout.bits_per_image
+        if fixed is None:
+            return None
+        return torch.full((self.batch_size,), float(fixed))
+
+    def ids_per_scale(self) -> list[torch.Tensor]:
+        """For the ``scales`` layout: the flat ids split into ``(B, k, k)`` maps."""
+        if self.layout.arrangement != "scales" or self.ids is None:
+            raise ValueError("ids_per_scale needs discrete tokens with a 'scales' layout")
+        maps, start = [], 0
+        for h, w in self.layout.scale_shapes():
+            maps.append(self.ids[:, start : start + h * w].reshape(-1, h, w))
+            start += h * w
+        return maps
+
+    def to(self, device: torch.device | str) -> "Tokens":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, ids=move(self.ids), latents=move(self.latents), bits=move(self.bits))

@@ -1,0 +1,17 @@
+"""Tokenizer families and codec baselines, imported as ``tokbench.tokenizers``."""
+if __name__ != "tokbench.tokenizers":
+    # This folder was reached as a top-level `tokenizers` because the repo root is on sys.path
+    # (a REPL or `python -c` started there). Step aside for the real package of that
+    # name further along sys.path, so a contributor's environment is never shadowed.
+    import importlib
+    import os
+    import sys
+
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    _saved_path = sys.path[:]
+    del sys.modules[__name__]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _root]
+    try:
+        sys.modules[__name__] = importlib.import_module(__name__)
+    finally:
+        sys.path[:] = _saved_path
