@@ -100,7 +100,7 @@ def test_pickle_with_code_execution_payload_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     with open(evil, "wb") as f:
-        pickle.dump({"tokbench": {"family": "test_scaled"}, "state_dict": _Payload(marker)}, f)
+        pickle.dump({"tokbench": {"family": "test_scaled"}, "state_dict": _Payload(marker)}, f, protocol=2)
     with pytest.raises(CheckpointError, match="weights-only"):
         tokbench.load(evil)
     assert not marker.exists()
