@@ -25,10 +25,17 @@ def describe_variants(name: str) -> list[dict]:
             "params": tokenizer.num_parameters(),
             "tokens@256": layout.num_tokens if fixed else "variable",
             "vocab/channels": str(layout.vocab_size) if layout.vocab_size is not None else f"{layout.latent_channels} ch",
-            "bits@256": round(layout.bits_per_image) if layout.bits_per_image is not None else
-                        (8 * layout.num_tokens if fixed else "variable"),
+            "bits@256": bits_at_256(layout, fixed),
         })
     return rows
+
+
+def bits_at_256(layout, fixed: bool) -> int | str:
+    if layout.bits_per_image is not None:
+        return round(layout.bits_per_image)
+    if layout.kind == "continuous":
+        return "-"  # continuous latents have no bit count
+    return 8 * layout.num_tokens if fixed else "variable"
 
 
 def format_params(n: int) -> str:

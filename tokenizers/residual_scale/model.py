@@ -1,0 +1,72 @@
+"""Multi-scale residual tokenizer (VAR's VQVAE): next-scale token maps from one shared codebook."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tokbench.nn.conv import ConvDecoder, ConvEncoder, stride_of
+from tokbench.nn.family import from_model_range, to_model_range
+from tokbench.quantize import VAR_SCALES_256, MultiScaleResidualQuantizer
+from tokbench.tokenizer import AutoencoderOutput, Tokenizer
+from tokbench.tokens import TokenLayout, Tokens
+
+
+class ResidualScaleTokenizer(Tokenizer):
+    """Images -> maps of ``1x1, 2x2, ..., 16x16`` ids (at 256 px), flattened scale by scale.
+
+    The schedule's last scale is the full token grid; at other image sizes the schedule is
+    mapped onto that grid (`TokenLayout.scale_shapes`). `decode_scales(tokens, k)` decodes
+    from the first ``k`` maps only: the coarse-to-fine order a next-scale AR model generates in.
+    """
+
+    family, kind = "residual_scale", "discrete"
+
+    def __init__(self, ch: int = 160, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
+                 z_channels: int = 32, codebook_size: int = 4096, code_dim: int = 32,
+                 scales: tuple[int, ...] = VAR_SCALES_256, beta: float = 0.25, num_phi_convs: int = 4,
+                 phi_ratio: float = 0.5, dead_code_steps: int = 0) -> None:
+        super().__init__()
+        ch_mult, scales = tuple(ch_mult), tuple(scales)
+        self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
+                           codebook_size=codebook_size, code_dim=code_dim, scales=list(scales), beta=beta,
+                           num_phi_convs=num_phi_convs, phi_ratio=phi_ratio, dead_code_steps=dead_code_steps)
+        self.stride = stride_of(ch_mult)
+        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
+        self.quant_conv = nn.Conv2d(z_channels, code_dim, 3, padding=1)
+        self.quantize = MultiScaleResidualQuantizer(codebook_size, code_dim, scales, beta=beta,
+                                                    num_phi_convs=num_phi_convs, phi_ratio=phi_ratio,
+                                                    dead_code_steps=dead_code_steps)
+        self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 3, padding=1)
+        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
+
+    def layout_for(self, height: int, width: int) -> TokenLayout:
+        grid = (height // self.stride, width // self.stride)
+        return TokenLayout("scales", self.quantize.scales, vocab_size=self.quantize.codebook_size, grid=grid)
+
+    def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.quant_conv(self.encoder(to_model_range(x_B3HW)))
+
+    def decode_features(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        return from_model_range(self.decoder(self.post_quant_conv(f_hat_BChw)))
+
+    def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
+        ids = self.quantize.encode(self.features(x_B3HW))
+        idx_BL = torch.cat([m.flatten(1) for m in ids], dim=1)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], ids=idx_BL)
+
+    def decode_padded(self, tokens: Tokens) -> torch.Tensor:
+        maps = tokens.ids_per_scale()
+        f_hat = self.quantize.decode(maps, hw=tokens.layout.grid, num_scales=tokens.extra.get("num_scales"))
+        return self.decode_features(f_hat)
+
+    def decode_scales(self, tokens: Tokens, num_scales: int) -> torch.Tensor:
+        """Decode from the first ``num_scales`` maps only (all later maps left out)."""
+        partial = Tokens(tokens.layout, tokens.image_size, ids=tokens.ids, extra={**tokens.extra, "num_scales": num_scales})
+        return self.decode(partial)
+
+    def autoencode(self, x_B3HW: torch.Tensor) -> AutoencoderOutput:
+        q = self.quantize(self.features(x_B3HW))
+        return AutoencoderOutput(self.decode_features(q.z_q), q.losses, q.stats)
+
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight

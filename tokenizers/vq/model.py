@@ -1,0 +1,58 @@
+"""2D VQ tokenizer (VQGAN / LlamaGen): conv encoder -> low-dim l2-normalized codes -> conv decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tokbench.nn.conv import ConvDecoder, ConvEncoder, stride_of
+from tokbench.nn.family import from_model_range, to_model_range
+from tokbench.quantize import VectorQuantizer
+from tokbench.tokenizer import AutoencoderOutput, Tokenizer
+from tokbench.tokens import TokenLayout, Tokens
+
+
+class VQTokenizer(Tokenizer):
+    """Images -> an ``h x w`` grid of code ids (``h = H / stride``)."""
+
+    family, kind = "vq", "discrete"
+
+    def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
+                 z_channels: int = 256, codebook_size: int = 16384, code_dim: int = 8, l2_normalize: bool = True,
+                 beta: float = 0.25, use_ema: bool = False, dead_code_steps: int = 0,
+                 lowest_level_attn: bool = True) -> None:
+        super().__init__()
+        ch_mult = tuple(ch_mult)
+        self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
+                           codebook_size=codebook_size, code_dim=code_dim, l2_normalize=l2_normalize, beta=beta,
+                           use_ema=use_ema, dead_code_steps=dead_code_steps, lowest_level_attn=lowest_level_attn)
+        self.stride = stride_of(ch_mult)
+        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn)
+        self.quant_conv = nn.Conv2d(z_channels, code_dim, 1)
+        self.quantize = VectorQuantizer(codebook_size, code_dim, l2_normalize=l2_normalize, beta=beta,
+                                        use_ema=use_ema, dead_code_steps=dead_code_steps)
+        self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 1)
+        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn)
+
+    def layout_for(self, height: int, width: int) -> TokenLayout:
+        return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
+
+    def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        """Pre-quantization features ``(B, code_dim, h, w)``."""
+        return self.quant_conv(self.encoder(to_model_range(x_B3HW)))
+
+    def decode_codes(self, zq_BDhw: torch.Tensor) -> torch.Tensor:
+        return from_model_range(self.decoder(self.post_quant_conv(zq_BDhw)))
+
+    def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
+        idx_Bhw = self.quantize(self.features(x_B3HW)).ids
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], ids=idx_Bhw)
+
+    def decode_padded(self, tokens: Tokens) -> torch.Tensor:
+        return self.decode_codes(self.quantize.lookup(tokens.ids, channel_dim=1))
+
+    def autoencode(self, x_B3HW: torch.Tensor) -> AutoencoderOutput:
+        q = self.quantize(self.features(x_B3HW))
+        return AutoencoderOutput(self.decode_codes(q.z_q), q.losses, q.stats)
+
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
