@@ -1,0 +1,119 @@
+"""Sub-commands ``eval``, ``compare``, ``validate`` and ``weights``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _init_distributed(device: str) -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (Gloo on CPU, NCCL on GPU)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from tokbench.tasks.report import summary_frame
+    from tokbench.tasks.runner import EvalConfig, run_eval
+
+    device = args.device
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    cfg = EvalConfig(tokenizer=args.tokenizer, tasks=_split(args.tasks), out=Path(args.out),
+                     data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
+                     batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
+                     weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images)
+    _init_distributed(device)
+    results = run_eval(cfg)
+    if results is None:
+        return 0
+    for task, block in results["tasks"].items():
+        for skipped in block["skipped"]:
+            print(f"skipped {skipped['file']}: {skipped['reason']}")
+    print(summary_frame([results]).T.to_string(header=False))
+    print(f"wrote {cfg.out / 'results.json'}, per_image.csv, report.md, report.html, grids/")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from tokbench.results import read_results
+    from tokbench.tasks.report import summary_frame, write_report
+
+    runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
+    print(summary_frame(runs).to_string(index=False))
+    if args.out:
+        write_report(Path(args.out), runs)
+        print(f"wrote {Path(args.out) / 'report.md'} and report.html")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from tokbench.results import validate_results
+
+    path = Path(args.results)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read JSON ({err})") from err
+    errors = validate_results(obj)
+    for error in errors:
+        print(f"{path}: {error}")
+    if not errors:
+        print(f"{path}: valid (schema version {obj['schema_version']})")
+    return 1 if errors else 0
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    from tokbench import weights
+
+    if args.action == "fetch":
+        for path in weights.fetch(_split(args.metrics) or None, args.weights_dir):
+            print(f"ok {path}")
+        return 0
+    rows = [{"metric": m, "file": str(weights.weight_path(m, args.weights_dir)),
+             "present": weights.weight_path(m, args.weights_dir).is_file(), "what": spec.purpose}
+            for m, spec in weights.WEIGHT_FILES.items()]
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval``, ``compare``, ``validate`` and ``weights``."""
+    p = subparsers.add_parser("eval", help="benchmark a tokenizer on reconstruction, detail and text tasks")
+    p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
+    p.add_argument("--tasks", default="reconstruction,detail,text", help="comma-separated: reconstruction,detail,text")
+    p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
+    p.add_argument("--suite", help="built-in suite for every task: photos, detail or text (default: each task's own)")
+    p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default="runs/eval", help="output folder; rerunning with the same folder resumes")
+    p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid")
+    p.add_argument("--weights-dir", help="folder holding LPIPS/Inception weights (default: the torch hub cache)")
+    p.add_argument("--limit", type=int, help="score only the first N images of each dataset")
+    p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
+    p.set_defaults(func=run_eval_command)
+
+    p = subparsers.add_parser("compare", help="one table and report across several eval runs")
+    p.add_argument("runs", nargs="+", help="eval output folders (or results.json files)")
+    p.add_argument("--out", help="write report.md / report.html here")
+    p.set_defaults(func=run_compare)
+
+    p = subparsers.add_parser("validate", help="check a results.json against the schema")
+    p.add_argument("results")
+    p.set_defaults(func=run_validate)
+
+    p = subparsers.add_parser("weights", help="pretrained weights of the metrics: status or fetch")
+    p.add_argument("action", choices=["status", "fetch"])
+    p.add_argument("--metrics", help="comma-separated subset: lpips,rfid")
+    p.add_argument("--weights-dir")
+    p.set_defaults(func=run_weights)

@@ -1,0 +1,49 @@
+"""Detail: image quality plus band energy, grating modulation (resolved frequency) and edge F1."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from tokbench.imageio import tensor_to_uint8
+from tokbench.metrics.detail import NUM_BANDS, band_energy_ratios, edge_f1, energy_kept, modulation_ratio, resolved_frequency
+from tokbench.metrics.stats import mean_ci95
+from tokbench.tasks.base import IMAGE_QUALITY_DIRECTIONS, MetricContext, Pair, Task, image_quality_rows, metric_summary
+
+
+class DetailTask(Task):
+    name, default_suite, primary = "detail", "detail", "energy_kept"
+    directions = {**IMAGE_QUALITY_DIRECTIONS, "energy_kept": True, "edge_f1": True}
+
+    def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
+        rows = image_quality_rows(pairs, ctx)
+        for row, pair in zip(rows, pairs):
+            a, b = tensor_to_uint8(pair.original), tensor_to_uint8(pair.reconstruction)
+            ratios = band_energy_ratios(a, b)
+            row["energy_kept"] = energy_kept(ratios)
+            row.update({f"band_{i}": (None if not np.isfinite(r) else float(r)) for i, r in enumerate(ratios)})
+            row["edge_f1"] = edge_f1(a, b)
+            meta = pair.item.meta
+            if meta.get("pattern") == "grating":
+                row["modulation"] = modulation_ratio(a, b, meta["frequency"], meta["orientation"])
+                row["frequency"], row["orientation"] = meta["frequency"], meta["orientation"]
+        return rows
+
+    def aggregate(self, rows: list[dict], ctx: MetricContext):
+        metrics, extra, skipped = super().aggregate(rows, ctx)
+        by_orientation: dict[float, dict[float, float]] = defaultdict(dict)
+        for r in rows:
+            if r.get("modulation") is not None:
+                by_orientation[r["orientation"]][r["frequency"]] = r["modulation"]
+        if by_orientation:
+            per_orientation = [resolved_frequency(m) for _, m in sorted(by_orientation.items())]
+            metrics["resolved_frequency"] = metric_summary("resolved_frequency", per_orientation, True)
+            extra["modulation_by_orientation"] = {str(k): dict(sorted(v.items())) for k, v in by_orientation.items()}
+        else:
+            skipped["resolved_frequency"] = "no grating images in the dataset (built-in detail suite only)"
+        bands = [[r.get(f"band_{i}") for r in rows if r.get(f"band_{i}") is not None] for i in range(NUM_BANDS)]
+        edges = np.linspace(0, 0.5, NUM_BANDS + 1)
+        extra["band_energy_ratio"] = [
+            {"band": [float(edges[i]), float(edges[i + 1])], **mean_ci95(vals)} for i, vals in enumerate(bands)
+        ]
+        return metrics, extra, skipped

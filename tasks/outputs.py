@@ -1,0 +1,107 @@
+"""Assembling ``results.json`` and ``per_image.csv`` from the cached per-image rows."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tokbench.checkpoint import atomic_write_text
+from tokbench.commands.info import checkpoint_sha256
+from tokbench.results import RESULTS_SCHEMA_VERSION, write_results
+from tokbench.version import __version__
+
+PRIVATE_PREFIX = "_"  # row keys such as _fid_real hold features, not metrics
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def hardware(device: str) -> dict:
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
+    return {"device": device, "gpu": gpu, "cpu_count": os.cpu_count() or 1, "torch": torch.__version__,
+            "platform": platform.platform()}
+
+
+def tokenizer_block(cfg, tokenizer, measured_bits: list[float]) -> dict:
+    layout = tokenizer.layout_for(256, 256)
+    fixed_tokens = layout.arrangement != "bytes"
+    bits = layout.bits_per_image
+    if bits is None and measured_bits:  # codecs: the mean coded size over the scored images
+        bits = sum(measured_bits) / len(measured_bits)
+    return {
+        "name": cfg.tokenizer, "family": tokenizer.family, "kind": tokenizer.kind, "config": tokenizer.config,
+        "checkpoint_sha256": checkpoint_sha256(cfg.tokenizer), "parameters": tokenizer.num_parameters(),
+        "tokens_per_image": layout.num_tokens if fixed_tokens else None, "bits_per_image": bits,
+    }
+
+
+def ordered_rows(cfg, dataset, task_name: str, row_cache_cls) -> list[dict]:
+    rows = row_cache_cls(cfg.out / "cache", task_name, 0).load_all()
+    order = [it.id for it in dataset.items[: cfg.limit]]
+    missing = [i for i in order if i not in rows]
+    if missing:
+        raise RuntimeError(f"{task_name}: {len(missing)} images have no score (first: {missing[0]}); rerun to resume")
+    return [rows[i] for i in order]
+
+
+def assemble_results(cfg, tokenizer, ctx, datasets: dict, tasks: dict, row_cache_cls) -> tuple[dict, dict]:
+    rows_by_task, task_blocks, dataset_blocks, bits = {}, {}, {}, []
+    for name in cfg.tasks:
+        dataset = datasets[name]
+        rows = ordered_rows(cfg, dataset, name, row_cache_cls)
+        rows_by_task[name] = rows
+        bits += [r["bits"] for r in rows if r.get("bits") is not None]
+        metrics, extra, skipped = tasks[name]().aggregate(rows, ctx)
+        skipped = {**{m: r for m, r in ctx.skipped.items() if m in ("lpips", "rfid") and (m != "rfid" or name == "reconstruction")},
+                   **skipped}
+        task_blocks[name] = {
+            "dataset": dataset.name, "num_images": len(rows), "num_skipped": len(dataset.skipped),
+            "skipped": dataset.skipped, "metrics": metrics, "skipped_metrics": skipped, "extra": extra,
+        }
+        dataset_blocks[dataset.name] = {
+            "name": dataset.name, "source": dataset.source, "version": dataset.version,
+            "fingerprint": dataset.fingerprint(), "num_images": len(dataset.items[: cfg.limit]),
+            "resolution": cfg.resolution,
+        }
+    results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "tokbench": {"version": __version__, "git_commit": git_commit()},
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "tokenizer": tokenizer_block(cfg, tokenizer, bits),
+        "datasets": list(dataset_blocks.values()),
+        "tasks": task_blocks,
+        "hardware": hardware(cfg.device),
+    }
+    return results, rows_by_task
+
+
+def per_image_frame(rows_by_task: dict[str, list[dict]]) -> pd.DataFrame:
+    frames = []
+    for task, rows in rows_by_task.items():
+        public = [{k: v for k, v in r.items() if not k.startswith(PRIVATE_PREFIX)} for r in rows]
+        frame = pd.DataFrame(public)
+        frame.insert(0, "task", task)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_outputs(cfg, results: dict, rows_by_task: dict, datasets: dict, tasks: dict) -> None:
+    from tokbench.tasks.grids import write_grids
+    from tokbench.tasks.report import write_report
+
+    write_results(cfg.out / "results.json", results)
+    atomic_write_text(cfg.out / "per_image.csv", per_image_frame(rows_by_task).to_csv(index=False))
+    grids = write_grids(cfg, rows_by_task, datasets, tasks)
+    write_report(cfg.out, [results], grids=grids)

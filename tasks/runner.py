@@ -1,0 +1,235 @@
+"""`run_eval`: run tasks over datasets, cache per-image rows as they come, aggregate, write outputs.
+
+Resuming: every scored image is appended (and fsynced) to ``OUT/cache/<task>.r<rank>.jsonl``
+before the next batch starts; a rerun with the same ``--out`` skips the images already there,
+so an interrupted run finishes with the same files as an uninterrupted one. The settings of
+the run are pinned in ``OUT/cache/run.json``: resuming with other settings is refused.
+Under ``torchrun`` each rank scores ``items[rank::world]``; rank 0 aggregates every rank's
+rows, sorted in dataset order, so results do not depend on the number of ranks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import tokbench
+from tokbench.imageio import quantize_8bit, save_png
+from tokbench.tasks.base import MetricContext, Pair
+from tokbench.tasks.data import Dataset, crop_content, load_folder, parse_resolution, prepare
+from tokbench.tasks.detail import DetailTask
+from tokbench.tasks.reconstruction import ReconstructionTask
+from tokbench.tasks.suites import load_suite
+from tokbench.tasks.text import TextTask
+
+TASKS = {"reconstruction": ReconstructionTask, "detail": DetailTask, "text": TextTask}
+METRICS_NEEDING_WEIGHTS = ("lpips", "rfid")
+
+
+class Interrupted(RuntimeError):
+    """Raised by the ``stop_after`` test hook to imitate a crash mid-run."""
+
+
+@dataclass
+class EvalConfig:
+    tokenizer: str
+    tasks: list[str]
+    out: Path
+    data: Path | None = None
+    suite: str | None = None
+    resolution: str = "256"
+    batch_size: int = 8
+    device: str = "cpu"
+    skip_metrics: list[str] = field(default_factory=list)
+    weights_dir: str | None = None
+    limit: int | None = None
+    fid_min_images: int = 1000
+    stop_after: int | None = None  # test hook: raise Interrupted after this many new images
+
+    def pinned(self) -> dict:
+        """The settings a resumed run must share with the first one."""
+        return {"tokenizer": self.tokenizer, "tasks": self.tasks, "data": str(self.data) if self.data else None,
+                "suite": self.suite, "resolution": self.resolution, "skip_metrics": sorted(self.skip_metrics),
+                "limit": self.limit, "fid_min_images": self.fid_min_images}
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def validate_config(cfg: EvalConfig) -> None:
+    unknown = [t for t in cfg.tasks if t not in TASKS]
+    if unknown or not cfg.tasks:
+        raise ValueError(f"unknown task(s) {unknown or cfg.tasks}; choose from {', '.join(TASKS)}")
+    bad = [m for m in cfg.skip_metrics if m not in METRICS_NEEDING_WEIGHTS]
+    if bad:
+        raise ValueError(f"--skip-metric takes {', '.join(METRICS_NEEDING_WEIGHTS)}; got {', '.join(bad)}")
+    parse_resolution(cfg.resolution)
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.data is not None and cfg.suite is not None:
+        raise ValueError("give either --data or --suite, not both")
+
+
+def build_metric_context(cfg: EvalConfig) -> MetricContext:
+    """Load the metric networks, failing before any work if their weights are missing."""
+    from tokbench import weights
+
+    ctx = MetricContext(device=cfg.device, fid_min_images=cfg.fid_min_images)
+    needed = [m for m in METRICS_NEEDING_WEIGHTS if m not in cfg.skip_metrics]
+    if "reconstruction" not in cfg.tasks and "rfid" in needed:
+        needed.remove("rfid")
+    paths = weights.require(needed, cfg.weights_dir)
+    if "lpips" in paths:
+        from tokbench.metrics.perceptual import LPIPSMetric
+
+        ctx.lpips = LPIPSMetric(paths["lpips"]).to(cfg.device)
+    if "rfid" in paths:
+        from tokbench.metrics.fid import inception_feature_fn
+
+        ctx.fid_features = inception_feature_fn(paths["rfid"], cfg.device)
+    ctx.skipped = {m: "skipped with --skip-metric" for m in cfg.skip_metrics}
+    return ctx
+
+
+def load_dataset(cfg: EvalConfig, task_name: str) -> Dataset:
+    if cfg.data is not None:
+        return load_folder(cfg.data)
+    return load_suite(cfg.suite or TASKS[task_name].default_suite)
+
+
+def _safe_name(item_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in item_id)
+
+
+class RowCache:
+    """Append-only JSON-lines file of scored images for one task and rank."""
+
+    def __init__(self, folder: Path, task: str, rank: int) -> None:
+        self.folder, self.task = folder, task
+        self.path = folder / f"{task}.r{rank}.jsonl"
+
+    def load_all(self) -> dict[str, dict]:
+        rows = {}
+        for path in sorted(self.folder.glob(f"{self.task}.r*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: that image is scored again
+                rows[row["id"]] = row
+        return rows
+
+    def append(self, rows: list[dict]) -> None:
+        with open(self.path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def pin_settings(cache_dir: Path, cfg: EvalConfig, rank: int) -> None:
+    pinned_path = cache_dir / "run.json"
+    if pinned_path.is_file():
+        previous = json.loads(pinned_path.read_text())
+        if previous != cfg.pinned():
+            changed = sorted(k for k in cfg.pinned() if previous.get(k) != cfg.pinned()[k])
+            raise ValueError(f"{cfg.out} holds a run with other settings ({', '.join(changed)}); "
+                             "use another --out or delete that folder")
+    elif rank == 0:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        from tokbench.checkpoint import atomic_write_text
+
+        atomic_write_text(pinned_path, json.dumps(cfg.pinned(), indent=2))
+
+
+def _batches(prepared: list, batch_size: int):
+    """Consecutive items of the same evaluation size, at most ``batch_size`` at a time."""
+    batch = []
+    for entry in prepared:
+        if batch and (len(batch) == batch_size or batch[0][1].x_3HW.shape != entry[1].x_3HW.shape):
+            yield batch
+            batch = []
+        batch.append(entry)
+    if batch:
+        yield batch
+
+
+def score_task(cfg: EvalConfig, task_name: str, tokenizer, ctx: MetricContext, dataset: Dataset,
+               timers: dict, new_counter: list[int]) -> None:
+    """Score this rank's share of ``dataset`` that is not in the cache yet."""
+    rank, world = rank_and_world()
+    task = TASKS[task_name]()
+    cache = RowCache(cfg.out / "cache", task_name, rank)
+    done = cache.load_all()
+    items = dataset.items[: cfg.limit][rank::world]
+    todo = [it for it in items if it.id not in done]
+    rec_dir = cfg.out / "reconstructions" / task_name
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=task_name, unit="img", disable=rank != 0)
+    for batch in _batches(((it, prepare(it.image, cfg.resolution)) for it in todo), cfg.batch_size):
+        t0 = time.perf_counter()
+        x = torch.stack([p.x_3HW for _, p in batch]).to(cfg.device)
+        with torch.no_grad():
+            tokens = tokenizer.encode(x)
+            rec = quantize_8bit(tokenizer.decode(tokens)).cpu()
+        bits = tokens.bits_per_image()
+        t1 = time.perf_counter()
+        pairs = [Pair(it, crop_content(quantize_8bit(p.x_3HW), p), crop_content(rec[i], p), p.scale, p.content_box[:2])
+                 for i, (it, p) in enumerate(batch)]
+        rows = task.score(pairs, ctx)
+        t2 = time.perf_counter()
+        for i, (row, (it, _)) in enumerate(zip(rows, batch)):
+            row.update({"id": it.id, "bits": None if bits is None else float(bits[i])})
+            save_png(pairs[i].reconstruction, rec_dir / f"{_safe_name(it.id)}.png")
+        cache.append(rows)
+        timers["tokenizer_s"] += t1 - t0
+        timers["metrics_s"] += t2 - t1
+        timers["io_s"] += time.perf_counter() - t2
+        bar.update(len(batch))
+        new_counter[0] += len(batch)
+        if cfg.stop_after is not None and new_counter[0] >= cfg.stop_after:
+            raise Interrupted(f"stopped after {new_counter[0]} new images (test hook)")
+    bar.close()
+
+
+def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
+    """Run the benchmark; returns the results dict on rank 0 (None on other ranks)."""
+    from tokbench.tasks.outputs import assemble_results, write_outputs
+
+    validate_config(cfg)
+    rank, world = rank_and_world()
+    start = time.perf_counter()
+    tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
+    if ctx is None:
+        ctx = build_metric_context(cfg)
+    if "text" in cfg.tasks:
+        from tokbench.metrics.text import require_tesseract
+
+        require_tesseract()
+    datasets = {t: load_dataset(cfg, t) for t in cfg.tasks}  # bad data fails here, before any scoring
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    pin_settings(cfg.out / "cache", cfg, rank)
+    if world > 1:
+        dist.barrier()
+    timers = {"tokenizer_s": 0.0, "metrics_s": 0.0, "io_s": 0.0}
+    task_seconds, new_counter = {}, [0]
+    for name in cfg.tasks:
+        t0 = time.perf_counter()
+        score_task(cfg, name, tokenizer, ctx, datasets[name], timers, new_counter)
+        task_seconds[name] = time.perf_counter() - t0
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    results, rows_by_task = assemble_results(cfg, tokenizer, ctx, datasets, TASKS, RowCache)
+    results["timings"] = {"total_s": time.perf_counter() - start, "tasks_s": task_seconds, "breakdown_s": timers}
+    write_outputs(cfg, results, rows_by_task, datasets, TASKS)
+    return results

@@ -1,0 +1,49 @@
+"""Reconstruction FID (rFID): Fréchet distance between Inception-v3 pool features of the
+originals and of the reconstructions.
+
+Features come from torch-fidelity's port of the original TF Inception (2048-d pool3, the
+standard for FID numbers in papers). Its weights are read from the cache / ``--weights-dir``;
+the file is first opened with ``torch.load(weights_only=True)`` so that a tampered file is
+refused before torch-fidelity (which unpickles freely) sees it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy import linalg
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B,3,H,W) -> (B, F) float
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``."""
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals (as the TF reference does)
+        eps = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(real_NF: np.ndarray, fake_NF: np.ndarray) -> float:
+    real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_NF, np.float64)
+    return frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+
+
+def inception_feature_fn(weights_path: Path, device: str | torch.device = "cpu") -> FeatureFn:
+    """The standard FID feature extractor, from a local weights file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.load(weights_path, map_location="cpu", weights_only=True)  # refuse anything but tensors
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                        feature_extractor_weights_path=str(weights_path)).to(device).eval()
+
+    @torch.no_grad()
+    def features(images_B3HW_uint8: torch.Tensor) -> torch.Tensor:
+        return model(images_B3HW_uint8.to(device))[0].double().cpu()
+
+    return features

@@ -1,0 +1,83 @@
+"""Pretrained weights the metrics need: where they live, whether they are there, how to get them.
+
+Files are looked up in ``--weights-dir`` when given, else in PyTorch's hub cache
+(``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``) -- the place
+torchvision and torch-fidelity download to, so weights fetched once serve every tool.
+Nothing here downloads unless `fetch` is called explicitly (``tokbench weights fetch``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    metric: str
+    filename: str
+    url: str
+    purpose: str
+
+
+WEIGHT_FILES = {
+    "lpips": WeightFile("lpips", "alexnet-owt-7be5be79.pth",
+                        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                        "AlexNet backbone of LPIPS (the linear heads ship inside the lpips package)"),
+    "rfid": WeightFile("rfid", "weights-inception-2015-12-05-6726825d.pth",
+                       "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                       "weights-inception-2015-12-05-6726825d.pth",
+                       "Inception-v3 of the original TF FID implementation (torch-fidelity's port)"),
+}
+
+
+class MissingWeightsError(RuntimeError):
+    """Raised before any work when a metric's weights are not on disk."""
+
+
+def weights_dir(override: str | os.PathLike | None = None) -> Path:
+    if override:
+        return Path(override)
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weight_path(metric: str, override: str | os.PathLike | None = None) -> Path:
+    return weights_dir(override) / WEIGHT_FILES[metric].filename
+
+
+def require(metrics: list[str], override: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Paths of the weights ``metrics`` need; one clear error naming every missing file."""
+    missing, found = [], {}
+    for metric in metrics:
+        if metric not in WEIGHT_FILES:
+            continue
+        path = weight_path(metric, override)
+        if path.is_file():
+            found[metric] = path
+        else:
+            missing.append(f"{metric}: {path} ({WEIGHT_FILES[metric].purpose})")
+    if missing:
+        raise MissingWeightsError(
+            "missing pretrained weights: " + "; ".join(missing)
+            + ". Run 'tokbench weights fetch' on a machine with network (then copy the files to that folder, "
+            "or pass --weights-dir), or run without them: --skip-metric " + ",".join(m.split(":")[0] for m in missing)
+        )
+    return found
+
+
+def fetch(metrics: list[str] | None = None, override: str | os.PathLike | None = None) -> list[Path]:
+    """Download the weights into the cache (needs network; never called by tests or eval)."""
+    out = []
+    target = weights_dir(override)
+    target.mkdir(parents=True, exist_ok=True)
+    for metric in metrics or list(WEIGHT_FILES):
+        spec = WEIGHT_FILES[metric]
+        path = target / spec.filename
+        if not path.is_file():
+            tmp = path.with_suffix(".part")
+            torch.hub.download_url_to_file(spec.url, str(tmp), progress=True)
+            os.replace(tmp, path)
+        out.append(path)
+    return out
