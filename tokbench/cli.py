@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser(debug)
-    args = parser.parse_args(argv)
+    # Commands that hand their arguments to another parser (train -> Lightning's CLI)
+    # set `passthrough`; for the others an unknown argument is an error, as usual.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "passthrough", False):
+        args.rest = extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

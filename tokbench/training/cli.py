@@ -1,0 +1,91 @@
+"""``tokbench train`` (Lightning's CLI conventions) and ``tokbench export``."""
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+
+def shipped_config(name: str) -> Path:
+    """``vq_tiny`` -> the YAML shipped in ``tokbench/training/configs``."""
+    path = Path(str(resources.files("tokbench.training").joinpath("configs", f"{name}.yaml")))
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(f"no shipped config {name!r}; available: {', '.join(available)}")
+    return path
+
+
+def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
+    """Our conveniences on top of LightningCLI's arguments: ``--config NAME`` for a shipped
+    config, ``--data DIR`` for ``--data.root DIR``, ``--resume`` for the run's last checkpoint."""
+    out, resume, i = [], False, 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--resume":
+            resume = True
+        elif arg == "--config" and i + 1 < len(rest) and not Path(rest[i + 1]).exists() and not rest[i + 1].endswith((".yaml", ".yml")):
+            out += ["--config", str(shipped_config(rest[i + 1]))]
+            i += 1
+        elif arg == "--data" and i + 1 < len(rest) and (Path(rest[i + 1]).is_dir() or rest[i + 1].startswith("builtin:")):
+            out += ["--data.root", rest[i + 1]]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out, resume
+
+
+def build_cli(argv: list[str]):
+    from lightning.pytorch.cli import LightningCLI
+
+    from tokbench.training.checkpointing import AtomicCheckpointIO
+    from tokbench.training.data import ImageDataModule
+    from tokbench.training.module import AutoencoderModule
+
+    return LightningCLI(
+        AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"plugins": [AtomicCheckpointIO()], "enable_model_summary": False},
+        parser_kwargs={"prog": "tokbench train", "description": "Train a tokenizer (Lightning CLI conventions)."},
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    argv, resume = translate_arguments(args.rest)
+    cli = build_cli(argv)
+    ckpt_path = None
+    if resume:
+        last = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no {last} (was the run started with the same trainer.default_root_dir?)")
+        ckpt_path = str(last)
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
+    skipped = cli.datamodule.num_skipped
+    if skipped:
+        print(f"skipped {skipped} unreadable training images")
+    print(f"checkpoints in {Path(cli.trainer.default_root_dir) / 'checkpoints'}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tokbench.checkpoint import load_lightning_checkpoint, save_pretrained
+
+    tokenizer = load_lightning_checkpoint(args.checkpoint, ema=not args.no_ema)
+    save_pretrained(tokenizer, args.out_dir, extra_config={"exported_from": str(args.checkpoint),
+                                                          "weights": "raw" if args.no_ema else "ema"})
+    print(f"wrote {args.out_dir} ({'raw' if args.no_ema else 'EMA'} weights of {tokenizer.family})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``export``."""
+    p = subparsers.add_parser(
+        "train", add_help=False,
+        help="train a tokenizer: --config NAME|FILE.yaml [--data DIR] [--resume] [--section.key value ...]",
+        description="All arguments go to Lightning's CLI: --config, --print_config, --trainer.*, --model.*, --data.*")
+    p.set_defaults(func=run_train, passthrough=True)
+    p = subparsers.add_parser("export", help="write a training checkpoint as a tokbench checkpoint directory")
+    p.add_argument("checkpoint", help="a .ckpt written by tokbench train")
+    p.add_argument("out_dir")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA weights")
+    p.set_defaults(func=run_export)

@@ -1,0 +1,135 @@
+"""Training data: an image folder (or a built-in suite) with random-resized crops and flips."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
+
+from tokbench.imageio import IMAGE_SUFFIXES, pil_to_rgb_array, uint8_to_tensor
+
+
+def scan_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Readable images under ``root`` and the (file, reason) of those that are not."""
+    good, bad = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        try:
+            with Image.open(path) as img:
+                img.verify()  # header and structure, without decoding every pixel
+            good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            bad.append((str(path.relative_to(root)), f"{type(err).__name__}: {err}"))
+    return good, bad
+
+
+class EpochSeededSampler(Sampler):
+    """A shuffle that depends only on ``(seed, epoch)``; yields ``(epoch, index)`` pairs so the
+    dataset can seed each crop the same way. A run resumed at an epoch boundary therefore
+    sees exactly the batches an uninterrupted run sees, whatever the global RNG did
+    (Lightning calls `set_epoch`, and wraps this in a distributed sampler under DDP)."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter([(self.epoch, i) for i in torch.randperm(self.length, generator=g).tolist()])
+
+
+class ImageFiles(Dataset):
+    """Images as float32 ``(3, H, W)`` in [0, 1] after ``transform``. A file that fails to
+    decode later is counted and replaced by the next one, never fatal. Indexed by ``i`` or by
+    ``(epoch, i)``; the latter seeds the random transform from ``(seed, epoch, i)``."""
+
+    def __init__(self, sources: list, transform, seed: int = 0) -> None:
+        self.sources, self.transform, self.seed = sources, transform, seed
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _load(self, source) -> torch.Tensor:
+        if isinstance(source, Path):
+            with Image.open(source) as img:
+                return uint8_to_tensor(pil_to_rgb_array(img))
+        return uint8_to_tensor(source)  # an in-memory uint8 (H, W, 3) array
+
+    def __getitem__(self, key) -> torch.Tensor:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        for offset in range(len(self.sources)):
+            try:
+                image = self._load(self.sources[(index + offset) % len(self.sources)])
+                if epoch is None:
+                    return self.transform(image)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
+                    return self.transform(image)
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                self.failures += 1
+                warnings.warn(f"skipping unreadable image {self.sources[index]}: {err}", stacklevel=2)
+        raise RuntimeError("no readable image in the training data")
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "builtin:photos", image_size: int = 64, batch_size: int = 8,
+                 num_workers: int = 2, val_fraction: float = 0.1, val_images: int = 8,
+                 min_scale: float = 0.3, repeats: int = 1, seed: int = 0) -> None:
+        """``root``: an image folder, or ``builtin:photos`` (the benchmark's photo suite).
+        ``repeats`` lists a small dataset several times per epoch (random crops differ)."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.skipped: list[tuple[str, str]] = []
+
+    def _sources(self) -> list:
+        root = self.hparams.root
+        if root.startswith("builtin:"):
+            from tokbench.tasks.suites import load_suite
+
+            return [item.image for item in load_suite(root.split(":", 1)[1]).items]
+        folder = Path(root)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.root {folder}: no such folder")
+        good, self.skipped = scan_images(folder)
+        for name, reason in self.skipped:
+            warnings.warn(f"skipping corrupt training image {name}: {reason}", stacklevel=2)
+        if not good:
+            raise ValueError(f"data.root {folder}: no readable images")
+        return good
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.hparams
+        sources = self._sources()
+        n_val = min(h.val_images, max(1, int(len(sources) * h.val_fraction))) if len(sources) > 1 else 0
+        order = torch.randperm(len(sources), generator=torch.Generator().manual_seed(h.seed)).tolist()
+        val = [sources[i] for i in order[:n_val]] or [sources[0]]
+        train = [sources[i] for i in order[n_val:]] or val
+        train_tf = v2.Compose([v2.RandomResizedCrop(h.image_size, scale=(h.min_scale, 1.0), antialias=True),
+                               v2.RandomHorizontalFlip()])
+        val_tf = v2.Compose([v2.Resize(h.image_size, antialias=True), v2.CenterCrop(h.image_size)])
+        self.train_set = ImageFiles(train * h.repeats, train_tf, seed=h.seed)
+        self.val_set = ImageFiles(val, val_tf)
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped) + getattr(getattr(self, "train_set", None), "failures", 0)
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        # An explicit generator: the loader's worker seeds never draw from the global RNG.
+        return DataLoader(self.train_set, batch_size=h.batch_size, drop_last=True,
+                          sampler=EpochSeededSampler(len(self.train_set), h.seed),
+                          generator=torch.Generator().manual_seed(h.seed),
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=0)
