@@ -1,16 +1,21 @@
 """The results file (``results.json``): schema, validation, atomic writing.
 
-The JSON Schema (``tokbench/schemas/results.schema.json``) fixes the structure; on top of
-it, known metrics must lie in their valid ranges. Every error names the JSON path.
+The JSON Schema (``tokbench/schemas/results.schema.json``, draft 2020-12) fixes the
+structure. On top of it, :func:`validate_results` checks what a schema cannot say well:
+every number in the file is finite (``NaN``/``Infinity`` are rejected wherever they
+appear), ``created`` is an ISO 8601 timestamp with a time zone, each known metric's mean
+and 95% interval lie in the metric's valid range, and the mean lies inside its interval.
+Every error names the JSON path of the field (``$.tasks.text.metrics.cer_gt``) and the reason.
 """
 from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonschema
 
@@ -18,10 +23,12 @@ from tokbench.checkpoint import atomic_write_text
 
 RESULTS_SCHEMA_VERSION = 1
 
-# Valid range of each known metric (mean and interval bounds), and its direction.
+# Valid range of each known metric (mean and interval bounds), and its direction
+# (True: higher is better). Unknown metric names are allowed with any finite value.
 METRIC_RANGES: dict[str, tuple[float, float, bool]] = {
     "psnr": (0.0, 100.0, True), "ssim": (-1.0, 1.0, True), "lpips": (0.0, 2.0, False), "rfid": (0.0, math.inf, False),
-    "energy_kept": (0.0, 1.0, True), "resolved_frequency": (0.0, 0.5, True), "edge_f1": (0.0, 1.0, True),
+    "energy_kept": (0.0, 1.0, True), "band_energy_ratio": (0.0, math.inf, True),
+    "resolved_frequency": (0.0, 0.5, True), "edge_f1": (0.0, 1.0, True),
     "cer_gt": (0.0, math.inf, False), "wer_gt": (0.0, math.inf, False),
     "cer_ocr": (0.0, math.inf, False), "wer_ocr": (0.0, math.inf, False),
     **{f"word_{m}_{b}": (0.0, 1.0, True) for m in ("acc", "ned") for b in ("small", "medium", "large", "all")},
@@ -31,44 +38,81 @@ METRIC_RANGES: dict[str, tuple[float, float, bool]] = {
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
+    """The results-file JSON Schema (draft 2020-12) shipped in ``tokbench.schemas``."""
     return json.loads(resources.files("tokbench.schemas").joinpath("results.schema.json").read_text())
 
 
-def _path(parts) -> str:
+def json_path(parts: Any) -> str:
+    """A JSON path such as ``$.tasks.text.metrics.cer_gt`` or ``$.datasets[0].fingerprint``."""
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
-def validate_results(obj: Any) -> list[str]:
-    """Every problem with a results object, each as ``"<json path>: <reason>"``; empty when valid."""
-    errors = [f"{_path(e.absolute_path)}: {e.message}" for e in
-              sorted(jsonschema.Draft202012Validator(load_schema()).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
-    if errors:
-        return errors
+def _non_finite(obj: Any, parts: tuple = ()) -> Iterator[tuple]:
+    """Paths of every NaN or infinite float in a parsed JSON document."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield parts
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _non_finite(value, (*parts, key))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            yield from _non_finite(value, (*parts, i))
+
+
+def _check_created(value: str) -> str | None:
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return f"not an ISO 8601 date-time: {value!r}"
+    return None if stamp.tzinfo is not None else f"date-time {value!r} has no time zone (write UTC, e.g. +00:00)"
+
+
+def _check_metrics(obj: dict) -> list[str]:
+    errors = []
     for task, block in obj["tasks"].items():
         for name, metric in block["metrics"].items():
-            where = f"$.tasks.{task}.metrics.{name}"
-            values = [metric["mean"], *metric["ci95"]]
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                errors.append(f"{where}: values must be finite numbers")
-                continue
+            where = json_path(("tasks", task, "metrics", name))
+            mean, (lo_ci, hi_ci) = metric["mean"], metric["ci95"]
             if name in METRIC_RANGES:
                 lo, hi, _ = METRIC_RANGES[name]
-                if not all(lo <= v <= hi for v in values):
-                    errors.append(f"{where}: {name} must lie in [{lo}, {hi}], got mean {metric['mean']} ci95 {metric['ci95']}")
-            if not metric["ci95"][0] <= metric["mean"] <= metric["ci95"][1]:
-                errors.append(f"{where}: mean {metric['mean']} is outside its interval {metric['ci95']}")
+                if not all(lo <= v <= hi for v in (mean, lo_ci, hi_ci)):
+                    errors.append(f"{where}: {name} must lie in [{lo}, {hi}], got mean {mean} ci95 {metric['ci95']}")
+            if not lo_ci <= mean <= hi_ci:
+                errors.append(f"{where}: mean {mean} is outside its interval {metric['ci95']}")
     return errors
 
 
+def validate_results(obj: Any) -> list[str]:
+    """Every problem with a parsed results object, each as ``"<json path>: <reason>"``.
+
+    An empty list means the object is a valid results file of schema version
+    :data:`RESULTS_SCHEMA_VERSION`.
+    """
+    errors = [f"{json_path(parts)}: value must be a finite number (NaN and Infinity are not allowed)"
+              for parts in _non_finite(obj)]
+    if errors:
+        return errors
+    validator = jsonschema.Draft202012Validator(load_schema())
+    schema_errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = [f"{json_path(e.absolute_path)}: {e.message}" for e in schema_errors]
+    if errors:
+        return errors
+    problem = _check_created(obj["created"])
+    if problem:
+        errors.append(f"$.created: {problem}")
+    return errors + _check_metrics(obj)
+
+
 def write_results(path: str | Path, obj: dict) -> None:
-    """Validate, then write atomically (a reader never sees half a file)."""
+    """Validate ``obj``, then write it atomically (temp file + ``os.replace``: no reader sees half a file)."""
     errors = validate_results(obj)
     if errors:
         raise ValueError("results do not match the schema: " + "; ".join(errors[:5]))
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_results(path: str | Path) -> dict:
+    """Read and validate a results file; ``ValueError`` naming the file and the first problems otherwise."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text())
