@@ -36,7 +36,7 @@ def make_folder(folder: Path, n: int = 6) -> None:
 def test_train_export_reconstruct_end_to_end(tmp_path):
     make_folder(tmp_path / "data")
     out = tokbench_cli("train", "--config", "vq_tiny", "--data", str(tmp_path / "data"), *SMALL,
-                       "--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path / "run"),
+                       "--trainer.max_steps", "4", "--model.log_images_every", "2", "--trainer.default_root_dir", str(tmp_path / "run"),
                        "--trainer.logger.init_args.save_dir", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "skipped 1 unreadable training images" in out.stdout
@@ -46,7 +46,8 @@ def test_train_export_reconstruct_end_to_end(tmp_path):
     metrics = (next((tmp_path / "run").rglob("metrics.csv"))).read_text()
     for column in ("train/rec_loss", "train/usage", "train/perplexity", "lr", "val/rec_loss"):
         assert column in metrics
-    assert list((tmp_path / "run").rglob("images/step_*.png")), "no reconstruction grid was written"
+    grids = sorted(p.name for p in (tmp_path / "run").rglob("images/step_*.png"))
+    assert grids == ["step_0000002.png", "step_0000004.png"], grids
     exported = tmp_path / "exported"
     assert tokbench_cli("export", str(ckpt), str(exported), cwd=tmp_path).returncode == 0
     loaded = tokbench.load(exported)

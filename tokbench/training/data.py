@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from tokbench.imageio import IMAGE_SUFFIXES, pil_to_rgb_array, uint8_to_tensor
@@ -26,24 +27,39 @@ def scan_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return good, bad
 
 
-class EpochSeededSampler(Sampler):
-    """A shuffle that depends only on ``(seed, epoch)``; yields ``(epoch, index)`` pairs so the
-    dataset can seed each crop the same way. A run resumed at an epoch boundary therefore
-    sees exactly the batches an uninterrupted run sees, whatever the global RNG did
-    (Lightning calls `set_epoch`, and wraps this in a distributed sampler under DDP)."""
+class StepIndexedSampler(DistributedSampler):
+    """The training order as a function of the global step alone.
 
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = length, seed, 0
+    Epoch ``e`` is a permutation seeded by ``(seed, e)``; global batch ``b`` of it is split
+    into ``num_replicas`` contiguous chunks, rank ``r`` taking chunk ``r``. So N ranks with
+    batch ``B`` see, step by step, exactly the images one process sees with batch ``N*B``;
+    and a run resumed at any step (``step_fn()`` is read when an epoch's iteration starts)
+    continues with the batches an uninterrupted run would have drawn. Items are
+    ``(epoch, index)`` pairs so the dataset seeds each random crop from them.
+    Subclassing `DistributedSampler` tells Lightning not to wrap it in its own.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, length: int, batch_size: int, num_replicas: int, rank: int, seed: int,
+                 step_fn: Callable[[], int]) -> None:
+        super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.length, self.batch_size, self.step_fn = length, batch_size, step_fn
+        self.global_batch = batch_size * num_replicas
+        self.batches_per_epoch = length // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"data.batch_size: {batch_size} x {num_replicas} rank(s) is more than the "
+                             f"{length} training images (raise data.repeats or lower data.batch_size)")
 
     def __len__(self) -> int:
-        return self.length
+        return self.batches_per_epoch * self.batch_size
 
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter([(self.epoch, i) for i in torch.randperm(self.length, generator=g).tolist()])
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, first_batch = divmod(int(self.step_fn()), self.batches_per_epoch)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.length, generator=g).tolist()
+        for b in range(first_batch, self.batches_per_epoch):
+            start = b * self.global_batch + self.rank * self.batch_size
+            for i in order[start:start + self.batch_size]:
+                yield epoch, i
 
 
 class ImageFiles(Dataset):
@@ -53,7 +69,13 @@ class ImageFiles(Dataset):
 
     def __init__(self, sources: list, transform, seed: int = 0) -> None:
         self.sources, self.transform, self.seed = sources, transform, seed
-        self.failures = 0
+        # Shared memory: loader workers are separate processes, and their counts must add up here.
+        self._failures = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def failures(self) -> int:
+        """Images that failed to decode while training (each replaced by the next readable one)."""
+        return int(self._failures)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -75,8 +97,9 @@ class ImageFiles(Dataset):
                     torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
                     return self.transform(image)
             except (UnidentifiedImageError, OSError, ValueError) as err:
-                self.failures += 1
-                warnings.warn(f"skipping unreadable image {self.sources[index]}: {err}", stacklevel=2)
+                self._failures += 1
+                bad = self.sources[(index + offset) % len(self.sources)]
+                warnings.warn(f"skipping unreadable image {bad}: {err}", stacklevel=2)
         raise RuntimeError("no readable image in the training data")
 
 
@@ -125,9 +148,13 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
+        trainer = self.trainer
+        sampler = StepIndexedSampler(len(self.train_set), h.batch_size,
+                                     num_replicas=trainer.world_size if trainer else 1,
+                                     rank=trainer.global_rank if trainer else 0, seed=h.seed,
+                                     step_fn=lambda: trainer.global_step if trainer else 0)
         # An explicit generator: the loader's worker seeds never draw from the global RNG.
-        return DataLoader(self.train_set, batch_size=h.batch_size, drop_last=True,
-                          sampler=EpochSeededSampler(len(self.train_set), h.seed),
+        return DataLoader(self.train_set, batch_size=h.batch_size, drop_last=True, sampler=sampler,
                           generator=torch.Generator().manual_seed(h.seed),
                           num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 

@@ -17,18 +17,23 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tokbench import registry
 from tokbench.training.ema import make_ema, update_ema
+from tokbench.training.entropy import CodebookEntropy
 from tokbench.training.losses import (PatchDiscriminator, Perceptual, adaptive_weight, discriminator_loss,
                                       generator_loss)
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
 class AutoencoderModule(L.LightningModule):
+    """Trains any `Tokenizer` with ``autoencode``; one training step = one batch = one
+    ``global_step`` (also when the discriminator takes its own optimizer step)."""
+
     def __init__(
         self,
         tokenizer: str = "vq:size=tiny",
@@ -39,6 +44,9 @@ class AutoencoderModule(L.LightningModule):
         perceptual_random_backbone: bool = False,
         weights_dir: str | None = None,
         quantizer_weight: float = 1.0,
+        entropy_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
+        learned_logvar: bool = False,
         disc_weight: float = 0.0,
         disc_start: int = 0,
         disc_loss: str = "hinge",
@@ -57,7 +65,21 @@ class AutoencoderModule(L.LightningModule):
         log_images_every: int = 0,
         compile: bool = False,
     ) -> None:
-        """Every argument is a YAML key under ``model:`` (see the shipped configs)."""
+        """Every argument is a YAML key under ``model:`` (see the shipped configs).
+
+        ``tokenizer``: a registry name with options (``"vq:size=tiny"``), ``tokenizer_options``
+        overrides on top. Loss weights: ``l1_weight``/``l2_weight`` (pixels, [0, 1] range),
+        ``perceptual_weight`` (LPIPS; AlexNet weights from the cache or ``weights_dir``),
+        ``quantizer_weight`` (times the tokenizer's own terms: codebook, commitment, KL),
+        ``entropy_weight`` (codebook entropy, MAGVIT-2 style), ``learned_logvar`` (SD/LDM:
+        reconstruction / e^logvar + logvar with a learned scalar logvar), ``disc_weight``
+        (PatchGAN from step ``disc_start``, ``disc_loss`` hinge or non_saturating, scaled by
+        taming's adaptive weight unless ``adaptive_disc_weight`` is false). Optimizer: AdamW
+        (``lr``, ``betas``, ``weight_decay``), ``warmup_steps`` linear then cosine to
+        ``min_lr_ratio * lr`` at ``max_steps``; ``grad_clip`` (global norm, 0 = off);
+        ``ema_decay`` of the weights used for validation and export; a reconstruction grid
+        every ``log_images_every`` steps; ``compile`` wraps ``autoencode`` in torch.compile.
+        """
         super().__init__()
         if disc_loss not in ("hinge", "non_saturating"):
             raise ValueError(f"model.disc_loss must be 'hinge' or 'non_saturating', got {disc_loss!r}")
@@ -67,11 +89,15 @@ class AutoencoderModule(L.LightningModule):
         if not hasattr(self.tokenizer, "autoencode"):
             raise ValueError(f"{tokenizer} cannot be trained")
         self.ema_tokenizer = make_ema(self.tokenizer)
+        # After the EMA copy: its hooks must stay on the trained tokenizer only.
+        self.entropy = CodebookEntropy(self.tokenizer, entropy_temperature) if entropy_weight > 0 else None
+        self.logvar = nn.Parameter(torch.zeros(())) if learned_logvar else None
         self.discriminator = PatchDiscriminator(disc_ndf, disc_layers) if disc_weight > 0 else None
         self.perceptual = (Perceptual(weights_dir, perceptual_random_backbone).requires_grad_(False)
                            if perceptual_weight > 0 else None)
         self.model_forward = torch.compile(self.tokenizer.autoencode) if compile else self.tokenizer.autoencode
         self._last_time: float | None = None
+        self._fixed_images: torch.Tensor | None = None
 
     # -- optimizers ------------------------------------------------------------------
     def _schedule(self, step: int) -> float:
@@ -83,7 +109,8 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        opt_g = torch.optim.AdamW(self.tokenizer.parameters(), lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        params = list(self.tokenizer.parameters()) + ([self.logvar] if self.logvar is not None else [])
+        opt_g = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self._schedule)
         if self.discriminator is None:
             return [opt_g], [sched_g]
@@ -93,6 +120,7 @@ class AutoencoderModule(L.LightningModule):
 
     # -- losses ------------------------------------------------------------------------
     def reconstruction_loss(self, rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Weighted pixel + perceptual loss; with a learned logvar, its Gaussian NLL form."""
         h = self.hparams
         loss = rec.new_zeros(())
         if h.l1_weight:
@@ -101,12 +129,14 @@ class AutoencoderModule(L.LightningModule):
             loss = loss + h.l2_weight * F.mse_loss(rec, x)
         if self.perceptual is not None:
             loss = loss + h.perceptual_weight * self.perceptual(rec, x)
+        if self.logvar is not None:
+            loss = loss / torch.exp(self.logvar) + self.logvar
         return loss
 
     def _check_finite(self, name: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value):
             raise NonFiniteLossError(
-                f"{name} is {float(value)} at step {self.global_step}: training stopped; "
+                f"{name} is {float(value.detach())} at step {self.global_step}: training stopped; "
                 "the last good checkpoint is kept (lower the learning rate, or resume from it)")
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -116,6 +146,11 @@ class AutoencoderModule(L.LightningModule):
         scheds = self.lr_schedulers()
         scheds = scheds if isinstance(scheds, list) else [scheds]
         x = batch
+        gan_on = self.discriminator is not None and self.global_step >= h.disc_start
+
+        # -- the tokenizer's step (the discriminator's weights are frozen meanwhile) --
+        if opt_d is not None:
+            self.toggle_optimizer(opt_g)
         out = self.model_forward(x)
         rec = out.reconstruction
         rec_loss = self.reconstruction_loss(rec, x)
@@ -123,7 +158,12 @@ class AutoencoderModule(L.LightningModule):
         loss = rec_loss + h.quantizer_weight * quant_loss
         logs = {"train/rec_loss": rec_loss.detach(), "train/quant_loss": quant_loss.detach()}
         logs.update({f"train/{k}": v.detach() for k, v in out.losses.items()})
-        gan_on = self.discriminator is not None and self.global_step >= h.disc_start
+        if self.entropy is not None:
+            ent = self.entropy.pop_loss()
+            loss = loss + h.entropy_weight * ent
+            logs["train/entropy_loss"] = ent.detach()
+        if self.logvar is not None:
+            logs["train/logvar"] = self.logvar.detach()
         if gan_on:
             logits_fake = self.discriminator(rec)
             g_loss = generator_loss(logits_fake, h.disc_loss)
@@ -138,7 +178,12 @@ class AutoencoderModule(L.LightningModule):
             self.clip_gradients(opt_g, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
         opt_g.step()
         scheds[0].step()
+        if opt_d is not None:
+            self.untoggle_optimizer(opt_g)
+
+        # -- the discriminator's step --
         if gan_on:
+            self.toggle_optimizer(opt_d)
             logits_real = self.discriminator(x.detach())
             logits_fake = self.discriminator(rec.detach())
             d_loss = discriminator_loss(logits_real, logits_fake, h.disc_loss)
@@ -147,13 +192,19 @@ class AutoencoderModule(L.LightningModule):
             self.manual_backward(d_loss)
             if h.grad_clip:
                 self.clip_gradients(opt_d, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+            # In manual optimization Lightning counts every optimizer.step() as a global step;
+            # we count batches, so max_steps, disc_start and the schedules mean the same with
+            # and without the GAN. (Lightning re-installs these hooks at every batch.)
+            opt_d._on_before_step = opt_d._on_after_step = lambda: None
             opt_d.step()
+            self.untoggle_optimizer(opt_d)
             logs.update({"train/d_loss": d_loss.detach(), "train/logits_real": logits_real.detach().mean(),
                          "train/logits_fake": logits_fake.detach().mean()})
         if len(scheds) > 1:
             scheds[1].step()  # the discriminator's schedule counts steps from the start too
+            logs["lr_disc"] = torch.tensor(scheds[1].get_last_lr()[0])
         update_ema(self.ema_tokenizer, self.tokenizer, h.ema_decay)
-        logs.update({f"train/{k}": v.detach() for k, v in out.stats.items() if v.dim() == 0})
+        logs.update({f"train/{k}": v.detach().float() for k, v in out.stats.items() if v.dim() == 0})
         logs["train/loss"] = loss.detach()
         logs["lr"] = torch.tensor(scheds[0].get_last_lr()[0])
         now = time.perf_counter()
@@ -163,28 +214,49 @@ class AutoencoderModule(L.LightningModule):
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=x.shape[0])
 
+    def on_train_batch_end(self, outputs, batch: torch.Tensor, batch_idx: int) -> None:
+        every = self.hparams.log_images_every
+        if every and self.global_step % every == 0 and self.trainer.is_global_zero:
+            self.log_reconstruction_grid()
+
+    @torch.no_grad()
+    def log_reconstruction_grid(self) -> None:
+        """Originals over EMA reconstructions of the first validation images (the same ones every time)."""
+        if self._fixed_images is None:
+            loaders = self.trainer.val_dataloaders
+            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+            if loader is None:
+                return
+            self._fixed_images = next(iter(loader))[:8]
+        from tokbench.training.logging import save_reconstruction_grid
+
+        x = self._fixed_images.to(self.device)
+        save_reconstruction_grid(self.trainer, x, self.ema_tokenizer.autoencode(x).reconstruction, self.global_step)
+
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         out = self.ema_tokenizer.autoencode(batch)
         rec_loss = F.l1_loss(out.reconstruction, batch)
         self.log("val/rec_loss", rec_loss, prog_bar=True, on_epoch=True, batch_size=batch.shape[0], sync_dist=True)
         self.log("val/mse", F.mse_loss(out.reconstruction.clamp(0, 1), batch), on_epoch=True,
                  batch_size=batch.shape[0], sync_dist=True)
-        if batch_idx == 0 and self.hparams.log_images_every and self.trainer.is_global_zero:
-            from tokbench.training.logging import save_reconstruction_grid
-
-            save_reconstruction_grid(self.trainer, batch, out.reconstruction, self.global_step)
 
     # -- checkpoints -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What `tokbench.load(run.ckpt)` needs to rebuild the tokenizer, and the RNG states
-        # that make a resumed run continue exactly as an uninterrupted one.
+        # that make a resumed run continue exactly as an uninterrupted one. Tensors and
+        # plain containers only, so the file loads with torch.load(weights_only=True).
         checkpoint["tokbench"] = {"family": self.tokenizer.family, "config": self.tokenizer.config}
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                                    "python": torch.tensor(random.getstate()[1], dtype=torch.int64)}
+        np_state = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])
-            np.random.set_state(("MT19937", states["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+            np_key = states["numpy"]["key"].numpy().astype(np.uint32)
+            np.random.set_state(("MT19937", np_key, states["numpy"]["pos"], 0, 0.0))
             random.setstate((3, tuple(int(v) for v in states["python"].tolist()), None))
