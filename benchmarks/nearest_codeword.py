@@ -1,0 +1,120 @@
+"""Nearest-codeword search: the fused CUDA extension against the unfused PyTorch ways.
+
+    python benchmarks/nearest_codeword.py            # full grid (GPU if present)
+    python benchmarks/nearest_codeword.py --quick    # a small grid (CPU friendly)
+
+Each path is timed (CUDA events on GPU, perf_counter on CPU; warm-up, median of repeats)
+with its peak extra memory on GPU. Paths: ``fused`` (the extension; GPU only), ``cdist``
+(torch.cdist + argmin), ``expanded`` (|c|^2 - 2 z c^T + argmin in one matmul), ``chunked``
+(tokbench's PyTorch path), and faiss-cpu / pykeops where installed (CPU). Ratios are
+against the fastest unfused path of the same row; on GPU the fused path's fraction of the
+card's peak is printed as well (2 N K D FLOPs against the dense peak of the dtype).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pandas as pd
+import torch
+
+from tokbench.ops import nearest_codeword, nearest_codeword_torch
+
+PEAK_TFLOPS = {"H100": {torch.float32: 67.0, torch.bfloat16: 989.0, torch.float16: 989.0},
+               "H200": {torch.float32: 67.0, torch.bfloat16: 989.0, torch.float16: 989.0}}
+
+
+def paths(device: str):
+    def cdist(z, c):
+        return torch.cdist(z, c).argmin(1)
+
+    def expanded(z, c):
+        return torch.addmm(c.square().sum(1), z, c.T, alpha=-2).argmin(1)
+
+    out = {"cdist": cdist, "expanded": expanded}
+    if device == "cuda":
+        out["fused"] = lambda z, c: nearest_codeword(z, c)[0]
+    else:
+        out["chunked"] = lambda z, c: nearest_codeword_torch(z, c)[0]
+        try:
+            import faiss
+
+            def faiss_search(z, c):
+                index = faiss.IndexFlatL2(c.shape[1])
+                index.add(c.float().numpy())
+                return index.search(z.float().numpy(), 1)[1]
+
+            out["faiss"] = faiss_search
+        except ImportError:
+            pass
+    return out
+
+
+def time_it(fn, z, c, repeats: int, device: str) -> tuple[float, int]:
+    fn(z, c)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(z, c)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times), torch.cuda.max_memory_allocated() - base
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(z, c)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), -1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.quick:
+        grid = [(16384, 1024, 8), (16384, 16384, 8), (16384, 4096, 32), (4096, 4096, 256)]
+        dtypes = [torch.float32]
+    else:
+        grid = [(n, k, d) for n in (16384, 65536, 262144) for k in (1024, 16384, 65536) for d in (8, 32, 256)]
+        dtypes = [torch.float32, torch.bfloat16, torch.float16] if device == "cuda" else [torch.float32]
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
+    rows = []
+    for dtype in dtypes:
+        for n, k, d in grid:
+            z = torch.randn(n, d, device=device).to(dtype)
+            c = torch.randn(k, d, device=device).to(dtype)
+            row = {"dtype": str(dtype).replace("torch.", ""), "N": n, "K": k, "D": d}
+            for name, fn in paths(device).items():
+                try:
+                    seconds, mem = time_it(fn, z, c, args.repeats, device)
+                except (RuntimeError, MemoryError) as err:  # e.g. the unfused N x K matrix does not fit
+                    seconds, mem = float("nan"), -1
+                    row[f"{name}_error"] = str(err).splitlines()[0][:40]
+                row[f"{name}_ms"] = seconds * 1e3
+                if mem >= 0:
+                    row[f"{name}_MiB"] = mem / 2**20
+            unfused = [row[f"{p}_ms"] for p in ("cdist", "expanded") if row.get(f"{p}_ms") == row.get(f"{p}_ms")]
+            ours = row.get("fused_ms", row.get("chunked_ms"))
+            if unfused and ours:
+                row["speedup_vs_best_unfused"] = min(unfused) / ours
+            if gpu and "fused_ms" in row:
+                peak = next((v for key, v in PEAK_TFLOPS.items() if key in gpu), {}).get(dtype)
+                if peak:
+                    row["fused_%peak"] = 100 * 2 * n * k * d / (row["fused_ms"] / 1e3) / (peak * 1e12)
+            rows.append(row)
+            del z, c
+    print(f"device: {gpu or 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+if __name__ == "__main__":
+    main()

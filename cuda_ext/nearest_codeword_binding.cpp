@@ -1,0 +1,49 @@
+// PyTorch binding of the fused nearest-codeword kernel: checks, dtype dispatch, outputs.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include "nearest_codeword.h"
+
+namespace {
+
+tokbench::ScalarKind kind_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return tokbench::ScalarKind::kFloat32;
+    case at::kHalf: return tokbench::ScalarKind::kFloat16;
+    case at::kBFloat16: return tokbench::ScalarKind::kBFloat16;
+    default: TORCH_CHECK(false, "nearest_codeword: z and codebook must be float32, float16 or bfloat16, got ", t.scalar_type());
+  }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> nearest_codeword(at::Tensor z, at::Tensor codebook) {
+  TORCH_CHECK(z.is_cuda() && codebook.is_cuda(), "nearest_codeword: both tensors must be on a CUDA device");
+  TORCH_CHECK(z.device() == codebook.device(), "nearest_codeword: z is on ", z.device(), " but the codebook is on ", codebook.device());
+  TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
+              "nearest_codeword: expected z (N, D) and codebook (K, D)");
+  TORCH_CHECK(z.scalar_type() == codebook.scalar_type(), "nearest_codeword: z and codebook must share a dtype");
+  TORCH_CHECK(codebook.size(0) > 0, "nearest_codeword: empty codebook");
+  TORCH_CHECK(static_cast<size_t>(z.size(1)) <= tokbench::max_code_dim(), "nearest_codeword: code dimension ", z.size(1),
+              " exceeds the kernel's maximum ", tokbench::max_code_dim());
+  const c10::cuda::CUDAGuard guard(z.device());
+  z = z.contiguous();
+  codebook = codebook.contiguous();
+  const auto n = z.size(0), k = codebook.size(0);
+  const int d = static_cast<int>(z.size(1));
+  auto f32 = z.options().dtype(at::kFloat);
+  at::Tensor mean = codebook.to(at::kFloat).mean(0).contiguous();  // centering: see the kernel's comment
+  at::Tensor code_sqnorm = at::empty({k}, f32);
+  at::Tensor index = at::empty({n}, z.options().dtype(at::kLong));
+  at::Tensor distance = at::empty({n}, f32);
+  const cudaError_t err = tokbench::launch_nearest_codeword(
+      kind_of(z), z.data_ptr(), codebook.data_ptr(), mean.data_ptr<float>(), code_sqnorm.data_ptr<float>(), n, k, d,
+      index.data_ptr<int64_t>(), distance.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "nearest_codeword kernel failed: ", cudaGetErrorString(err));
+  return {index, distance};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("nearest_codeword", &nearest_codeword, "fused nearest-codeword search (indices int64, distances fp32)");
+}

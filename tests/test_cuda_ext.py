@@ -1,0 +1,91 @@
+"""The CUDA extension: compile-checked with nvcc wherever nvcc exists; run where a GPU exists."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokbench.cuda_ext import loader
+from tokbench.ops import active_backend, nearest_codeword, nearest_codeword_torch
+
+KERNEL = Path(loader.__file__).parent / "nearest_codeword_kernel.cu"
+NVCC = shutil.which("nvcc") or (str(Path(loader.cuda_home() or "/nonexistent") / "bin" / "nvcc")
+                                if loader.cuda_home() and (Path(loader.cuda_home()) / "bin" / "nvcc").exists() else None)
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found: the CUDA sources cannot be compile-checked here")
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_kernel_compiles_with_warnings_as_errors(arch, tmp_path):
+    out = subprocess.run([NVCC, "-c", str(KERNEL), "-o", str(tmp_path / "k.o"), f"-arch={arch}", "-O3", "-std=c++17",
+                          "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+
+
+def test_status_never_builds_and_honours_the_switch(monkeypatch):
+    monkeypatch.setenv("TOKBENCH_DISABLE_CUDA_EXT", "1")
+    assert "disabled" in loader.extension_status()
+    assert loader.load_extension() is None
+    assert active_backend("cuda") == "torch_chunked"
+    monkeypatch.delenv("TOKBENCH_DISABLE_CUDA_EXT")
+    if not torch.cuda.is_available():
+        assert loader.extension_status().startswith("not built: no CUDA device")
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n, k, d", [(4096, 16384, 8), (1000, 4096, 32), (333, 1000, 37), (256, 512, 256), (1, 7, 8)])
+def test_extension_matches_the_torch_path(n, k, d, dtype):
+    torch.manual_seed(0)
+    z, c = torch.randn(n, d, device="cuda").to(dtype), torch.randn(k, d, device="cuda").to(dtype)
+    assert active_backend("cuda") == "cuda_ext"
+    idx, dist = nearest_codeword(z, c)
+    ref_idx, ref_dist = nearest_codeword_torch(z.cpu(), c.cpu())
+    d64 = torch.cdist(z.double().cpu(), c.double().cpu()).square()
+    best, chosen = d64.gather(1, ref_idx[:, None]), d64.gather(1, idx.cpu()[:, None])
+    assert torch.all((idx.cpu() == ref_idx) | (chosen <= best * (1 + 1e-6)).squeeze(1))
+    assert torch.allclose(dist.cpu(), ref_dist, rtol=1e-4, atol=1e-5)
+    again, _ = nearest_codeword(z, c)
+    assert torch.equal(idx, again), "not deterministic"
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_ties_and_offset_codebooks_on_the_gpu():
+    base = torch.randn(10, 8, device="cuda")
+    idx, _ = nearest_codeword(base.repeat(5, 1)[:10] + 0, base.repeat(6, 1))
+    assert int(idx.max()) < 10
+    c = 100 + 0.1 * torch.randn(4096, 32, device="cuda")
+    z = 100 + 0.1 * torch.randn(2000, 32, device="cuda")
+    assert torch.equal(nearest_codeword(z, c)[0].cpu(), torch.cdist(z.double(), c.double()).argmin(1).cpu())
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_vq_training_step_on_gpu_uses_the_extension(monkeypatch):
+    import tokbench
+
+    calls = []
+    real = loader.nearest_codeword_cuda
+    monkeypatch.setattr(loader, "nearest_codeword_cuda", lambda *a: calls.append(1) or real(*a))
+    model = tokbench.create("vq:size=tiny").cuda().train()
+    x = torch.rand(4, 3, 64, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model.autoencode(x)
+    ((out.reconstruction - x).square().mean() + sum(out.losses.values())).backward()
+    assert calls, "the quantizer did not go through the CUDA extension"
+
+
+@pytest.mark.skipif(NVCC is None or loader.cuda_home() is None, reason="no CUDA toolkit: the extension cannot be built here")
+def test_full_extension_builds_and_imports_without_a_gpu(tmp_path):
+    # The binding (.cpp against PyTorch's headers) and the kernel, linked into the module
+    # that `tokbench build-ext` produces; importing it needs no GPU.
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    code = "from tokbench.cuda_ext import loader; m = loader.build_extension(['9.0']); print(m.nearest_codeword.__doc__)"
+    out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "fused nearest-codeword search" in out.stdout
