@@ -1,0 +1,1 @@
+"""Alembic migrations of the leaderboard database (applied by :func:`tokbench.leaderboard.store.migrate`)."""

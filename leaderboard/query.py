@@ -1,0 +1,71 @@
+"""Filters and sort order of a leaderboard listing, validated before anything reaches the database.
+
+Every value ends up as a bound parameter or as a key looked up in a fixed table, so a
+SQL-looking string can only ever match nothing (a filter) or be refused (a sort key).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tokbench.leaderboard.validation import Problem, Refused
+
+# Sort keys that are entry columns (the rest must be metric names of the chosen task).
+SORT_COLUMNS = ("id", "created", "tokenizer", "family", "kind", "tokens_per_image", "bits_per_image", "parameters")
+STATUSES = ("verified", "unverified", "all")
+# The metric a task's table is ranked by unless asked otherwise, and shown in the plot.
+PRIMARY_METRIC = {"reconstruction": "psnr", "detail": "energy_kept", "text": "cer_gt", "generation": "gfid"}
+NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+MAX_LIMIT = 1000
+
+
+@dataclass
+class EntryQuery:
+    """What to list: filters, sort key and order, page. Build with :meth:`checked`."""
+
+    task: str | None = None
+    family: list[str] = field(default_factory=list)
+    kind: str | None = None
+    status: str = "verified"
+    q: str | None = None
+    min_tokens: float | None = None
+    max_tokens: float | None = None
+    min_bits: float | None = None
+    max_bits: float | None = None
+    sort: str | None = None
+    order: str | None = None  # "asc" | "desc"; default: best first for metrics, ascending otherwise
+    limit: int = 500
+    offset: int = 0
+
+    def checked(self) -> "EntryQuery":
+        """Self, after checking every field; :class:`Refused` (422) naming each bad one."""
+        problems = []
+        if self.task is not None and not NAME.match(self.task):
+            problems.append(Problem("task", "must be a task name (letters, digits, _ . : -)"))
+        if self.kind not in (None, "discrete", "continuous"):
+            problems.append(Problem("kind", "must be 'discrete' or 'continuous'"))
+        if self.status not in STATUSES:
+            problems.append(Problem("status", f"must be one of {', '.join(STATUSES)}"))
+        if self.order not in (None, "asc", "desc"):
+            problems.append(Problem("order", "must be 'asc' or 'desc'"))
+        if self.sort is not None and self.sort not in SORT_COLUMNS:
+            if not NAME.match(self.sort):
+                problems.append(Problem("sort", f"must be one of {', '.join(SORT_COLUMNS)} or a metric name"))
+            elif self.task is None:
+                problems.append(Problem("sort", f"sorting by metric {self.sort!r} needs a task"))
+        if not 1 <= self.limit <= MAX_LIMIT:
+            problems.append(Problem("limit", f"must be between 1 and {MAX_LIMIT}"))
+        if self.offset < 0:
+            problems.append(Problem("offset", "must be >= 0"))
+        if self.q is not None and len(self.q) > 200:
+            problems.append(Problem("q", "at most 200 characters"))
+        if problems:
+            raise Refused(422, problems)
+        return self
+
+    @property
+    def sort_key(self) -> str:
+        """The effective sort key: the given one, else the task's primary metric, else ``id``."""
+        if self.sort:
+            return self.sort
+        return PRIMARY_METRIC.get(self.task or "", "id") if self.task else "id"

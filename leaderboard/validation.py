@@ -1,0 +1,176 @@
+"""What a submission must satisfy before it is stored.
+
+A refusal is a list of :class:`Problem` (the JSON path of the field and the reason) plus
+the HTTP status that fits it. A submission that passes is *verified* when every dataset it
+names is one of the server's known suites (same name, same fingerprint, the whole suite);
+otherwise it is accepted into the *unverified* list, with the reasons recorded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from tokbench.results import RESULTS_SCHEMA_VERSION, validate_results
+from tokbench.version import __version__
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a field of a submission is refused or left unverified."""
+
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """``{"field": ..., "reason": ...}`` as the API returns it."""
+        return {"field": self.field, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class KnownSuite:
+    """A dataset the server can vouch for: its fingerprint and, where known, its size."""
+
+    fingerprint: str
+    num_images: int | None = None
+
+
+class Refused(ValueError):
+    """A submission that is not stored: HTTP ``status`` and the problems (field + reason)."""
+
+    def __init__(self, status: int, problems: list[Problem], existing_id: int | None = None):
+        self.status, self.problems, self.existing_id = status, problems, existing_id
+        super().__init__("; ".join(f"{p.field}: {p.reason}" for p in problems))
+
+
+@dataclass
+class Candidate:
+    """A submission that passed validation, ready to be stored."""
+
+    results: dict[str, Any]
+    text: str
+    status: str  # "verified" | "unverified"
+    reasons: list[Problem] = field(default_factory=list)
+    duplicate_key: str = ""
+
+
+def default_accepted_versions() -> SpecifierSet:
+    """Versions of the server's own minor series, e.g. ``~=0.1.0`` for tokbench 0.1.x."""
+    release = Version(__version__).release
+    return SpecifierSet(f"~={release[0]}.{release[1] if len(release) > 1 else 0}.0")
+
+
+def parse_specifier(text: str) -> SpecifierSet:
+    """A PEP 440 version specifier such as ``>=0.1,<0.3``; ``ValueError`` if it is not one."""
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier as err:
+        raise ValueError(f"--accept-versions: not a version specifier: {text!r} ({err})") from err
+
+
+def load_known_suites(path: str | Path | None = None) -> dict[str, KnownSuite]:
+    """Known suites from a JSON file, or the built-in suites of this tokbench installation.
+
+    The file maps a dataset name to its fingerprint, or to ``{"fingerprint": ..., "num_images": N}``.
+    Without a file, the fingerprints come from ``tokbench.tasks.suites.builtin_fingerprints``
+    (and sizes from the suites themselves); where the tasks package is not installed, no suite
+    is known and every submission goes to the unverified list.
+    """
+    if path is not None:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"--known-suites {path}: cannot read a JSON object ({err})") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"--known-suites {path}: expected an object mapping suite name to fingerprint")
+        suites = {}
+        for name, value in raw.items():
+            spec = value if isinstance(value, dict) else {"fingerprint": value}
+            if not isinstance(spec.get("fingerprint"), str) or len(spec["fingerprint"]) != 64:
+                raise ValueError(f"--known-suites {path}: {name}: fingerprint must be 64 hex characters")
+            suites[name] = KnownSuite(spec["fingerprint"], spec.get("num_images"))
+        return suites
+    try:
+        from tokbench.tasks import suites as builtin
+    except ImportError:
+        return {}
+    return {name: KnownSuite(fp, len(builtin.load_suite(name).items))
+            for name, fp in builtin.builtin_fingerprints().items()}
+
+
+def duplicate_key(results: dict[str, Any]) -> str:
+    """SHA-256 identifying "the same result": checkpoint, datasets (name, fingerprint, resolution), version.
+
+    Codec baselines have no checkpoint file; their identity is the tokenizer name and config.
+    """
+    tok = results["tokenizer"]
+    checkpoint = tok["checkpoint_sha256"] or {"name": tok["name"], "config": tok["config"]}
+    datasets = sorted((d["name"], d["fingerprint"], d["resolution"]) for d in results["datasets"])
+    identity = {"checkpoint": checkpoint, "datasets": datasets, "tokbench": results["tokbench"]["version"]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any], str]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Refused(422, [Problem("$", f"body is not UTF-8 text ({err.reason} at byte {err.start})")]) from err
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON (metric values must be finite numbers)")
+
+    try:
+        obj = json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as err:
+        raise Refused(422, [Problem("$", f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}")]) from err
+    except ValueError as err:
+        raise Refused(422, [Problem("$", str(err))]) from err
+    if not isinstance(obj, dict):
+        raise Refused(422, [Problem("$", "a results file is a JSON object")])
+    return obj, text
+
+
+def _verification(results: dict[str, Any], known: dict[str, KnownSuite]) -> list[Problem]:
+    reasons = []
+    for i, dataset in enumerate(results["datasets"]):
+        where = f"$.datasets[{i}]"
+        suite = known.get(dataset["name"])
+        if suite is None:
+            reasons.append(Problem(f"{where}.name", f"{dataset['name']!r} is not one of the server's known suites"))
+        elif dataset["fingerprint"] != suite.fingerprint:
+            reasons.append(Problem(f"{where}.fingerprint",
+                                   f"does not match the known fingerprint of suite {dataset['name']!r}"))
+        elif suite.num_images is not None and dataset["num_images"] != suite.num_images:
+            reasons.append(Problem(f"{where}.num_images",
+                                   f"evaluated on {dataset['num_images']} of the suite's {suite.num_images} images"))
+    return reasons
+
+
+def check_submission(body: bytes, accepted: SpecifierSet, known: dict[str, KnownSuite]) -> Candidate:
+    """Parse and validate a submitted ``results.json``; :class:`Refused` (422) naming each bad field.
+
+    Duplicates are not checked here (the store checks them atomically through a unique key).
+    """
+    obj, text = _parse(body)
+    if obj.get("schema_version") != RESULTS_SCHEMA_VERSION:
+        raise Refused(422, [Problem("$.schema_version", f"this server accepts schema version {RESULTS_SCHEMA_VERSION}, "
+                                                        f"got {obj.get('schema_version')!r}")])
+    errors = validate_results(obj)
+    if errors:
+        raise Refused(422, [Problem(*e.split(": ", 1)) for e in errors])
+    version = obj["tokbench"]["version"]
+    try:
+        ok = Version(version) in accepted
+    except InvalidVersion:
+        raise Refused(422, [Problem("$.tokbench.version", f"{version!r} is not a version number")]) from None
+    if not ok:
+        raise Refused(422, [Problem("$.tokbench.version", f"tokbench {version} is not accepted by this server "
+                                                          f"(accepted: {accepted or 'any'})")])
+    reasons = _verification(obj, known)
+    return Candidate(results=obj, text=text, status="unverified" if reasons else "verified",
+                     reasons=reasons, duplicate_key=duplicate_key(obj))
