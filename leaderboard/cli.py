@@ -115,7 +115,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     entries, _, close = _load_entries(args, args.status)
     close()
-    print(format_table(entries, args.format, args.task))
+    print(format_table(entries, args.format, args.task).rstrip("\n"))
     return 0
 
 
