@@ -38,14 +38,14 @@ def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
 def build_cli(argv: list[str]):
     from lightning.pytorch.cli import LightningCLI
 
-    from tokbench.training.checkpointing import AtomicCheckpointIO
     from tokbench.training.data import ImageDataModule
     from tokbench.training.module import AutoencoderModule
 
     return LightningCLI(
         AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"plugins": [AtomicCheckpointIO()], "enable_model_summary": False},
+        trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
+                          "enable_model_summary": False},
         parser_kwargs={"prog": "tokbench train", "description": "Train a tokenizer (Lightning CLI conventions)."},
     )
 
@@ -60,10 +60,11 @@ def run_train(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--resume: no {last} (was the run started with the same trainer.default_root_dir?)")
         ckpt_path = str(last)
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
-    skipped = cli.datamodule.num_skipped
-    if skipped:
-        print(f"skipped {skipped} unreadable training images")
-    print(f"checkpoints in {Path(cli.trainer.default_root_dir) / 'checkpoints'}")
+    if cli.trainer.is_global_zero:
+        skipped = cli.datamodule.num_skipped
+        if skipped:
+            print(f"skipped {skipped} unreadable training images")
+        print(f"checkpoints in {Path(cli.trainer.default_root_dir) / 'checkpoints'}")
     return 0
 
 

@@ -116,7 +116,9 @@ class AutoencoderModule(L.LightningModule):
             return [opt_g], [sched_g]
         opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.disc_lr or h.lr, betas=tuple(h.betas),
                                   weight_decay=h.weight_decay)
-        return [opt_g, opt_d], [sched_g, torch.optim.lr_scheduler.LambdaLR(opt_d, self._schedule)]
+        # Stepped only while the GAN is on, yet following the same curve over global steps.
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda _: self._schedule(self.global_step))
+        return [opt_g, opt_d], [sched_g, sched_d]
 
     # -- losses ------------------------------------------------------------------------
     def reconstruction_loss(self, rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -198,11 +200,10 @@ class AutoencoderModule(L.LightningModule):
             opt_d._on_before_step = opt_d._on_after_step = lambda: None
             opt_d.step()
             self.untoggle_optimizer(opt_d)
+            scheds[1].step()
             logs.update({"train/d_loss": d_loss.detach(), "train/logits_real": logits_real.detach().mean(),
-                         "train/logits_fake": logits_fake.detach().mean()})
-        if len(scheds) > 1:
-            scheds[1].step()  # the discriminator's schedule counts steps from the start too
-            logs["lr_disc"] = torch.tensor(scheds[1].get_last_lr()[0])
+                         "train/logits_fake": logits_fake.detach().mean(),
+                         "lr_disc": torch.tensor(scheds[1].get_last_lr()[0])})
         update_ema(self.ema_tokenizer, self.tokenizer, h.ema_decay)
         logs.update({f"train/{k}": v.detach().float() for k, v in out.stats.items() if v.dim() == 0})
         logs["train/loss"] = loss.detach()

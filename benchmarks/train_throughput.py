@@ -1,0 +1,98 @@
+"""Training throughput of the shipped configs: images per second and peak memory.
+
+    python benchmarks/train_throughput.py                      # tiny configs, CPU
+    python benchmarks/train_throughput.py --configs vq_small --accelerator gpu --image-size 256
+
+Each config runs ``--warmup`` steps untimed, then ``--steps`` timed training steps (data
+loading, forward, backward, optimizer, EMA; no validation, logging or checkpoints). Peak
+memory: the process's peak resident set on CPU, ``torch.cuda.max_memory_allocated`` on GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tokbench.training.cli import build_cli, shipped_config
+
+TINY = "vq_tiny,residual_scale_tiny,holistic_1d_tiny,vae_tiny"
+
+
+class StepTimer(Callback):
+    """Wall time of the training steps after the first ``warmup`` ones."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end, self.timed_steps = warmup, None, None, 0
+
+    def _sync(self, trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            self._sync(trainer)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.start is not None:
+            self._sync(trainer)
+            self.end = time.perf_counter()
+            self.timed_steps += 1
+
+
+def measure(config: str, steps: int, warmup: int, accelerator: str, extra: list[str], root: Path) -> dict:
+    argv = ["--config", str(shipped_config(config)), "--trainer.max_steps", str(warmup + steps),
+            "--trainer.accelerator", accelerator, "--trainer.devices", "1", "--trainer.strategy", "auto",
+            "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+            "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root / config), "--model.log_images_every", "0", *extra]
+    if accelerator == "cpu":
+        argv += ["--trainer.precision", "32-true"]
+    cli = build_cli(argv)
+    timer = StepTimer(warmup)
+    cli.trainer.callbacks.append(timer)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    batch = cli.datamodule.hparams.batch_size
+    seconds = timer.end - timer.start
+    if cli.trainer.strategy.root_device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"config": config, "image_size": cli.datamodule.hparams.image_size, "batch": batch,
+            "params_M": cli.model.tokenizer.num_parameters() / 1e6, "steps": timer.timed_steps,
+            "images_per_s": timer.timed_steps * batch / seconds, "s_per_step": seconds / timer.timed_steps,
+            "peak_mem_MiB": peak_mib}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=TINY, help="comma-separated shipped config names")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args, extra = parser.parse_known_args()  # anything else goes to the training CLI, e.g. --data.batch_size 4
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in args.configs.split(","):
+            rows.append(measure(config, args.steps, args.warmup, args.accelerator, extra, Path(tmp)))
+    header = list(rows[0])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if args.accelerator == "gpu" else ""))
+
+
+if __name__ == "__main__":
+    main()
