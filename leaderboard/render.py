@@ -91,6 +91,10 @@ def _task_section(task: str, entries: list[Entry]) -> dict[str, Any]:
                   for e in rows if plot_metric in e.metrics[task] and e.bits_per_image]
         plot = build_plot(points, plot_metric, higher)
     directions = {m: next(e.metrics[task][m]["higher_is_better"] for e in rows if m in e.metrics[task]) for m in metrics}
+    if plot_metric:  # ranked by the task's primary metric, best first, entries without it last
+        sign = -1.0 if directions[plot_metric] else 1.0
+        rows.sort(key=lambda e: (plot_metric not in e.metrics[task],
+                                 sign * e.metrics[task][plot_metric]["mean"] if plot_metric in e.metrics[task] else 0.0))
     return {"task": task, "rows": rows, "metrics": metrics, "directions": directions, "plot": plot,
             "unplotted": sum(1 for e in rows if not e.bits_per_image)}
 
