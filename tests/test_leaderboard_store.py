@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
@@ -237,3 +243,70 @@ def test_pareto_front():
            Point(4, "d", "f", 100, 28.0), Point(5, "e", "f", 50, 20.0)]
     assert [p.entry_id for p in pareto_front(pts, higher_is_better=True)] == [5, 1, 3]
     assert [p.entry_id for p in pareto_front(pts, higher_is_better=False)] == [5]
+
+
+def test_postgresql_urls_use_psycopg():
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    from tokbench.leaderboard.store import engine_for
+
+    engine = engine_for("postgresql://board:secret@db.example:5432/leaderboard")
+    assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+    assert engine.url.database == "leaderboard"
+    engine.dispose()
+
+
+def _postgres_bin() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True):
+        return candidate.parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server on a free loopback port (skips where PostgreSQL is not installed)."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # PostgreSQL never runs as root
+    # Not under pytest's tmp_path: its parents are private to root, and the server runs as "postgres".
+    top = Path(tempfile.mkdtemp(prefix="tokbench-pg-"))
+    data = top / "pg"
+    data.mkdir()
+    if as_user:
+        top.chmod(0o755)
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                    f"-p {port} -h 127.0.0.1 -k {data}", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_store_on_postgresql(postgres_url):
+    store = Store(postgres_url)
+    try:
+        assert store.revision == "0001"
+        token = store.create_token("alice")
+        a = submit(store, make_results(name="a", psnr=25.0, checkpoint="1" * 64), store.authenticate(token)[0])
+        b = submit(store, make_results(name="b", psnr=31.0), store.authenticate(token)[0])
+        with pytest.raises(Refused, match=f"duplicate of entry {a}"):
+            submit(store, make_results(name="a2", checkpoint="1" * 64), store.authenticate(token)[0])
+        assert [e.id for e in store.list(EntryQuery(task="reconstruction"))] == [b, a]
+        assert store.list(EntryQuery(family=["' OR '1'='1"])) == []
+        assert json.loads(store.results(a))["tokenizer"]["name"] == "a"
+        store.revoke_token("alice")
+        with pytest.raises(PermissionError):
+            store.authenticate(token)
+    finally:
+        store.close()
+    assert Store(postgres_url).count() == 2  # reopening: already migrated
