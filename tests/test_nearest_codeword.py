@@ -104,3 +104,33 @@ def test_cpu_tensors_take_the_chunked_path_and_autocast_is_ignored():
         idx, dist = nearest_codeword(z, c)
     assert dist.dtype == torch.float32
     assert torch.equal(idx, reference(z, c)[0])
+
+
+def test_a_fully_tied_codebook_is_re_ranked_in_bounded_steps():
+    # Every codeword equal: every row is a near-tie over the whole codebook, and the
+    # re-rank must walk all K candidates (in small steps here) and keep the lowest index.
+    c = torch.ones(300, 5)
+    z = torch.randn(40, 5)
+    idx, dist = nearest_codeword_torch(z, c, chunk_bytes=4096)
+    assert torch.equal(idx, torch.zeros(40, dtype=torch.long))
+    assert torch.allclose(dist, (z - 1).square().sum(1))
+
+
+def test_near_ties_within_fp32_rounding_pick_the_exact_winner():
+    # Two codewords whose distances to z differ by far less than the expansion's rounding
+    # error (|z| ~ 1e3): only the direct re-rank can tell them apart.
+    torch.manual_seed(0)
+    z = 1000 + torch.randn(64, 16)
+    c = torch.cat([z[:1] + 1e-2, torch.randn(50, 16) * 3 + 1000, z[:1] - 1e-2 * 1.001])
+    idx, _ = nearest_codeword_torch(z, c, chunk_bytes=1 << 12)
+    ref = torch.cdist(z.double(), c.double()).argmin(1)
+    assert torch.equal(idx, ref)
+
+
+def test_mixed_dtypes_are_searched_in_fp32():
+    # Under autocast the encoder output is bf16 while the codebook stays fp32.
+    torch.manual_seed(0)
+    z, c = torch.randn(300, 8).bfloat16(), torch.randn(128, 8)
+    idx, dist = nearest_codeword(z, c)
+    assert dist.dtype == torch.float32
+    assert torch.equal(idx, reference(z.float(), c)[0])

@@ -9,9 +9,10 @@ Numerics of the PyTorch path (exact in fp32, ties to the lowest index):
 * the codebook mean is subtracted from both sides first: ``|z|^2 - 2 z.c + |c|^2``
   cancels badly when codewords sit far from the origin;
 * ``|z|^2`` is dropped from the ranking (it does not change the argmin);
-* ranking runs in fp32 with autocast off; the best few candidates of each row (plus the
-  first arg-min, which carries the lowest index among exact ties) are then re-ranked
-  by the directly computed ``|z - c|^2``, which is also the distance returned.
+* ranking runs in fp32 with autocast off; every codeword whose score lies within a
+  rigorous bound of the fp32 rounding error of the row's best score is a near-tie, and
+  rows with more than one near-tie are re-ranked by the directly computed ``|z - c|^2``
+  (lowest index among equal distances), which is also the distance returned.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import os
 import torch
 
 METRICS = ("l2", "cosine")
-# Rows of scores held at once on the PyTorch path: bounded memory whatever N is.
-DEFAULT_CHUNK_BYTES = int(os.environ.get("TOKBENCH_NN_CHUNK_BYTES", 32 * 2**20))
-RERANK_CANDIDATES = 4
+# Scores held at once on the PyTorch path: bounded memory whatever N is, and small
+# enough (4 MiB) that the min passes after the GEMM read from cache.
+DEFAULT_CHUNK_BYTES = int(os.environ.get("TOKBENCH_NN_CHUNK_BYTES", 4 * 2**20))
 
 
 def _check_inputs(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
@@ -55,21 +56,42 @@ def _exact_sq_dist(z: torch.Tensor, codewords: torch.Tensor) -> torch.Tensor:
     return (z.unsqueeze(1) - codewords).square().sum(-1)
 
 
-def _pick_lowest_index_min(dist_nm: torch.Tensor, idx_nm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    best = dist_nm.min(dim=1, keepdim=True).values
+def _rerank_exact(z32: torch.Tensor, c32: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                  n: int, pairs_per_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact lowest-index minimum over the candidate pairs ``(rows[i], cols[i])``.
+
+    Distances are computed directly as ``|z - c|^2`` in fp32, ``pairs_per_step`` pairs at a
+    time, so that even a row whose whole codebook is tied stays within bounded memory.
+    Rows without any pair get ``inf`` and an index of ``int64 max``.
+    """
+    dist = torch.empty(rows.shape[0], dtype=torch.float32, device=z32.device)
+    for s in range(0, rows.shape[0], pairs_per_step):
+        r, c = rows[s : s + pairs_per_step], cols[s : s + pairs_per_step]
+        dist[s : s + pairs_per_step] = _exact_sq_dist(z32[r], c32[c].unsqueeze(1)).squeeze(1)
+    best = torch.full((n,), float("inf"), dtype=torch.float32, device=z32.device)
+    best.scatter_reduce_(0, rows, dist, reduce="amin")
     big = torch.iinfo(torch.long).max
-    idx = torch.where(dist_nm == best, idx_nm, torch.full_like(idx_nm, big)).min(dim=1).values
-    return idx, best.squeeze(1)
+    idx = torch.full((n,), big, dtype=torch.long, device=z32.device)
+    idx.scatter_reduce_(0, rows, torch.where(dist == best[rows], cols, torch.full_like(cols, big)), reduce="amin")
+    return idx, best
 
 
 def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2",
                            chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked exact search in PyTorch; see the module docstring for the numerics."""
+    """Chunked exact search in PyTorch; see the module docstring for the numerics.
+
+    Per chunk of rows: one GEMM writes the ranking scores ``|c|^2 - 2 z.c`` into a reused
+    buffer (``|c|^2`` rides along as an extra column of ones in z, so there is no separate
+    bias pass), one pass takes the row minimum and a second one the runner-up. Only rows
+    whose runner-up lies within a rigorous fp32 error bound of the minimum (rare, plus
+    exact duplicates) are re-ranked, over all their near-ties, by directly computed
+    distances. The score buffer is the only ``rows x K`` allocation per chunk.
+    """
     z32 = z.float()
     c32 = codebook.float()
     if metric == "cosine":
         z32, c32 = _normalize(z32), _normalize(c32)
-    N, K = z32.shape[0], c32.shape[0]
+    N, K, D = z32.shape[0], c32.shape[0], z32.shape[1]
     indices = torch.empty(N, dtype=torch.long, device=z.device)
     distances = torch.empty(N, dtype=torch.float32, device=z.device)
     if N == 0:
@@ -77,21 +99,38 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
     # Centering changes no distance but keeps the expansion well conditioned.
     center = c32.mean(dim=0, keepdim=True)
     zc, cc = z32 - center, c32 - center
-    c_sqnorm = cc.square().sum(1)
+    cc_norm = cc.norm(dim=1)
+    # scores = [zc, 1] @ [-2 cc, |cc|^2]^T
+    code_aug = torch.cat([-2 * cc, cc_norm.square().unsqueeze(1)], dim=1).T.contiguous()  # (D+1, K)
+    # |computed - exact score| <= tol (|zc| + max|cc|)^2 covers the rounding of the centering,
+    # of the D+1 term dot product and of the norms, with a safety factor of ~2.
+    tol = (2 * D + 16) * 2.0**-24
+    z_bound = tol * (zc.norm(dim=1) + cc_norm.max()).square()
     rows = max(1, min(N, chunk_bytes // (4 * K)))
-    buffer = torch.empty(rows, K, dtype=torch.float32, device=z.device)
-    m = min(RERANK_CANDIDATES, K)
+    scores_buf = torch.empty(rows, K, dtype=torch.float32, device=z.device)
+    near_buf = torch.empty(rows, K, dtype=torch.bool, device=z.device)
+    z_aug = torch.ones(rows, D + 1, dtype=torch.float32, device=z.device)
     for start in range(0, N, rows):
-        z_n = zc[start : start + rows]
-        n = z_n.shape[0]
-        scores = buffer[:n]
-        # scores = |c|^2 - 2 z.c  (the |z|^2 term is the same for every codeword)
-        torch.addmm(c_sqnorm.expand(n, K), z_n, cc.T, beta=1.0, alpha=-2.0, out=scores)
-        cand = torch.cat([scores.argmin(dim=1, keepdim=True), scores.topk(m, dim=1, largest=False).indices], dim=1)
-        dist = _exact_sq_dist(z32[start : start + n], c32[cand])
-        idx, best = _pick_lowest_index_min(dist, cand)
+        n = min(rows, N - start)
+        scores = scores_buf[:n]
+        z_aug[:n, :D] = zc[start : start + n]
+        torch.mm(z_aug[:n], code_aug, out=scores)
+        best_score, idx = scores.min(dim=1)
+        # Both the minimum and a rival carry at most one bound of error each: a row needs a
+        # re-rank only when its runner-up score lies within twice the bound.
+        threshold = best_score + 2 * z_bound[start : start + n]
+        scores.scatter_(1, idx.unsqueeze(1), float("inf"))
+        tied = (scores.min(dim=1).values <= threshold).nonzero().squeeze(1)
+        if tied.numel():
+            scores[tied, idx[tied]] = best_score[tied]
+            near = torch.le(scores[tied], threshold[tied].unsqueeze(1), out=near_buf[: tied.numel()])
+            t_rows, t_cols = near.nonzero(as_tuple=True)
+            t_idx, _ = _rerank_exact(z32[start : start + n][tied], c32, t_rows, t_cols, tied.numel(),
+                                     pairs_per_step=max(1, chunk_bytes // (4 * (D + 1))))
+            idx[tied] = t_idx
         indices[start : start + n] = idx
-        distances[start : start + n] = best
+        # The returned distance is computed directly, never read off the expansion.
+        distances[start : start + n] = _exact_sq_dist(z32[start : start + n], c32[idx].unsqueeze(1)).squeeze(1)
     if metric == "cosine":
         distances = distances / 2  # |a - b|^2 = 2 - 2cos for unit vectors: report 1 - cos
     return indices, distances
@@ -132,5 +171,8 @@ def nearest_codeword(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2"
         if z.is_cuda:
             search = _cuda_extension_search()
             if search is not None:
-                return search(z, codebook, metric)
+                # Under autocast z is often bf16 while the codebook is fp32: the kernel
+                # takes one dtype, so search in the more precise of the two.
+                dtype = torch.promote_types(z.dtype, codebook.dtype)
+                return search(z.detach().to(dtype), codebook.detach().to(dtype), metric)
         return nearest_codeword_torch(z.detach(), codebook.detach(), metric)
