@@ -15,10 +15,13 @@ from torch import nn
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (fewer when ``channels`` is not a multiple of 32, as in tiny configs)."""
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):
+    """``x + conv(silu(norm(conv(silu(norm(x))))))``, with a 1x1 skip projection when the width changes."""
+
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -46,6 +49,8 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
+    """Stride-2 3x3 conv: ``(B, C, H, W) -> (B, C, H/2, W/2)``."""
+
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride=2)
@@ -55,6 +60,8 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 conv: ``(B, C, h, w) -> (B, C, 2h, 2w)``."""
+
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
@@ -119,4 +126,5 @@ class ConvDecoder(nn.Module):
 
 
 def stride_of(ch_mult: tuple[int, ...]) -> int:
+    """Downsampling factor of a `ConvEncoder` with these channel multipliers."""
     return 2 ** (len(ch_mult) - 1)

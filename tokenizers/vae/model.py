@@ -6,7 +6,7 @@ from torch import nn
 
 from tokbench.nn.conv import ConvDecoder, ConvEncoder, stride_of
 from tokbench.nn.family import from_model_range, to_model_range
-from tokbench.tokenizer import AutoencoderOutput, Tokenizer, validate_images
+from tokbench.tokenizer import AutoencoderOutput, Tokenizer, pad_to_multiple, validate_images
 from tokbench.tokens import TokenLayout, Tokens
 
 
@@ -17,9 +17,14 @@ class DiagonalGaussian:
         self.mean, logvar = moments_B2Chw.chunk(2, dim=1)
         self.logvar = logvar.clamp(-30.0, 20.0)  # the usual SD clamp: keeps exp() finite
 
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``mean + std * noise``; differentiable in mean and logvar (reparameterization)."""
         noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + torch.exp(0.5 * self.logvar) * noise
+        return self.mean + self.std * noise
 
     def kl(self) -> torch.Tensor:
         """KL to N(0, I), summed over latent elements, per image ``(B,)``."""
@@ -27,8 +32,14 @@ class DiagonalGaussian:
 
 
 class VAETokenizer(Tokenizer):
-    """Images -> ``(B, latent_channels, H/s, W/s)`` latents. ``encode`` returns the posterior
-    mean; ``encode(images, sample=True)`` draws from the posterior instead."""
+    """Images -> ``(B, latent_channels, H/s, W/s)`` latents.
+
+    ``encode`` returns the posterior mean (deterministic); ``encode(images, sample=True)``
+    draws from the posterior instead. In `autoencode` the ``kl`` loss is
+    ``kl_weight * KL_sum / (3 H W)``: LDM adds ``kl_weight * KL_sum`` to a reconstruction
+    loss *summed* over pixels, and tokbench's training losses are per-pixel *means*, so the
+    KL is divided by the same pixel count to keep the published ratio (1e-6 for SD).
+    """
 
     family, kind = "vae", "continuous"
 
@@ -48,6 +59,7 @@ class VAETokenizer(Tokenizer):
         return TokenLayout("grid", (height // self.stride, width // self.stride), latent_channels=self.latent_channels)
 
     def posterior(self, x_B3HW: torch.Tensor) -> DiagonalGaussian:
+        """The diagonal Gaussian over latents of images whose sides are multiples of the stride."""
         return DiagonalGaussian(self.quant_conv(self.encoder(to_model_range(x_B3HW))))
 
     def decode_latents(self, z_BChw: torch.Tensor) -> torch.Tensor:
@@ -55,30 +67,29 @@ class VAETokenizer(Tokenizer):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tokens:
-        """Posterior mean by default; ``sample=True`` draws ``mean + std * noise``."""
-        validate_images(images)
-        self._sample, self._generator = sample, generator
-        try:
+        """Posterior mean by default; ``sample=True`` draws ``mean + std * noise`` (seeded by ``generator``)."""
+        if not sample:
             return super().encode(images)
-        finally:
-            self._sample, self._generator = False, None
+        validate_images(images)
+        x_B3HW = pad_to_multiple(images, self.stride)
+        z_BChw = self.posterior(x_B3HW).sample(generator)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), images.shape[-2:], latents=z_BChw)
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
-        post = self.posterior(x_B3HW)
-        z = post.sample(getattr(self, "_generator", None)) if getattr(self, "_sample", False) else post.mean
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], latents=z)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], latents=self.posterior(x_B3HW).mean)
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         return self.decode_latents(tokens.latents)
 
     def autoencode(self, x_B3HW: torch.Tensor) -> AutoencoderOutput:
         post = self.posterior(x_B3HW)
-        z = post.sample() if self.training else post.mean
+        z_BChw = post.sample() if self.training else post.mean
         kl_B = post.kl()
+        pixels = x_B3HW[0].numel()  # 3 * H * W: puts the KL on the per-pixel scale of the losses
         return AutoencoderOutput(
-            self.decode_latents(z),
-            {"kl": self.kl_weight * kl_B.mean()},
-            {"kl_per_image": kl_B.mean().detach(), "posterior_std": torch.exp(0.5 * post.logvar).mean().detach()},
+            self.decode_latents(z_BChw),
+            {"kl": self.kl_weight * kl_B.mean() / pixels},
+            {"kl_per_image": kl_B.mean().detach(), "posterior_std": post.std.mean().detach()},
         )
 
     def last_layer(self) -> torch.Tensor:
