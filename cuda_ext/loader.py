@@ -73,6 +73,12 @@ def nearest_codeword_cuda(z: torch.Tensor, codebook: torch.Tensor, metric: str) 
     module = load_extension()
     if module is None:
         raise RuntimeError("the CUDA extension is not available")
+    if z.shape[1] > module.max_code_dim():
+        # Codewords this long do not fit the shared-memory tiles; the chunked path is
+        # GEMM-bound at such D anyway.
+        from tokbench.ops.nearest_codeword import nearest_codeword_torch
+
+        return nearest_codeword_torch(z, codebook, metric)
     if metric == "cosine":
         z = torch.nn.functional.normalize(z.float(), dim=1)
         codebook = torch.nn.functional.normalize(codebook.float(), dim=1)

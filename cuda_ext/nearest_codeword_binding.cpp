@@ -46,4 +46,5 @@ std::vector<at::Tensor> nearest_codeword(at::Tensor z, at::Tensor codebook) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nearest_codeword", &nearest_codeword, "fused nearest-codeword search (indices int64, distances fp32)");
+  m.def("max_code_dim", &tokbench::max_code_dim, "largest code dimension the kernel's shared-memory tiles hold");
 }

@@ -89,3 +89,17 @@ def test_full_extension_builds_and_imports_without_a_gpu(tmp_path):
     out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "fused nearest-codeword search" in out.stdout
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_mixed_dtypes_and_long_codewords_on_the_gpu():
+    # bf16 encoder output against an fp32 codebook (autocast), and D beyond the tiles.
+    torch.manual_seed(0)
+    z, c = torch.randn(500, 8, device="cuda").bfloat16(), torch.randn(300, 8, device="cuda")
+    idx, dist = nearest_codeword(z, c)
+    assert dist.dtype == torch.float32
+    assert torch.equal(idx.cpu(), torch.cdist(z.double(), c.double()).argmin(1).cpu())
+    d = loader.load_extension().max_code_dim() + 5
+    z, c = torch.randn(64, d, device="cuda"), torch.randn(100, d, device="cuda")
+    assert torch.equal(nearest_codeword(z, c)[0].cpu(), torch.cdist(z.double(), c.double()).argmin(1).cpu())

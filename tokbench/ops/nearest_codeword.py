@@ -82,10 +82,11 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
 
     Per chunk of rows: one GEMM writes the ranking scores ``|c|^2 - 2 z.c`` into a reused
     buffer (``|c|^2`` rides along as an extra column of ones in z, so there is no separate
-    bias pass), one pass takes the row minimum and a second one the runner-up. Only rows
-    whose runner-up lies within a rigorous fp32 error bound of the minimum (rare, plus
-    exact duplicates) are re-ranked, over all their near-ties, by directly computed
-    distances. The score buffer is the only ``rows x K`` allocation per chunk.
+    bias pass), a value-only pass takes the row minimum, an in-place compare marks the
+    codewords within a rigorous fp32 error bound of it, and one thin GEMM counts them and
+    reads off the index of a lone winner. Only rows with several near-ties (rare, plus
+    exact duplicates) are re-ranked, over all of them, by directly computed distances.
+    The score buffer is the only ``rows x K`` allocation per chunk.
     """
     z32 = z.float()
     c32 = codebook.float()
@@ -108,23 +109,24 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
     z_bound = tol * (zc.norm(dim=1) + cc_norm.max()).square()
     rows = max(1, min(N, chunk_bytes // (4 * K)))
     scores_buf = torch.empty(rows, K, dtype=torch.float32, device=z.device)
-    near_buf = torch.empty(rows, K, dtype=torch.bool, device=z.device)
     z_aug = torch.ones(rows, D + 1, dtype=torch.float32, device=z.device)
+    # [1, j] per codeword j: a GEMV of a row's 0/1 near-tie mask with it gives the number of
+    # near-ties and, when that is one, its index (exact in fp32 while K < 2^24).
+    count_and_index = torch.stack([torch.ones(K, device=z.device), torch.arange(K, device=z.device).float()], dim=1)
     for start in range(0, N, rows):
         n = min(rows, N - start)
         scores = scores_buf[:n]
         z_aug[:n, :D] = zc[start : start + n]
         torch.mm(z_aug[:n], code_aug, out=scores)
-        best_score, idx = scores.min(dim=1)
-        # Both the minimum and a rival carry at most one bound of error each: a row needs a
-        # re-rank only when its runner-up score lies within twice the bound.
-        threshold = best_score + 2 * z_bound[start : start + n]
-        scores.scatter_(1, idx.unsqueeze(1), float("inf"))
-        tied = (scores.min(dim=1).values <= threshold).nonzero().squeeze(1)
+        # Value-only reductions and GEMMs vectorize; PyTorch's CPU argmin does not.
+        # Both the minimum and a rival carry at most one bound of error each.
+        threshold = scores.amin(dim=1) + 2 * z_bound[start : start + n]
+        near = torch.le(scores, threshold.unsqueeze(1), out=scores)  # in place: 1.0 where a near-tie
+        count, idx_f = torch.mm(near, count_and_index).unbind(1)
+        idx = idx_f.long()
+        tied = (count > 1.5).nonzero().squeeze(1) if K < 2**24 else torch.arange(n, device=z.device)
         if tied.numel():
-            scores[tied, idx[tied]] = best_score[tied]
-            near = torch.le(scores[tied], threshold[tied].unsqueeze(1), out=near_buf[: tied.numel()])
-            t_rows, t_cols = near.nonzero(as_tuple=True)
+            t_rows, t_cols = (near[tied] > 0.5).nonzero(as_tuple=True)
             t_idx, _ = _rerank_exact(z32[start : start + n][tied], c32, t_rows, t_cols, tied.numel(),
                                      pairs_per_step=max(1, chunk_bytes // (4 * (D + 1))))
             idx[tied] = t_idx
