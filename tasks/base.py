@@ -32,6 +32,15 @@ class MetricContext:
     skipped: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     fid_min_images: int = 1000
+    workers: int = 0  # worker processes for CPU-heavy per-image work (OCR); 0: in this process
+    pools: dict = field(default_factory=dict)  # name -> executor, created on first use
+    timers: dict = field(default_factory=dict)  # seconds spent in stages a task times itself (ocr_s)
+
+    def close(self) -> None:
+        """Shut down the worker pools (at the end of a run, also after an error)."""
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self.pools.clear()
 
 
 class Task:

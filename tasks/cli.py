@@ -31,7 +31,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     cfg = EvalConfig(tokenizer=args.tokenizer, tasks=_split(args.tasks), out=Path(args.out),
                      data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
                      batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
-                     weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images)
+                     weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
+                     workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     _init_distributed(device)
     results = run_eval(cfg)
     if results is None:
@@ -39,7 +40,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     for task, block in results["tasks"].items():
         for skipped in block["skipped"]:
             print(f"skipped {skipped['file']}: {skipped['reason']}")
-    print(summary_frame([results]).T.to_string(header=False))
+    print(summary_frame([results]).to_string())
     print(f"wrote {cfg.out / 'results.json'}, per_image.csv, report.md, report.html, grids/")
     return 0
 
@@ -49,7 +50,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from tokbench.tasks.report import summary_frame, write_report
 
     runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
-    print(summary_frame(runs).to_string(index=False))
+    print(summary_frame(runs).to_string())
     if args.out:
         write_report(Path(args.out), runs)
         print(f"wrote {Path(args.out) / 'report.md'} and report.html")
@@ -97,9 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="runs/eval", help="output folder; rerunning with the same folder resumes")
-    p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid")
+    p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid (fid = rfid)")
     p.add_argument("--weights-dir", help="folder holding LPIPS/Inception weights (default: the torch hub cache)")
-    p.add_argument("--limit", type=int, help="score only the first N images of each dataset")
+    p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
+    p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
     p.set_defaults(func=run_eval_command)
 

@@ -15,15 +15,52 @@ from PIL import Image, UnidentifiedImageError
 from tokbench.imageio import IMAGE_SUFFIXES, pil_to_rgb_array, uint8_to_tensor
 
 MIN_SIDE = 8  # smaller images (e.g. 1x1) cannot be scored meaningfully
+_HASH_CHUNK = 1 << 20
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be scored; the message is the reason shown to the user."""
 
 
 @dataclass
 class Item:
-    """One benchmark image: a stable id, uint8 ``(H, W, 3)`` pixels, and task metadata."""
+    """One benchmark image: a stable id, its pixels or the file holding them, and task metadata.
+
+    Built-in suites hold generated pixels (``image``, uint8 ``(H, W, 3)``); folder items hold
+    only their ``path`` and are decoded when scored (in data-loader workers), so a folder of
+    50,000 images is never held in memory at once.
+    """
 
     id: str
-    image: np.ndarray
+    image: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def pixels(self) -> np.ndarray:
+        """uint8 ``(H, W, 3)``; :class:`BadImageError` with the reason if the file cannot be used."""
+        if self.image is not None:
+            return self.image
+        return read_image_file(self.path)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """Decode any Pillow-readable file (EXIF orientation applied) or say why it cannot be used."""
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError("empty (zero-byte) file")
+        with Image.open(path) as img:
+            img.load()
+            arr = pil_to_rgb_array(img)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError("not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # truncated files land here ("image file is truncated (...)")
+        raise BadImageError(f"cannot decode: {err}") from None
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise BadImageError(f"too small ({arr.shape[1]}x{arr.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE} needed)")
+    return arr
 
 
 @dataclass
@@ -32,22 +69,55 @@ class Dataset:
     source: str  # "builtin" or "folder"
     version: str
     items: list[Item]
-    skipped: list[dict] = field(default_factory=list)  # [{"file", "reason"}]
+    _fingerprint: str | None = field(default=None, repr=False)
 
     def fingerprint(self) -> str:
-        """SHA-256 over the generator/version and every item's id, pixels and metadata."""
-        digest = hashlib.sha256(f"{self.source}:{self.name}:{self.version}".encode())
-        for item in self.items:
-            digest.update(item.id.encode())
-            digest.update(np.ascontiguousarray(item.image).tobytes())
-            digest.update(json.dumps(item.meta, sort_keys=True, default=str).encode())
-        return digest.hexdigest()
+        """SHA-256 over the generator/version and every item's id, content and metadata.
+
+        Content is the file's bytes for folder items (hashed as read, never decoded) and the
+        generated pixels for built-in ones. Computed once, on the rank that writes results.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(f"{self.source}:{self.name}:{self.version}".encode())
+            for item in self.items:
+                digest.update(item.id.encode())
+                if item.image is not None:
+                    digest.update(np.ascontiguousarray(item.image).tobytes())
+                else:
+                    with open(item.path, "rb") as f:
+                        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+                            digest.update(chunk)
+                digest.update(json.dumps(item.meta, sort_keys=True, default=str).encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+
+def subset(items: list[Item], limit: int | None) -> list[Item]:
+    """``limit`` items spread evenly over the list (first and last included), in order.
+
+    A quick look (``--limit``) then still covers every kind of image of a suite -- small and
+    large text, low and high frequencies -- instead of only the first few.
+    """
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if limit == 1:
+        return [items[0]]
+    step = (len(items) - 1) / (limit - 1)
+    return [items[round(i * step)] for i in range(limit)]
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
     """Ground truth per relative path from ``manifest.csv`` (columns file,text) or ``manifest.jsonl``."""
     if (folder / "manifest.jsonl").is_file():
-        rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate((folder / "manifest.jsonl").read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{folder / 'manifest.jsonl'}: line {n} is not JSON ({err.msg})") from None
     elif (folder / "manifest.csv").is_file():
         with open(folder / "manifest.csv", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -55,39 +125,33 @@ def read_manifest(folder: Path) -> dict[str, dict]:
         return {}
     out = {}
     for i, row in enumerate(rows):
-        if "file" not in row or "text" not in row:
-            raise ValueError(f"{folder}: manifest row {i + 1} needs 'file' and 'text' fields, got {sorted(row)}")
+        if not isinstance(row, dict) or "file" not in row or "text" not in row:
+            raise ValueError(f"{folder}: manifest row {i + 1} needs 'file' and 'text' fields, got {row!r}")
         out[str(row["file"])] = {"text": str(row["text"])}
     return out
 
 
 def load_folder(folder: str | Path, name: str | None = None) -> Dataset:
-    """Every image under ``folder`` (recursive); unreadable files are skipped with a reason."""
+    """Every image file under ``folder`` (recursive, sorted), with its manifest text if any.
+
+    Files are only listed here; unreadable ones are found when decoded and then skipped
+    with a reason (see :func:`read_image_file`). A folder without image files is an error.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such data folder")
     manifest = read_manifest(folder)
-    items, skipped = [], []
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    items = []
     for path in files:
         rel = path.relative_to(folder).as_posix()
-        try:
-            if path.stat().st_size == 0:
-                raise ValueError("empty (zero-byte) file")
-            with Image.open(path) as img:
-                img.load()
-                arr = pil_to_rgb_array(img)
-            if min(arr.shape[:2]) < MIN_SIDE:
-                raise ValueError(f"too small ({arr.shape[1]}x{arr.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE} needed)")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            skipped.append({"file": rel, "reason": f"{type(err).__name__}: {err}"})
-            continue
-        items.append(Item(rel, arr, dict(manifest.get(rel, {}))))
-    if not items:
-        raise ValueError(f"{folder}: none of the {len(files)} image files could be read")
-    return Dataset(name or folder.name, "folder", "1", items, skipped)
+        items.append(Item(rel, None, dict(manifest.get(rel, {})), path))
+    unknown = sorted(set(manifest) - {it.id for it in items})
+    if unknown:
+        raise ValueError(f"{folder}: manifest names {len(unknown)} file(s) not in the folder (first: {unknown[0]})")
+    return Dataset(name or folder.name, "folder", "1", items)
 
 
 # -- resolution policy --------------------------------------------------------------------

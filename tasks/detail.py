@@ -44,6 +44,6 @@ class DetailTask(Task):
         bands = [[r.get(f"band_{i}") for r in rows if r.get(f"band_{i}") is not None] for i in range(NUM_BANDS)]
         edges = np.linspace(0, 0.5, NUM_BANDS + 1)
         extra["band_energy_ratio"] = [
-            {"band": [float(edges[i]), float(edges[i + 1])], **mean_ci95(vals)} for i, vals in enumerate(bands)
+            {"band": [float(edges[i]), float(edges[i + 1])], **mean_ci95(vals, (0.0, float("inf")))} for i, vals in enumerate(bands)
         ]
         return metrics, extra, skipped

@@ -26,15 +26,18 @@ def write_grids(cfg, rows_by_task: dict, datasets: dict, tasks: dict) -> dict[st
     written = {}
     for name, rows in rows_by_task.items():
         task = tasks[name]()
+        rec_dir = cfg.out / "reconstructions" / name
+        # under multi-node torchrun another machine may hold some reconstructions: pick among ours
+        rows = [r for r in rows if (rec_dir / f"{_safe_name(r['id'])}.png").is_file()]
         picks = pick_worst_median_best(rows, task.primary, task.directions[task.primary])
         if not picks:
             continue
         by_id = {it.id: it for it in datasets[name].items}
         strips = []
         for _, row in picks:
-            prepared = prepare(by_id[row["id"]].image, cfg.resolution)
+            prepared = prepare(by_id[row["id"]].pixels(), cfg.resolution)
             original = crop_content(prepared.x_3HW, prepared)
-            rec = load_image(cfg.out / "reconstructions" / name / f"{_safe_name(row['id'])}.png")
+            rec = load_image(rec_dir / f"{_safe_name(row['id'])}.png")
             diff = ((rec - original).abs() * DIFF_GAIN).clamp(0, 1)
             strips.append(torch.cat([original, rec, diff], dim=-1))
         width = max(s.shape[-1] for s in strips)

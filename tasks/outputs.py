@@ -47,32 +47,41 @@ def tokenizer_block(cfg, tokenizer, measured_bits: list[float]) -> dict:
     }
 
 
-def ordered_rows(cfg, dataset, task_name: str, row_cache_cls) -> list[dict]:
-    rows = row_cache_cls(cfg.out / "cache", task_name, 0).load_all()
-    order = [it.id for it in dataset.items[: cfg.limit]]
+def ordered_rows(cfg, dataset, task_name: str, rows: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """(scored rows, skipped files ``{file, reason}``) in dataset order, from every rank's rows."""
+    from tokbench.tasks.data import subset
+    from tokbench.tasks.runner import SKIP_KEY
+
+    order = [it.id for it in subset(dataset.items, cfg.limit)]
     missing = [i for i in order if i not in rows]
     if missing:
         raise RuntimeError(f"{task_name}: {len(missing)} images have no score (first: {missing[0]}); rerun to resume")
-    return [rows[i] for i in order]
+    scored = [rows[i] for i in order if SKIP_KEY not in rows[i]]
+    skipped = [{"file": i, "reason": rows[i][SKIP_KEY]} for i in order if SKIP_KEY in rows[i]]
+    if not scored:
+        raise RuntimeError(f"{task_name}: none of the {len(order)} images of {dataset.name} could be read "
+                           f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
+    return scored, skipped
 
 
-def assemble_results(cfg, tokenizer, ctx, datasets: dict, tasks: dict, row_cache_cls) -> tuple[dict, dict]:
+def assemble_results(cfg, tokenizer, ctx, datasets: dict, tasks: dict, rows_by_id: dict) -> tuple[dict, dict]:
+    """The results object and each task's rows in dataset order, from the gathered per-image rows."""
     rows_by_task, task_blocks, dataset_blocks, bits = {}, {}, {}, []
     for name in cfg.tasks:
         dataset = datasets[name]
-        rows = ordered_rows(cfg, dataset, name, row_cache_cls)
+        rows, skipped_files = ordered_rows(cfg, dataset, name, rows_by_id[name])
         rows_by_task[name] = rows
         bits += [r["bits"] for r in rows if r.get("bits") is not None]
         metrics, extra, skipped = tasks[name]().aggregate(rows, ctx)
         skipped = {**{m: r for m, r in ctx.skipped.items() if m in ("lpips", "rfid") and (m != "rfid" or name == "reconstruction")},
                    **skipped}
         task_blocks[name] = {
-            "dataset": dataset.name, "num_images": len(rows), "num_skipped": len(dataset.skipped),
-            "skipped": dataset.skipped, "metrics": metrics, "skipped_metrics": skipped, "extra": extra,
+            "dataset": dataset.name, "num_images": len(rows), "num_skipped": len(skipped_files),
+            "skipped": skipped_files, "metrics": metrics, "skipped_metrics": skipped, "extra": extra,
         }
         dataset_blocks[dataset.name] = {
             "name": dataset.name, "source": dataset.source, "version": dataset.version,
-            "fingerprint": dataset.fingerprint(), "num_images": len(dataset.items[: cfg.limit]),
+            "fingerprint": dataset.fingerprint(), "num_images": len(rows) + len(skipped_files),
             "resolution": cfg.resolution,
         }
     results = {

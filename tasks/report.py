@@ -15,16 +15,35 @@ def _fmt(metric: dict) -> str:
 
 
 def summary_frame(runs: list[dict]) -> pd.DataFrame:
-    """One row per run, one column per task/metric (mean [95% CI])."""
-    rows = []
-    for r in runs:
-        row = {"tokenizer": r["tokenizer"]["name"], "bits/img": r["tokenizer"]["bits_per_image"],
-               "tokens/img": r["tokenizer"]["tokens_per_image"]}
+    """One row per task/metric, one column per run: ``mean [95% CI]``.
+
+    Text metrics that have an identity upper bound (OCR read on the original image) get a
+    second row, ``... (identity)``, so OCR's own error is always shown beside the tokenizer's.
+    """
+    columns: dict[str, dict[str, str]] = {}
+    order: list[str] = ["bits / image", "tokens / image"]
+    for i, r in enumerate(runs):
+        name = r["tokenizer"]["name"]
+        label = name if name not in columns else f"{name} #{i + 1}"
+        col = {"bits / image": _num(r["tokenizer"]["bits_per_image"]),
+               "tokens / image": _num(r["tokenizer"]["tokens_per_image"])}
         for task, block in r["tasks"].items():
-            for name, metric in block["metrics"].items():
-                row[f"{task}:{name}"] = _fmt(metric)
-        rows.append(row)
-    return pd.DataFrame(rows)
+            bound = block.get("extra", {}).get("identity_upper_bound", {})
+            for metric, value in block["metrics"].items():
+                for key, entry in ((f"{task}: {metric}", value), (f"{task}: {metric} (identity)", bound.get(metric))):
+                    if entry is None or entry.get("mean") is None:
+                        continue
+                    col[key] = _fmt(entry)
+                    if key not in order:
+                        order.append(key)
+        columns[label] = col
+    frame = pd.DataFrame({label: [col.get(k, "") for k in order] for label, col in columns.items()}, index=order)
+    frame.index.name = "metric"
+    return frame
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
 def task_frame(block: dict) -> pd.DataFrame:
@@ -79,8 +98,9 @@ def write_report(out: Path, runs: list[dict], grids: dict[str, str] | None = Non
     plots = _plots(out, runs)
     md, body = ["# tokbench report", ""], ["<h1>tokbench report</h1>"]
     summary = summary_frame(runs)
-    md += ["## Summary", "", summary.to_markdown(index=False), ""]
-    body += ["<h2>Summary</h2>", summary.to_html(index=False, escape=True)]
+    md += ["## Summary", "", "mean [95% confidence interval]; `(identity)`: the same score with OCR on the original",
+           "", summary.to_markdown(), ""]
+    body += ["<h2>Summary</h2>", summary.to_html(escape=True)]
     if len(runs) == 1:
         run = runs[0]
         for task, block in run["tasks"].items():

@@ -6,6 +6,11 @@ so an interrupted run finishes with the same files as an uninterrupted one. The 
 the run are pinned in ``OUT/cache/run.json``: resuming with other settings is refused.
 Under ``torchrun`` each rank scores ``items[rank::world]``; rank 0 aggregates every rank's
 rows, sorted in dataset order, so results do not depend on the number of ranks.
+
+Pipeline: data-loader worker processes decode and resize images (``--workers``), the
+tokenizer runs batched on ``--device`` in the main process, and the text task's OCR runs in
+a pool of worker processes (see ``tokbench.tasks.text``). Files that cannot be decoded are
+cached as skipped rows with their reason, so a resumed run lists them too.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from tqdm import tqdm
 import tokbench
 from tokbench.imageio import quantize_8bit, save_png
 from tokbench.tasks.base import MetricContext, Pair
-from tokbench.tasks.data import Dataset, crop_content, load_folder, parse_resolution, prepare
+from tokbench.tasks.data import BadImageError, Dataset, Item, crop_content, load_folder, parse_resolution, prepare, subset
 from tokbench.tasks.detail import DetailTask
 from tokbench.tasks.reconstruction import ReconstructionTask
 from tokbench.tasks.suites import load_suite
@@ -30,6 +35,8 @@ from tokbench.tasks.text import TextTask
 
 TASKS = {"reconstruction": ReconstructionTask, "detail": DetailTask, "text": TextTask}
 METRICS_NEEDING_WEIGHTS = ("lpips", "rfid")
+METRIC_ALIASES = {"fid": "rfid"}  # --skip-metric lpips,fid reads naturally too
+SKIP_KEY = "_skipped"  # a cached row for an unreadable file: {"id": ..., "_skipped": reason}
 
 
 class Interrupted(RuntimeError):
@@ -48,8 +55,9 @@ class EvalConfig:
     device: str = "cpu"
     skip_metrics: list[str] = field(default_factory=list)
     weights_dir: str | None = None
-    limit: int | None = None
+    limit: int | None = None  # score this many images per dataset, spread evenly (quick looks, tests)
     fid_min_images: int = 1000
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
 
     def pinned(self) -> dict:
@@ -57,6 +65,8 @@ class EvalConfig:
         return {"tokenizer": self.tokenizer, "tasks": self.tasks, "data": str(self.data) if self.data else None,
                 "suite": self.suite, "resolution": self.resolution, "skip_metrics": sorted(self.skip_metrics),
                 "limit": self.limit, "fid_min_images": self.fid_min_images}
+        # batch size, device and workers may differ between the first run and a resume:
+        # per-image scores do not depend on them.
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -69,12 +79,17 @@ def validate_config(cfg: EvalConfig) -> None:
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown or not cfg.tasks:
         raise ValueError(f"unknown task(s) {unknown or cfg.tasks}; choose from {', '.join(TASKS)}")
+    cfg.skip_metrics = sorted({METRIC_ALIASES.get(m, m) for m in cfg.skip_metrics})
     bad = [m for m in cfg.skip_metrics if m not in METRICS_NEEDING_WEIGHTS]
     if bad:
         raise ValueError(f"--skip-metric takes {', '.join(METRICS_NEEDING_WEIGHTS)}; got {', '.join(bad)}")
     parse_resolution(cfg.resolution)
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
     if cfg.data is not None and cfg.suite is not None:
         raise ValueError("give either --data or --suite, not both")
 
@@ -83,7 +98,7 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     """Load the metric networks, failing before any work if their weights are missing."""
     from tokbench import weights
 
-    ctx = MetricContext(device=cfg.device, fid_min_images=cfg.fid_min_images)
+    ctx = MetricContext(device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers)
     needed = [m for m in METRICS_NEEDING_WEIGHTS if m not in cfg.skip_metrics]
     if "reconstruction" not in cfg.tasks and "rfid" in needed:
         needed.remove("rfid")
@@ -151,14 +166,46 @@ def pin_settings(cache_dir: Path, cfg: EvalConfig, rank: int) -> None:
         atomic_write_text(pinned_path, json.dumps(cfg.pinned(), indent=2))
 
 
-def _batches(prepared: list, batch_size: int):
-    """Consecutive items of the same evaluation size, at most ``batch_size`` at a time."""
+class _PreparedImages(torch.utils.data.Dataset):
+    """Decode + resolution policy for each item; runs in data-loader worker processes."""
+
+    def __init__(self, items: list[Item], resolution: str) -> None:
+        self.items, self.resolution = items, resolution
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, prepare(self.items[i].pixels(), self.resolution), None
+        except BadImageError as err:
+            return i, None, str(err)
+
+
+def _as_is(sample):
+    return sample
+
+
+def _prepared_stream(items: list[Item], resolution: str, workers: int):
+    """``(item, Prepared | None, reason | None)`` in item order, decoded by ``workers`` processes."""
+    loader = torch.utils.data.DataLoader(_PreparedImages(items, resolution), batch_size=None, shuffle=False,
+                                         num_workers=min(workers, len(items)), collate_fn=_as_is,
+                                         prefetch_factor=4 if workers else None)
+    for i, prepared, reason in loader:
+        yield items[i], prepared, reason
+
+
+def _batches(stream, batch_size: int):
+    """Consecutive good images of one evaluation size, at most ``batch_size``; bad ones alone."""
     batch = []
-    for entry in prepared:
-        if batch and (len(batch) == batch_size or batch[0][1].x_3HW.shape != entry[1].x_3HW.shape):
+    for item, prepared, reason in stream:
+        if reason is not None:
+            yield [(item, None, reason)]
+            continue
+        if batch and (len(batch) == batch_size or batch[0][1].x_3HW.shape != prepared.x_3HW.shape):
             yield batch
             batch = []
-        batch.append(entry)
+        batch.append((item, prepared, None))
     if batch:
         yield batch
 
@@ -170,29 +217,43 @@ def score_task(cfg: EvalConfig, task_name: str, tokenizer, ctx: MetricContext, d
     task = TASKS[task_name]()
     cache = RowCache(cfg.out / "cache", task_name, rank)
     done = cache.load_all()
-    items = dataset.items[: cfg.limit][rank::world]
+    items = subset(dataset.items, cfg.limit)[rank::world]
     todo = [it for it in items if it.id not in done]
     rec_dir = cfg.out / "reconstructions" / task_name
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=task_name, unit="img", disable=rank != 0)
-    for batch in _batches(((it, prepare(it.image, cfg.resolution)) for it in todo), cfg.batch_size):
+    t_io = time.perf_counter()
+    for batch in _batches(_prepared_stream(todo, cfg.resolution, cfg.workers), cfg.batch_size):
         t0 = time.perf_counter()
-        x = torch.stack([p.x_3HW for _, p in batch]).to(cfg.device)
+        timers["io_s"] += t0 - t_io  # waiting for decoded images
+        if batch[0][2] is not None:  # an unreadable file: remembered with its reason
+            item, _, reason = batch[0]
+            if rank == 0:
+                tqdm.write(f"skipped {item.id}: {reason}")
+            cache.append([{"id": item.id, SKIP_KEY: reason}])
+            bar.update(1)
+            t_io = time.perf_counter()
+            continue
+        x = torch.stack([p.x_3HW for _, p, _ in batch]).to(cfg.device)
         with torch.no_grad():
             tokens = tokenizer.encode(x)
             rec = quantize_8bit(tokenizer.decode(tokens)).cpu()
         bits = tokens.bits_per_image()
         t1 = time.perf_counter()
         pairs = [Pair(it, crop_content(quantize_8bit(p.x_3HW), p), crop_content(rec[i], p), p.scale, p.content_box[:2])
-                 for i, (it, p) in enumerate(batch)]
+                 for i, (it, p, _) in enumerate(batch)]
+        ocr_before = ctx.timers.get("ocr_s", 0.0)
         rows = task.score(pairs, ctx)
         t2 = time.perf_counter()
-        for i, (row, (it, _)) in enumerate(zip(rows, batch)):
+        ocr = ctx.timers.get("ocr_s", 0.0) - ocr_before
+        for i, (row, (it, _, _)) in enumerate(zip(rows, batch)):
             row.update({"id": it.id, "bits": None if bits is None else float(bits[i])})
             save_png(pairs[i].reconstruction, rec_dir / f"{_safe_name(it.id)}.png")
         cache.append(rows)
         timers["tokenizer_s"] += t1 - t0
-        timers["metrics_s"] += t2 - t1
-        timers["io_s"] += time.perf_counter() - t2
+        timers["metrics_s"] += t2 - t1 - ocr
+        timers["ocr_s"] += ocr
+        t_io = time.perf_counter()
+        timers["io_s"] += t_io - t2
         bar.update(len(batch))
         new_counter[0] += len(batch)
         if cfg.stop_after is not None and new_counter[0] >= cfg.stop_after:
@@ -200,36 +261,65 @@ def score_task(cfg: EvalConfig, task_name: str, tokenizer, ctx: MetricContext, d
     bar.close()
 
 
+def gather_rows(cfg: EvalConfig, datasets: dict[str, Dataset]) -> dict[str, dict[str, dict]] | None:
+    """Every rank's cached rows, merged on rank 0 (None elsewhere).
+
+    Rows travel through the process group (``gather_object``), not the file system, so ranks
+    on different machines need no shared ``--out`` folder.
+    """
+    rank, world = rank_and_world()
+    mine = {}
+    for name in cfg.tasks:
+        cached = RowCache(cfg.out / "cache", name, rank).load_all()
+        ids = [it.id for it in subset(datasets[name].items, cfg.limit)[rank::world]]
+        mine[name] = {i: cached[i] for i in ids if i in cached}
+    if world == 1:
+        return mine
+    gathered = [None] * world if rank == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    if rank != 0:
+        return None
+    return {name: {k: v for part in gathered for k, v in part[name].items()} for name in cfg.tasks}
+
+
 def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
-    """Run the benchmark; returns the results dict on rank 0 (None on other ranks)."""
+    """Run the benchmark; returns the results dict on rank 0 (None on other ranks).
+
+    Order matters: settings, metric weights, Tesseract and the data are all checked before
+    the first image is scored, so a missing file stops the run before any work.
+    """
     from tokbench.tasks.outputs import assemble_results, write_outputs
 
     validate_config(cfg)
     rank, world = rank_and_world()
     start = time.perf_counter()
-    tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
-    if ctx is None:
+    own_ctx = ctx is None
+    if own_ctx:
         ctx = build_metric_context(cfg)
-    if "text" in cfg.tasks:
-        from tokbench.metrics.text import require_tesseract
+    try:
+        if "text" in cfg.tasks:
+            from tokbench.metrics.text import require_tesseract
 
-        require_tesseract()
-    datasets = {t: load_dataset(cfg, t) for t in cfg.tasks}  # bad data fails here, before any scoring
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    pin_settings(cfg.out / "cache", cfg, rank)
-    if world > 1:
-        dist.barrier()
-    timers = {"tokenizer_s": 0.0, "metrics_s": 0.0, "io_s": 0.0}
-    task_seconds, new_counter = {}, [0]
-    for name in cfg.tasks:
-        t0 = time.perf_counter()
-        score_task(cfg, name, tokenizer, ctx, datasets[name], timers, new_counter)
-        task_seconds[name] = time.perf_counter() - t0
-    if world > 1:
-        dist.barrier()
-    if rank != 0:
-        return None
-    results, rows_by_task = assemble_results(cfg, tokenizer, ctx, datasets, TASKS, RowCache)
-    results["timings"] = {"total_s": time.perf_counter() - start, "tasks_s": task_seconds, "breakdown_s": timers}
-    write_outputs(cfg, results, rows_by_task, datasets, TASKS)
-    return results
+            require_tesseract()
+        datasets = {t: load_dataset(cfg, t) for t in cfg.tasks}  # an empty or missing folder fails here
+        tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        pin_settings(cfg.out / "cache", cfg, rank)
+        if world > 1:
+            dist.barrier()
+        timers = {"tokenizer_s": 0.0, "metrics_s": 0.0, "ocr_s": 0.0, "io_s": 0.0}
+        task_seconds, new_counter = {}, [0]
+        for name in cfg.tasks:
+            t0 = time.perf_counter()
+            score_task(cfg, name, tokenizer, ctx, datasets[name], timers, new_counter)
+            task_seconds[name] = time.perf_counter() - t0
+        rows = gather_rows(cfg, datasets)
+        if rank != 0:
+            return None
+        results, rows_by_task = assemble_results(cfg, tokenizer, ctx, datasets, TASKS, rows)
+        results["timings"] = {"total_s": time.perf_counter() - start, "tasks_s": task_seconds, "breakdown_s": timers}
+        write_outputs(cfg, results, rows_by_task, datasets, TASKS)
+        return results
+    finally:
+        if own_ctx:
+            ctx.close()

@@ -5,19 +5,27 @@ against the OCR of the original (``*_ocr``; the only reference for real photos).
 (rendered images, whose word boxes are known): each ground-truth box is read from the
 reconstruction (recognition only) and scored by exact match and edit similarity, bucketed
 by text height. The same scores on the *original* are the identity upper bound, reported
-beside them so that OCR's own error is visible. OCR runs in a thread pool: pytesseract
-starts one Tesseract process per call, so threads use every core.
+beside them so that OCR's own error is visible.
+
+OCR runs in a pool of worker processes (``--workers``), two jobs per image (original and
+reconstruction), so that Tesseract keeps every core busy. Each worker limits Tesseract's
+own OpenMP threads to one: several multi-threaded Tesseracts on a few cores spin against
+each other and run several times slower than single-threaded ones side by side.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 from tokbench.imageio import tensor_to_uint8
 from tokbench.metrics.stats import mean_ci95
+from tokbench.results import METRIC_RANGES
 from tokbench.metrics.text import (PAGE_CONFIG, WORD_CONFIG, cer, ocr_page, ocr_words, size_bucket, wer,
                                    word_scores)
 from tokbench.tasks.base import IMAGE_QUALITY_DIRECTIONS, MetricContext, Pair, Task, image_quality_rows
@@ -52,6 +60,27 @@ def cached_ocr(image_HW3, boxes: list) -> dict:
     return result
 
 
+def _init_ocr_worker() -> None:
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # inherited by the tesseract processes this worker starts
+
+
+def ocr_pool(ctx: MetricContext) -> Executor | None:
+    """The run's OCR process pool (created on first use), or None to OCR in this process."""
+    if ctx.workers < 1:
+        return None
+    if "ocr" not in ctx.pools:
+        # fork on Linux (as torch's DataLoader does): workers start at once instead of importing
+        # torch again; they only run PIL, numpy and Tesseract processes, no OpenMP of their own.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        ctx.pools["ocr"] = ProcessPoolExecutor(ctx.workers, mp_context=multiprocessing.get_context(method),
+                                               initializer=_init_ocr_worker)
+    return ctx.pools["ocr"]
+
+
+def _ocr_job(job: tuple) -> dict:
+    return cached_ocr(*job)
+
+
 def _scaled_boxes(pair: Pair) -> list[list[int]]:
     top, left = pair.offset
     return [[round(v * pair.scale) + (left if i % 2 == 0 else top) for i, v in enumerate(w["box"])]
@@ -82,8 +111,10 @@ class TextTask(Task):
             boxes = _scaled_boxes(pair)
             jobs.append((tensor_to_uint8(pair.original), boxes))
             jobs.append((tensor_to_uint8(pair.reconstruction), boxes))
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            readings = list(pool.map(lambda job: cached_ocr(*job), jobs))
+        pool = ocr_pool(ctx)
+        t0 = time.perf_counter()
+        readings = list(pool.map(_ocr_job, jobs) if pool is not None else map(_ocr_job, jobs))
+        ctx.timers["ocr_s"] = ctx.timers.get("ocr_s", 0.0) + time.perf_counter() - t0
         for i, (row, pair) in enumerate(zip(rows, pairs)):
             orig, rec = readings[2 * i], readings[2 * i + 1]
             row["ocr_original"], row["ocr_reconstruction"] = orig["page"], rec["page"]
@@ -107,13 +138,13 @@ class TextTask(Task):
         for key in ["cer_gt", "wer_gt", *[f"word_{m}_{b}" for m in ("acc", "ned") for b in BUCKETS]]:
             values = [r[f"identity_{key}"] for r in rows if r.get(f"identity_{key}") is not None]
             if values:
-                identity[key] = mean_ci95(values)
+                identity[key] = mean_ci95(values, METRIC_RANGES[key][:2])
         extra["identity_upper_bound"] = identity
         by_size: dict[str, list[float]] = {}
         for r in rows:
             if r.get("size_px") is not None and r.get("cer_gt") is not None:
                 by_size.setdefault(str(r["size_px"]), []).append(r["cer_gt"])
-        extra["cer_gt_by_font_size"] = {k: mean_ci95(v) for k, v in sorted(by_size.items(), key=lambda kv: float(kv[0]))}
+        extra["cer_gt_by_font_size"] = {k: mean_ci95(v, METRIC_RANGES["cer_gt"][:2]) for k, v in sorted(by_size.items(), key=lambda kv: float(kv[0]))}
         if not any(r.get("cer_gt") is not None for r in rows):
             skipped["cer_gt"] = "no ground-truth text (add a manifest with file,text columns)"
         return metrics, extra, skipped

@@ -1,0 +1,64 @@
+"""LPIPS and rFID through the real loading code, with random-init weight files (no network)."""
+import json
+
+import pytest
+import torch
+
+from tokbench import weights
+from tokbench.tasks.runner import EvalConfig, run_eval
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """A --weights-dir holding random-init AlexNet and FID-Inception files under their real names."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+    from torchvision.models import alexnet
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    torch.save(alexnet(weights=None).state_dict(), folder / weights.WEIGHT_FILES["lpips"].filename)
+    # torch-fidelity loads weights in its constructor: build it once with loading turned off.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(model.state_dict(), folder / weights.WEIGHT_FILES["rfid"].filename)
+    return folder
+
+
+def test_weights_are_found_in_weights_dir_and_status_lists_them(weights_dir, capsys):
+    found = weights.require(["lpips", "rfid"], weights_dir)
+    assert {k: p.name for k, p in found.items()} == {m: w.filename for m, w in weights.WEIGHT_FILES.items()}
+    from tokbench.tasks.cli import run_weights
+
+    class Args:
+        action, metrics = "status", None
+
+    Args.weights_dir = str(weights_dir)
+    assert run_weights(Args) == 0
+    out = capsys.readouterr().out
+    assert out.count("True") == 2 and "alexnet-owt-7be5be79.pth" in out
+
+
+def test_lpips_and_rfid_are_reported_with_weights_and_rfid_needs_enough_images(weights_dir, tmp_path):
+    common = dict(tokenizer="jpeg:q=20", tasks=["reconstruction"], limit=4, weights_dir=str(weights_dir))
+    results = run_eval(EvalConfig(out=tmp_path / "small", fid_min_images=4, **common))
+    metrics = results["tasks"]["reconstruction"]["metrics"]
+    assert 0 < metrics["lpips"]["mean"] < 2 and metrics["lpips"]["n"] == 4
+    assert metrics["rfid"]["mean"] >= 0 and metrics["rfid"]["n"] == 4
+    assert "rfid_note" in results["tasks"]["reconstruction"]["extra"]
+    assert results["tasks"]["reconstruction"]["skipped_metrics"] == {}
+    # default threshold (1000 images): rFID is not reported, and the file says why
+    results = run_eval(EvalConfig(out=tmp_path / "default", **common))
+    block = results["tasks"]["reconstruction"]
+    assert "rfid" not in block["metrics"] and "at least 1000" in block["skipped_metrics"]["rfid"]
+    on_disk = json.loads((tmp_path / "default" / "results.json").read_text())
+    assert on_disk["tasks"]["reconstruction"]["skipped_metrics"]["rfid"] == block["skipped_metrics"]["rfid"]
+
+
+def test_skipped_metrics_are_recorded_and_fid_is_an_alias(tmp_path):
+    results = run_eval(EvalConfig(tokenizer="identity", tasks=["reconstruction"], limit=2,
+                                  skip_metrics=["lpips", "fid"], out=tmp_path / "o"))
+    skipped = results["tasks"]["reconstruction"]["skipped_metrics"]
+    assert set(skipped) == {"lpips", "rfid"} and "--skip-metric" in skipped["lpips"]
+    assert results["tasks"]["reconstruction"]["metrics"]["psnr"]["mean"] == 100.0
