@@ -5,7 +5,7 @@ a few scikit-image photos (a few hundred Adam steps), then checks that decoding 
 scales / more tokens brings the reconstruction error down.
 """
 import torch
-from helpers import photo_batch
+from helpers import photo, photo_batch
 
 import tokbench
 
@@ -24,12 +24,14 @@ def fit(model, x, steps, lr):
 
 
 def test_residual_scale_error_falls_as_more_scales_are_decoded():
+    # The astronaut at 64 px: the tiny schedule 1,2,4,8 covers its 8x8 token grid exactly.
+    # ch=16 halves the conv widths of the tiny model so 200 steps stay cheap on 2 cores.
     torch.manual_seed(0)
-    x = photo_batch(32)
-    model = fit(tokbench.create("residual_scale:size=tiny,scales=[1,2,4]"), x, steps=250, lr=2e-3)
+    x = photo("astronaut", 64)
+    model = fit(tokbench.create("residual_scale:size=tiny,ch=16"), x, steps=200, lr=2e-3)
     tokens = model.encode(x)
-    mse = [float((model.decode_scales(tokens, k) - x).square().mean()) for k in (1, 2, 3)]
-    assert mse[0] > mse[1] > mse[2], mse
+    mse = [float((model.decode_scales(tokens, k) - x).square().mean()) for k in (1, 2, 3, 4)]
+    assert all(a > b for a, b in zip(mse, mse[1:])), mse
 
 
 def test_holistic_1d_full_sequence_beats_its_first_quarter():
