@@ -78,7 +78,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (and faiss); default: torch's own choice")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(args.threads)
+        except ImportError:
+            pass
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
         grid = [(16384, 1024, 8), (16384, 16384, 8), (16384, 4096, 32), (4096, 4096, 256)]
