@@ -25,12 +25,12 @@ from tokbench.training.cli import build_cli, shipped_config
 USAGE_FLOOR = 0.25  # of the codebook, over the last 100 steps
 
 
-def train_family(family: str, steps: int, root: Path) -> dict:
+def train_family(family: str, steps: int, root: Path, extra: list[str] = ()) -> dict:
     """Train ``<family>_tiny`` for ``steps`` steps; the first/last validation losses and codebook stats."""
     argv = ["--config", str(shipped_config(f"{family}_tiny")), "--trainer.max_steps", str(steps),
             "--model.max_steps", str(steps), "--trainer.default_root_dir", str(root / family),
             "--trainer.logger.init_args.save_dir", str(root / family), "--trainer.enable_progress_bar", "false",
-            "--trainer.val_check_interval", str(steps), "--model.log_images_every", "0"]
+            "--trainer.val_check_interval", str(steps), "--model.log_images_every", "0", *extra]
     cli = build_cli(argv)
     before = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]["val/rec_loss"]
     start = time.perf_counter()
@@ -53,11 +53,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--families", default="vq,residual_scale,holistic_1d,vae")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # anything else goes to the training CLI, e.g. --model.lr 1e-3
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [train_family(f, args.steps, Path(tmp)) for f in args.families.split(",")]
+        rows = [train_family(f, args.steps, Path(tmp), extra) for f in args.families.split(",")]
     table = pd.DataFrame(rows)
     print(table.to_markdown(index=False, floatfmt=".4g"))
     return 0 if bool(table["halved"].all() and table["usage_ok"].all()) else 1

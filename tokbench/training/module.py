@@ -10,11 +10,10 @@ discriminator) mean manual optimization, so gradient clipping is applied here.
 from __future__ import annotations
 
 import math
-import random
+import os
 import time
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -241,23 +240,16 @@ class AutoencoderModule(L.LightningModule):
         self.log("val/mse", F.mse_loss(out.reconstruction.clamp(0, 1), batch), on_epoch=True,
                  batch_size=batch.shape[0], sync_dist=True)
 
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        # The randomness inside a step (dead-code restarts, posterior noise, token dropout)
+        # is seeded from (run seed, step, rank): a resumed run draws what an uninterrupted
+        # one draws, and rank 0 of N draws what a single process draws (Lightning re-seeds
+        # DDP processes after the model is built, so the global RNG alone would differ).
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(((seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank) % 2**63)
+
     # -- checkpoints -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # What `tokbench.load(run.ckpt)` needs to rebuild the tokenizer, and the RNG states
-        # that make a resumed run continue exactly as an uninterrupted one. Tensors and
-        # plain containers only, so the file loads with torch.load(weights_only=True).
+        # What `tokbench.load(run.ckpt)` needs to rebuild the tokenizer. Plain containers
+        # only, so the file loads with torch.load(weights_only=True).
         checkpoint["tokbench"] = {"family": self.tokenizer.family, "config": self.tokenizer.config}
-        np_state = np.random.get_state()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
-            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            np_key = states["numpy"]["key"].numpy().astype(np.uint32)
-            np.random.set_state(("MT19937", np_key, states["numpy"]["pos"], 0, 0.0))
-            random.setstate((3, tuple(int(v) for v in states["python"].tolist()), None))
