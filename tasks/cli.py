@@ -18,6 +18,10 @@ def _init_distributed(device: str) -> None:
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(device)  # NCCL's object collectives use the current device
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 

@@ -12,6 +12,13 @@ def to_uint8_batch(x_3HW: torch.Tensor) -> torch.Tensor:
     return x_3HW.clamp(0, 1).mul(255).round().to(torch.uint8)[None]
 
 
+def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Inception features of each image, one forward pass when all share a size."""
+    if len({tuple(x.shape) for x in images}) == 1:
+        return list(fn(torch.cat([to_uint8_batch(x) for x in images])))
+    return [fn(to_uint8_batch(x))[0] for x in images]
+
+
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
     directions = dict(IMAGE_QUALITY_DIRECTIONS)
@@ -19,9 +26,10 @@ class ReconstructionTask(Task):
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         rows = image_quality_rows(pairs, ctx)
         if ctx.fid_features is not None:
-            for row, pair in zip(rows, pairs):
-                row["_fid_real"] = ctx.fid_features(to_uint8_batch(pair.original))[0].tolist()
-                row["_fid_fake"] = ctx.fid_features(to_uint8_batch(pair.reconstruction))[0].tolist()
+            # arrays, not lists: the row cache stores them as float32 chunks, not as JSON text
+            for key, images in (("_fid_real", [p.original for p in pairs]), ("_fid_fake", [p.reconstruction for p in pairs])):
+                for row, feats in zip(rows, _features(ctx.fid_features, images)):
+                    row[key] = feats.numpy()
         return rows
 
     def aggregate(self, rows: list[dict], ctx: MetricContext):

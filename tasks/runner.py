@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -126,13 +127,22 @@ def _safe_name(item_id: str) -> str:
 
 
 class RowCache:
-    """Append-only JSON-lines file of scored images for one task and rank."""
+    """Append-only cache of scored images for one task and rank.
+
+    Scalar results go to ``<task>.r<rank>.jsonl`` (one JSON row per image). Arrays that a
+    task keeps per image (private keys holding ``np.ndarray``, e.g. Inception features for
+    rFID) go to float32 ``.npz`` chunks in ``<task>.r<rank>.arrays/``, written atomically
+    *before* their rows, so every cached row has its arrays (2048 floats as JSON text would
+    make an ImageNet-sized cache gigabytes large).
+    """
 
     def __init__(self, folder: Path, task: str, rank: int) -> None:
         self.folder, self.task = folder, task
         self.path = folder / f"{task}.r{rank}.jsonl"
+        self.array_dir = folder / f"{task}.r{rank}.arrays"
 
     def load_all(self) -> dict[str, dict]:
+        """Rows of every rank's file (a shared folder lets a resume change the rank count)."""
         rows = {}
         for path in sorted(self.folder.glob(f"{self.task}.r*.jsonl")):
             for line in path.read_text().splitlines():
@@ -143,7 +153,28 @@ class RowCache:
                 rows[row["id"]] = row
         return rows
 
+    def load_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """``id -> {key: array}`` from every rank's array chunks."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for path in sorted(self.folder.glob(f"{self.task}.r*.arrays/*.npz")):
+            with np.load(path, allow_pickle=False) as chunk:
+                ids = [str(i) for i in chunk["ids"]]
+                for key in chunk.files:
+                    if key != "ids":
+                        for i, row_id in enumerate(ids):
+                            out.setdefault(row_id, {})[key] = chunk[key][i]
+        return out
+
     def append(self, rows: list[dict]) -> None:
+        arrays = {k for r in rows for k, v in r.items() if isinstance(v, np.ndarray)}
+        if arrays:
+            self.array_dir.mkdir(parents=True, exist_ok=True)
+            path = self.array_dir / f"{len(list(self.array_dir.glob('*.npz'))):07d}.npz"
+            tmp = path.with_name(f"{path.stem}.tmp.npz")
+            np.savez(tmp, ids=np.array([r["id"] for r in rows]),
+                     **{k: np.stack([r[k] for r in rows]).astype(np.float32) for k in sorted(arrays)})
+            os.replace(tmp, path)
+            rows = [{k: v for k, v in r.items() if k not in arrays} for r in rows]
         with open(self.path, "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
@@ -270,9 +301,10 @@ def gather_rows(cfg: EvalConfig, datasets: dict[str, Dataset]) -> dict[str, dict
     rank, world = rank_and_world()
     mine = {}
     for name in cfg.tasks:
-        cached = RowCache(cfg.out / "cache", name, rank).load_all()
+        cache = RowCache(cfg.out / "cache", name, rank)
+        cached, arrays = cache.load_all(), cache.load_arrays()
         ids = [it.id for it in subset(datasets[name].items, cfg.limit)[rank::world]]
-        mine[name] = {i: cached[i] for i in ids if i in cached}
+        mine[name] = {i: {**cached[i], **arrays.get(i, {})} for i in ids if i in cached}
     if world == 1:
         return mine
     gathered = [None] * world if rank == 0 else None

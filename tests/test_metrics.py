@@ -60,6 +60,16 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     assert abs(fid_from_features(a, a)) < 1e-6
 
 
+def test_frechet_distance_agrees_with_the_sqrtm_formula():
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 40)), rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40)) * 0.3 + 0.5
+    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert abs(fid_from_features(a, b) - reference) < 1e-6 * max(1.0, reference)
+
+
 def test_t_interval_and_bounds():
     m = mean_ci95([1.0, 2.0, 3.0, 4.0])
     assert m["mean"] == 2.5 and m["n"] == 4

@@ -20,12 +20,13 @@ class WeightFile:
     filename: str
     url: str
     purpose: str
+    sha256_prefix: str | None = None  # checked after download where the publisher states it
 
 
 WEIGHT_FILES = {
     "lpips": WeightFile("lpips", "alexnet-owt-7be5be79.pth",
                         "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-                        "AlexNet backbone of LPIPS (the linear heads ship inside the lpips package)"),
+                        "AlexNet backbone of LPIPS (the linear heads ship inside the lpips package)", "7be5be79"),
     "rfid": WeightFile("rfid", "weights-inception-2015-12-05-6726825d.pth",
                        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                        "weights-inception-2015-12-05-6726825d.pth",
@@ -77,7 +78,12 @@ def fetch(metrics: list[str] | None = None, override: str | os.PathLike | None =
         path = target / spec.filename
         if not path.is_file():
             tmp = path.with_suffix(".part")
-            torch.hub.download_url_to_file(spec.url, str(tmp), progress=True)
+            try:
+                torch.hub.download_url_to_file(spec.url, str(tmp), hash_prefix=spec.sha256_prefix, progress=True)
+            except (OSError, RuntimeError) as err:  # no network, HTTP error, or a hash mismatch
+                tmp.unlink(missing_ok=True)
+                raise RuntimeError(f"cannot download {spec.url} ({err}); on an offline machine copy "
+                                   f"{spec.filename} into {target} or pass --weights-dir") from None
             os.replace(tmp, path)
         out.append(path)
     return out
