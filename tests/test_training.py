@@ -158,3 +158,16 @@ def test_two_process_ddp_codebook_statistics_equal_one_process(tmp_path):
     # one learning rate on parameters whose gradient is nearly zero.
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=2e-3), name
+
+
+def test_resume_flag_finds_the_runs_last_checkpoint_or_says_it_is_missing(tmp_path):
+    import argparse
+
+    from tokbench.training.cli import run_train, translate_arguments
+
+    argv, resume = translate_arguments(["--config", "vq_tiny", "--data", "builtin:photos", "--resume", "--model.lr", "1"])
+    assert resume and argv == ["--config", str(shipped_config("vq_tiny")), "--data.root", "builtin:photos", "--model.lr", "1"]
+    args = argparse.Namespace(rest=["--config", "vq_tiny", "--resume", "--trainer.default_root_dir", str(tmp_path / "run"),
+                                    "--trainer.logger", "false"])
+    with pytest.raises(FileNotFoundError, match="last.ckpt"):
+        run_train(args)
