@@ -171,3 +171,11 @@ def test_resume_flag_finds_the_runs_last_checkpoint_or_says_it_is_missing(tmp_pa
                                     "--trainer.logger", "false"])
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         run_train(args)
+
+
+def test_train_writes_checkpoints_atomically_by_default(tmp_path):
+    from tokbench.training.checkpointing import AtomicCheckpointIO
+
+    cli = build_cli(["--config", str(shipped_config("vq_tiny")), "--trainer.logger", "false",
+                     "--trainer.default_root_dir", str(tmp_path)])
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

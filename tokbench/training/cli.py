@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -41,13 +42,16 @@ def build_cli(argv: list[str]):
     from tokbench.training.data import ImageDataModule
     from tokbench.training.module import AutoencoderModule
 
-    return LightningCLI(
-        AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
-                          "enable_model_summary": False},
-        parser_kwargs={"prog": "tokbench train", "description": "Train a tokenizer (Lightning CLI conventions)."},
-    )
+    with warnings.catch_warnings():
+        # `tokbench train` hands its own arguments over as `args`, which is what that warning is about.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return LightningCLI(
+            AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
+                              "enable_model_summary": False},
+            parser_kwargs={"prog": "tokbench train", "description": "Train a tokenizer (Lightning CLI conventions)."},
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
