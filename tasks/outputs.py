@@ -73,6 +73,9 @@ def assemble_results(cfg, tokenizer, ctx, datasets: dict, tasks: dict, rows_by_i
         rows_by_task[name] = rows
         bits += [r["bits"] for r in rows if r.get("bits") is not None]
         metrics, extra, skipped = tasks[name]().aggregate(rows, ctx)
+        task_bits = [r["bits"] for r in rows if r.get("bits") is not None]
+        if task_bits:  # codecs' size depends on the content: the tokenizer block mixes every task
+            extra["mean_bits_per_image"] = sum(task_bits) / len(task_bits)
         skipped = {**{m: r for m, r in ctx.skipped.items() if m in ("lpips", "rfid") and (m != "rfid" or name == "reconstruction")},
                    **skipped}
         task_blocks[name] = {

@@ -26,12 +26,12 @@ from pathlib import Path
 from tokbench.imageio import tensor_to_uint8
 from tokbench.metrics.stats import mean_ci95
 from tokbench.results import METRIC_RANGES
-from tokbench.metrics.text import (PAGE_CONFIG, WORD_CONFIG, cer, ocr_page, ocr_words, size_bucket, wer,
+from tokbench.metrics.text import (PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG, cer, ocr_page, ocr_words, size_bucket, wer,
                                    word_scores)
 from tokbench.tasks.base import IMAGE_QUALITY_DIRECTIONS, MetricContext, Pair, Task, image_quality_rows
 
 BUCKETS = ("small", "medium", "large", "all")
-OCR_VERSION = "1"  # bump when OCR settings change: invalidates the cache of original-image OCR
+OCR_VERSION = "2"  # bump when OCR settings change: invalidates the cache of original-image OCR
 
 
 def _ocr_cache_dir() -> Path:
@@ -41,7 +41,7 @@ def _ocr_cache_dir() -> Path:
 
 def cached_ocr(image_HW3, boxes: list) -> dict:
     """Page text and word readings of an image; the originals' are cached on disk across runs."""
-    key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, PAGE_CONFIG, WORD_CONFIG,
+    key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG,
                                                             OCR_VERSION]).encode()).hexdigest()
     path = _ocr_cache_dir() / f"{key}.json"
     if path.is_file():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tokbench import weights
-from tokbench.tasks.runner import EvalConfig, run_eval
+from tokbench.tasks.runner import EvalConfig, Interrupted, run_eval
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,19 @@ def test_weights_are_found_in_weights_dir_and_status_lists_them(weights_dir, cap
 
 
 def test_lpips_and_rfid_are_reported_with_weights_and_rfid_needs_enough_images(weights_dir, tmp_path):
-    common = dict(tokenizer="jpeg:q=20", tasks=["reconstruction"], limit=4, weights_dir=str(weights_dir))
+    common = dict(tokenizer="jpeg:q=20", tasks=["reconstruction"], limit=4, batch_size=2, weights_dir=str(weights_dir))
     results = run_eval(EvalConfig(out=tmp_path / "small", fid_min_images=4, **common))
     metrics = results["tasks"]["reconstruction"]["metrics"]
     assert 0 < metrics["lpips"]["mean"] < 2 and metrics["lpips"]["n"] == 4
     assert metrics["rfid"]["mean"] >= 0 and metrics["rfid"]["n"] == 4
     assert "rfid_note" in results["tasks"]["reconstruction"]["extra"]
     assert results["tasks"]["reconstruction"]["skipped_metrics"] == {}
+    # interrupted after 2 images and resumed: the cached Inception features give the same rFID
+    with pytest.raises(Interrupted):
+        run_eval(EvalConfig(out=tmp_path / "resumed", fid_min_images=4, stop_after=2, **common))
+    assert len(list((tmp_path / "resumed" / "cache" / "reconstruction.r0.arrays").glob("*.npz"))) == 1
+    resumed = run_eval(EvalConfig(out=tmp_path / "resumed", fid_min_images=4, **common))
+    assert resumed["tasks"]["reconstruction"]["metrics"] == metrics
     # default threshold (1000 images): rFID is not reported, and the file says why
     results = run_eval(EvalConfig(out=tmp_path / "default", **common))
     block = results["tasks"]["reconstruction"]
