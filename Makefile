@@ -27,5 +27,5 @@ demo: setup system-deps
 		--skip-metric lpips,rfid --out $(OUT)
 
 test: setup
-	TOKBENCH_WITH_BROWSER=1 ./scripts/install_system_deps.sh
+	TOKBENCH_FOR_TESTS=1 ./scripts/install_system_deps.sh
 	$(PY) -m pytest -q

@@ -26,7 +26,8 @@ def summary_frame(runs: list[dict]) -> pd.DataFrame:
         name = r["tokenizer"]["name"]
         label = name if name not in columns else f"{name} #{i + 1}"
         col = {"bits / image": _num(r["tokenizer"]["bits_per_image"]),
-               "tokens / image": _num(r["tokenizer"]["tokens_per_image"])}
+               # codecs have no fixed token count: their size is the coded bytes
+               "tokens / image": _num(r["tokenizer"]["tokens_per_image"], missing="variable")}
         for task, block in r["tasks"].items():
             bound = block.get("extra", {}).get("identity_upper_bound", {})
             for metric, value in block["metrics"].items():
@@ -42,8 +43,8 @@ def summary_frame(runs: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def _num(value) -> str:
-    return "" if value is None else f"{value:.6g}"
+def _num(value, missing: str = "") -> str:
+    return missing if value is None else f"{value:.6g}"
 
 
 def task_frame(block: dict) -> pd.DataFrame:

@@ -80,11 +80,15 @@ def _wrap(draw, words: list[str], font, width: int, size: int) -> list[list[str]
     return lines + ([line] if line else [])
 
 
-def render_paragraph(rng, font_name: str, size: int, palette, textured: bool) -> tuple[np.ndarray, dict]:
+def _canvas(rng: np.random.Generator, font_name: str, size: int, palette, textured: bool):
+    """A fresh background in the palette's colour, a drawing context, the font, the ink colour."""
     fg, bg = palette
     img = _background(rng, bg, textured)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.truetype(str(font_path(font_name)), size)
+    return img, ImageDraw.Draw(img), ImageFont.truetype(str(font_path(font_name)), size), fg
+
+
+def render_paragraph(rng, font_name: str, size: int, palette, textured: bool) -> tuple[np.ndarray, dict]:
+    img, draw, font, fg = _canvas(rng, font_name, size, palette, textured)
     max_lines = max(1, (SIZE - 24) // int(size * 1.45))
     n_words = min(40, max_lines * max(1, (SIZE - 24) // (size * 4)))
     words = [str(w) for w in rng.choice(WORDS, size=n_words)]
@@ -94,10 +98,7 @@ def render_paragraph(rng, font_name: str, size: int, palette, textured: bool) ->
 
 
 def render_sign(rng, font_name: str, size: int, palette, textured: bool) -> tuple[np.ndarray, dict]:
-    fg, bg = palette
-    img = _background(rng, bg, textured)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.truetype(str(font_path(font_name)), size)
+    img, draw, font, fg = _canvas(rng, font_name, size, palette, textured)
     words = [str(w).upper() for w in rng.choice(WORDS, size=int(rng.integers(1, 3)))]
     lines = [[w] for w in words]
     height = int(size * 1.3) * len(lines)
@@ -110,10 +111,7 @@ def render_sign(rng, font_name: str, size: int, palette, textured: bool) -> tupl
 
 
 def render_receipt(rng, font_name: str, size: int, palette, textured: bool) -> tuple[np.ndarray, dict]:
-    fg, bg = palette
-    img = _background(rng, bg, textured)
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.truetype(str(font_path(font_name)), size)
+    img, draw, font, fg = _canvas(rng, font_name, size, palette, textured)
     n = min(8, (SIZE - 30) // int(size * 1.5) - 1)
     items = [str(s) for s in rng.choice(RECEIPT_ITEMS, size=n, replace=False)]
     prices = [f"{rng.integers(1, 20)}.{rng.integers(0, 100):02d}" for _ in items]

@@ -83,7 +83,7 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
     Per chunk of rows: one GEMM writes the ranking scores ``|c|^2 - 2 z.c`` into a reused
     buffer (``|c|^2`` rides along as an extra column of ones in z, so there is no separate
     bias pass), a value-only pass takes the row minimum, an in-place compare marks the
-    codewords within a rigorous fp32 error bound of it, and one thin GEMM counts them and
+    codewords within a rigorous fp32 error bound of it, a row sum counts them and a GEMV
     reads off the index of a lone winner. Only rows with several near-ties (rare, plus
     exact duplicates) are re-ranked, over all of them, by directly computed distances.
     The score buffer is the only ``rows x K`` allocation per chunk.
@@ -110,9 +110,10 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
     rows = max(1, min(N, chunk_bytes // (4 * K)))
     scores_buf = torch.empty(rows, K, dtype=torch.float32, device=z.device)
     z_aug = torch.ones(rows, D + 1, dtype=torch.float32, device=z.device)
-    # [1, j] per codeword j: a GEMV of a row's 0/1 near-tie mask with it gives the number of
-    # near-ties and, when that is one, its index (exact in fp32 while K < 2^24).
-    count_and_index = torch.stack([torch.ones(K, device=z.device), torch.arange(K, device=z.device).float()], dim=1)
+    # A GEMV of a row's 0/1 near-tie mask with [0, 1, ..., K-1] gives, when the row has one
+    # near-tie, its index (exact in fp32 while K < 2^24). (A single (K, 2) GEMM for count and
+    # index together was 10x slower on CPU than this GEMV plus a row sum.)
+    code_index = torch.arange(K, device=z.device, dtype=torch.float32)
     for start in range(0, N, rows):
         n = min(rows, N - start)
         scores = scores_buf[:n]
@@ -122,8 +123,8 @@ def nearest_codeword_torch(z: torch.Tensor, codebook: torch.Tensor, metric: str 
         # Both the minimum and a rival carry at most one bound of error each.
         threshold = scores.amin(dim=1) + 2 * z_bound[start : start + n]
         near = torch.le(scores, threshold.unsqueeze(1), out=scores)  # in place: 1.0 where a near-tie
-        count, idx_f = torch.mm(near, count_and_index).unbind(1)
-        idx = idx_f.long()
+        count = near.sum(dim=1)
+        idx = torch.mv(near, code_index).long()
         tied = (count > 1.5).nonzero().squeeze(1) if K < 2**24 else torch.arange(n, device=z.device)
         if tied.numel():
             t_rows, t_cols = (near[tied] > 0.5).nonzero(as_tuple=True)

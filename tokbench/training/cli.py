@@ -42,6 +42,11 @@ def build_cli(argv: list[str]):
     from tokbench.training.data import ImageDataModule
     from tokbench.training.module import AutoencoderModule
 
+    # Two Lightning warnings that are expected for this module: the EMA copy (and LPIPS) stay
+    # in eval mode on purpose, and with manual optimization a checkpoint holds the weights
+    # after the step -- which is what resume needs (tested bit-identical).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     with warnings.catch_warnings():
         # `tokbench train` hands its own arguments over as `args`, which is what that warning is about.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
