@@ -68,21 +68,88 @@ def load_extension():
     return _state["module"]
 
 
+# Kernels verified in this process: (path, dtype, D, device) -> passed the self-check.
+_verified: dict[tuple, bool] = {}
+SELF_CHECK_ROWS, SELF_CHECK_CODES = 300, 700  # not multiples of any tile: edges are exercised
+
+
+def self_check(search, path: str, dtype: torch.dtype, d: int, device: torch.device) -> bool:
+    """Whether ``search(z, c)`` agrees with the PyTorch path on a small random problem.
+
+    Run once per (path, dtype, D, device) before a kernel's first real use, so that a kernel
+    that is wrong on some GPU or build is never trusted: on disagreement it warns once and
+    the caller falls back (tensor cores -> the FMA kernel -> the PyTorch path). Agreement
+    means the same index for every row, up to rows whose two best codewords are within
+    fp32 rounding of each other, and the same distances to 1e-4.
+    """
+    key = (path, dtype, d, str(device))
+    if key not in _verified:
+        from tokbench.ops.nearest_codeword import nearest_codeword_torch
+
+        gen = torch.Generator(device="cpu").manual_seed(d)
+        z = torch.randn(SELF_CHECK_ROWS, d, generator=gen).to(device=device, dtype=dtype)
+        c = torch.randn(SELF_CHECK_CODES, d, generator=gen).to(device=device, dtype=dtype)
+        try:
+            idx, dist = search(z, c)
+            ref_idx, ref_dist = nearest_codeword_torch(z, c)
+            exact = torch.cdist(z.double(), c.double()).square()
+            chosen, best = exact.gather(1, idx[:, None].long()), exact.gather(1, ref_idx[:, None])
+            same = (idx == ref_idx) | (chosen <= best * (1 + 1e-6)).squeeze(1)
+            ok = bool(same.all()) and bool(torch.allclose(dist, ref_dist, rtol=1e-4, atol=1e-5))
+            why = f"{int((~same).sum())} of {SELF_CHECK_ROWS} rows chose another codeword"
+        except RuntimeError as err:
+            ok, why = False, str(err).splitlines()[0]
+        if not ok:
+            warnings.warn(f"tokbench CUDA extension: the {path} kernel failed its self-check against the PyTorch "
+                          f"path ({dtype}, D={d}: {why}); not using it in this process", stacklevel=3)
+        _verified[key] = ok
+    return _verified[key]
+
+
+def uses_tensor_cores(module, z: torch.Tensor) -> bool:
+    """fp16/bf16 inputs of a code dimension the tensor-core path takes, on sm_80 or newer."""
+    lo, hi = module.tensor_core_dims()
+    return (z.dtype in (torch.float16, torch.bfloat16) and lo <= z.shape[1] <= hi
+            and torch.cuda.get_device_capability(z.device)[0] >= 8)
+
+
 def nearest_codeword_cuda(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused search on CUDA tensors (inputs already validated by `tokbench.ops.nearest_codeword`)."""
+    """The fused search on CUDA tensors (inputs already validated by `tokbench.ops.nearest_codeword`).
+
+    Paths, each used only once it has passed `self_check` in this process: tensor cores
+    (fp16/bf16, 64 <= D <= 256), the exact FMA kernel, and the chunked PyTorch path for
+    codewords longer than the kernel's tiles or when both kernels failed their check.
+    """
+    from tokbench.ops.nearest_codeword import nearest_codeword_torch
+
     module = load_extension()
     if module is None:
         raise RuntimeError("the CUDA extension is not available")
-    if z.shape[1] > module.max_code_dim():
-        # Codewords this long do not fit the shared-memory tiles; the chunked path is
-        # GEMM-bound at such D anyway.
-        from tokbench.ops.nearest_codeword import nearest_codeword_torch
-
-        return nearest_codeword_torch(z, codebook, metric)
     if metric == "cosine":
         z = torch.nn.functional.normalize(z.float(), dim=1)
         codebook = torch.nn.functional.normalize(codebook.float(), dim=1)
-    index, distance = module.nearest_codeword(z, codebook)
+    d = z.shape[1]
+    search = None
+    if uses_tensor_cores(module, z):
+        def tensor_cores(a, b):
+            return module.nearest_codeword(a, b, True)
+
+        if self_check(tensor_cores, "tensor-core", z.dtype, d, z.device):
+            search = tensor_cores
+    if search is None and d <= module.max_code_dim():
+        # Longer codewords do not fit the shared-memory tiles; the chunked path is GEMM-bound
+        # at such D anyway.
+        def fma(a, b):
+            return module.nearest_codeword(a, b, False)
+
+        if self_check(fma, "FMA", z.dtype, d, z.device):
+            search = fma
+    if search is None:
+        def search(a, b):  # noqa: F811 -- both kernels refused: the PyTorch path on the GPU
+            return nearest_codeword_torch(a, b, "l2")
+
+    # (For cosine the inputs are unit vectors now: |a - b|^2 = 2 - 2 cos, reported as 1 - cos.)
+    index, distance = search(z, codebook)
     return index, (distance / 2 if metric == "cosine" else distance)
 
 

@@ -15,6 +15,16 @@ cudaError_t launch_nearest_codeword(ScalarKind kind, const void* z, const void* 
                                     float* code_sqnorm, int64_t n, int64_t k, int d, int64_t* out_index,
                                     float* out_distance, cudaStream_t stream);
 
+// Tensor-core path for fp16/bf16 (sm_80+), tensor_core_min_dim() <= d <= tensor_core_max_dim():
+// z_centered / codebook_centered are z and the codebook minus the codebook mean (same dtype),
+// centered_sqnorm their codewords' squared norms (k floats); z / codebook the original values
+// for the exact fp32 re-rank of each row's best candidates. Same outputs as above.
+cudaError_t launch_nearest_codeword_tc(ScalarKind kind, const void* z_centered, const void* codebook_centered,
+                                       const float* centered_sqnorm, const void* z, const void* codebook, int64_t n,
+                                       int64_t k, int d, int64_t* out_index, float* out_distance, cudaStream_t stream);
+int tensor_core_min_dim();
+int tensor_core_max_dim();
+
 // Largest code dimension the shared-memory tiling supports.
 size_t max_code_dim();
 

@@ -103,3 +103,111 @@ def test_mixed_dtypes_and_long_codewords_on_the_gpu():
     d = loader.load_extension().max_code_dim() + 5
     z, c = torch.randn(64, d, device="cuda"), torch.randn(100, d, device="cuda")
     assert torch.equal(nearest_codeword(z, c)[0].cpu(), torch.cdist(z.double(), c.double()).argmin(1).cpu())
+
+
+# -- dispatch and self-check, on CPU with stand-in kernels -------------------------------
+
+class _FakeModule:
+    """Stands in for the compiled extension: a correct FMA kernel and a wrong tensor-core one."""
+
+    def __init__(self, tensor_cores_wrong: bool = True, fma_wrong: bool = False):
+        self.calls: list[bool] = []
+        self.tensor_cores_wrong, self.fma_wrong = tensor_cores_wrong, fma_wrong
+
+    def nearest_codeword(self, z, c, tensor_cores=False):
+        self.calls.append(tensor_cores)
+        idx, dist = nearest_codeword_torch(z, c)
+        if (self.tensor_cores_wrong and tensor_cores) or (self.fma_wrong and not tensor_cores):
+            idx = (idx + 1) % c.shape[0]
+        return idx, dist
+
+    def max_code_dim(self):
+        return 300
+
+    def tensor_core_dims(self):
+        return (64, 256)
+
+
+@pytest.fixture
+def fake_extension(monkeypatch):
+    def install(module):
+        monkeypatch.setattr(loader, "load_extension", lambda: module)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+        monkeypatch.setattr(loader, "_verified", {})
+        return module
+    return install
+
+
+def test_self_check_accepts_a_correct_kernel_and_refuses_a_wrong_one_once(monkeypatch):
+    monkeypatch.setattr(loader, "_verified", {})
+    assert loader.self_check(nearest_codeword_torch, "reference", torch.float32, 16, torch.device("cpu"))
+    calls = []
+
+    def wrong(z, c):
+        calls.append(1)
+        idx, dist = nearest_codeword_torch(z, c)
+        return (idx + 1) % c.shape[0], dist
+
+    with pytest.warns(UserWarning, match=r"the broken kernel failed its self-check .*rows chose another codeword"):
+        assert not loader.self_check(wrong, "broken", torch.float32, 16, torch.device("cpu"))
+    assert not loader.self_check(wrong, "broken", torch.float32, 16, torch.device("cpu"))
+    assert len(calls) == 1, "the verdict is cached per (path, dtype, D, device)"
+
+    def crashes(z, c):
+        raise RuntimeError("too many resources requested for launch")
+
+    with pytest.warns(UserWarning, match="too many resources"):
+        assert not loader.self_check(crashes, "crashing", torch.float32, 16, torch.device("cpu"))
+
+
+def test_a_tensor_core_kernel_that_fails_its_check_falls_back_to_the_fma_kernel(fake_extension):
+    module = fake_extension(_FakeModule(tensor_cores_wrong=True))
+    z, c = torch.randn(50, 64).bfloat16(), torch.randn(90, 64).bfloat16()
+    with pytest.warns(UserWarning, match="tensor-core kernel failed its self-check"):
+        idx, _ = loader.nearest_codeword_cuda(z, c, "l2")
+    assert torch.equal(idx, nearest_codeword_torch(z, c)[0])
+    assert module.calls[-1] is False, "the real search went to the FMA kernel"
+
+
+def test_tensor_cores_only_for_half_precision_in_their_dimension_range(fake_extension):
+    module = fake_extension(_FakeModule(tensor_cores_wrong=False))
+    for dtype, d, expect in [(torch.bfloat16, 64, True), (torch.float16, 256, True), (torch.float32, 128, False),
+                             (torch.bfloat16, 32, False), (torch.bfloat16, 257, False)]:
+        module.calls.clear()
+        z, c = torch.randn(20, d).to(dtype), torch.randn(30, d).to(dtype)
+        idx, _ = loader.nearest_codeword_cuda(z, c, "l2")
+        assert module.calls[-1] is expect, (dtype, d)
+        assert torch.equal(idx, nearest_codeword_torch(z, c)[0])
+
+
+def test_both_kernels_refused_means_the_pytorch_path(fake_extension):
+    module = fake_extension(_FakeModule(tensor_cores_wrong=True, fma_wrong=True))
+    z, c = torch.randn(40, 64).half(), torch.randn(70, 64).half()
+    with pytest.warns(UserWarning):
+        idx, dist = loader.nearest_codeword_cuda(z, c, "cosine")
+    ref_idx, ref_dist = nearest_codeword_torch(z, c, "cosine")
+    assert torch.equal(idx, ref_idx) and torch.allclose(dist, ref_dist, atol=1e-6)
+    with pytest.warns(UserWarning):  # half precision: the tensor-core and FMA checks, both refused
+        assert torch.equal(loader.nearest_codeword_cuda(z, c, "l2")[0], nearest_codeword_torch(z, c)[0])
+    assert module.calls == [False, True, False]  # fp32 FMA check (cosine), then half: tensor cores, FMA
+    loader.nearest_codeword_cuda(z, c, "l2")
+    assert len(module.calls) == 3, "refused kernels are not tried again"
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n, k, d", [(4096, 16384, 256), (1000, 4097, 64), (129, 65, 72), (1, 3, 200)])
+def test_tensor_core_kernel_matches_the_torch_path(n, k, d, dtype):
+    # Called directly, so a kernel that would fail the self-check fails here loudly.
+    module = loader.load_extension()
+    torch.manual_seed(1)
+    z, c = torch.randn(n, d, device="cuda").to(dtype), torch.randn(k, d, device="cuda").to(dtype)
+    idx, dist = module.nearest_codeword(z, c, True)
+    ref_idx, ref_dist = nearest_codeword_torch(z.cpu(), c.cpu())
+    d64 = torch.cdist(z.double().cpu(), c.double().cpu()).square()
+    chosen, best = d64.gather(1, idx.cpu()[:, None]), d64.gather(1, ref_idx[:, None])
+    assert torch.all((idx.cpu() == ref_idx) | (chosen <= best * (1 + 1e-6)).squeeze(1))
+    assert torch.allclose(dist.cpu(), ref_dist, rtol=1e-4, atol=1e-5)
+    dup = torch.cat([c[:5], c[:5]])  # exact duplicates: the lower index wins
+    assert int(module.nearest_codeword(c[:5].contiguous(), dup, True)[0].max()) < 5
