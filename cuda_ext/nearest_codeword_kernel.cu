@@ -1,15 +1,20 @@
 // Fused nearest-codeword search: for each row of z (N x D) the index of the nearest row of
 // a codebook (K x D), without ever materializing the N x K distance matrix.
 //
-// One block scores ROWS rows of z against the whole codebook. Codebook tiles of TILE_K
-// codewords are staged in shared memory (centered on the codebook mean, fp32); each thread
-// owns one codeword of the tile and keeps a running (score, index) per row in registers,
-// where score = |c - m|^2 - 2 (z - m).(c - m) ranks exactly like |z - c|^2 (the |z - m|^2
-// term is the same for every codeword). Centering keeps the expansion well conditioned
-// when codewords sit far from the origin. At the end the per-thread bests are reduced with
-// warp shuffles and then across warps through shared memory; ties go to the lowest index
-// (no atomics: deterministic). The returned distance is |z - c_best|^2 computed directly in
-// fp32 from the original values, never read off the expansion.
+// Every path ranks by score = |c - m|^2 - 2 (z - m).(c - m), which orders codewords exactly
+// like |z - c|^2 (the |z - m|^2 term is the same for every codeword); centering on the
+// codebook mean m keeps the expansion well conditioned when codewords sit far from the
+// origin. Ties go to the lowest index, with no atomics (deterministic). The returned
+// distance is |z - c_best|^2 computed directly in fp32 from the original values, never read
+// off the expansion. Three paths:
+//
+// Short codewords (D <= 32): one row of z per thread, in registers; see below.
+//
+// General path (33 <= D <= max_code_dim()): one block scores kRows rows of z against the
+// whole codebook. Tiles of kThreads codewords are staged in shared memory (centered, fp32);
+// each thread owns one codeword of the tile and keeps a running (score, index) per row in
+// registers. At the end the per-thread bests are reduced with warp shuffles and then across
+// warps through shared memory.
 //
 // Tensor-core path (fp16/bf16 inputs, kTcMinDim <= D <= kTcMaxDim; sm_80+): the dot products
 // of a block's 128 rows with a tile of 64 codewords run as WMMA 16x16x16 products with fp32
@@ -142,11 +147,87 @@ __global__ void centered_sqnorm_kernel(const T* __restrict__ codebook, const flo
   out[j] = acc;
 }
 
+// Short codewords (D <= 32, the LlamaGen regime): each thread owns one row of z in registers
+// and walks the codebook tile in shared memory, every codeword read as float4 broadcasts, so
+// a (row, codeword) pair costs D FMAs plus a compare -- no shared-memory load per FMA and no
+// cross-thread reduction. Codewords are visited in increasing index and replaced only on a
+// strictly smaller score, so ties keep the lowest index.
+constexpr int kSmallThreads = 128;  // = rows of z per block
+constexpr int kSmallTile = 256;     // codewords per shared-memory tile
+constexpr int kSmallMaxDim = 32;
+
+template <typename T, int DC>  // DC: d rounded up to 4, 8, 16 or 32 (zero padding adds nothing)
+__global__ void __launch_bounds__(kSmallThreads)
+nearest_codeword_small_d_kernel(const T* __restrict__ z, const T* __restrict__ codebook, const float* __restrict__ mean,
+                                const float* __restrict__ code_sqnorm, int64_t n, int64_t k, int d,
+                                int64_t* __restrict__ out_index, float* __restrict__ out_distance) {
+  __shared__ __align__(16) float c_tile[kSmallTile * DC];  // centered codewords
+  __shared__ float norm_tile[kSmallTile];
+  const int tid = threadIdx.x;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kSmallThreads + tid;
+  float zr[DC];
+#pragma unroll
+  for (int c = 0; c < DC; ++c) zr[c] = (row < n && c < d) ? to_float(z[row * d + c]) - mean[c] : 0.f;
+
+  float best_s = INFINITY;
+  int64_t best_i = 0;
+  for (int64_t k0 = 0; k0 < k; k0 += kSmallTile) {
+    const int tile = static_cast<int>(k - k0 < kSmallTile ? k - k0 : kSmallTile);
+    __syncthreads();  // the previous tile is fully used
+    for (int e = tid; e < kSmallTile * DC; e += kSmallThreads) {
+      const int j = e / DC, c = e % DC;
+      c_tile[e] = (j < tile && c < d) ? to_float(codebook[(k0 + j) * d + c]) - mean[c] : 0.f;
+    }
+    for (int j = tid; j < kSmallTile; j += kSmallThreads) norm_tile[j] = j < tile ? code_sqnorm[k0 + j] : INFINITY;
+    __syncthreads();
+    for (int j = 0; j < tile; ++j) {
+      const float4* cw = reinterpret_cast<const float4*>(c_tile + j * DC);
+      float dot = 0.f;
+#pragma unroll
+      for (int q = 0; q < DC / 4; ++q) {
+        const float4 v = cw[q];
+        dot = fmaf(zr[4 * q], v.x, dot);
+        dot = fmaf(zr[4 * q + 1], v.y, dot);
+        dot = fmaf(zr[4 * q + 2], v.z, dot);
+        dot = fmaf(zr[4 * q + 3], v.w, dot);
+      }
+      const float score = fmaf(-2.f, dot, norm_tile[j]);
+      if (score < best_s) { best_s = score; best_i = k0 + j; }
+    }
+  }
+  if (row < n) {
+    float dist = 0.f;
+    for (int c = 0; c < d; ++c) {
+      const float diff = to_float(z[row * d + c]) - to_float(codebook[best_i * d + c]);
+      dist = fmaf(diff, diff, dist);
+    }
+    out_index[row] = best_i;
+    out_distance[row] = dist;
+  }
+}
+
+template <typename T, int DC>
+cudaError_t launch_small_d(const void* z, const void* codebook, const float* mean, const float* code_sqnorm, int64_t n,
+                           int64_t k, int d, int64_t* out_index, float* out_distance, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((n + kSmallThreads - 1) / kSmallThreads);
+  if (blocks > 0) {
+    nearest_codeword_small_d_kernel<T, DC><<<blocks, kSmallThreads, 0, stream>>>(
+        static_cast<const T*>(z), static_cast<const T*>(codebook), mean, code_sqnorm, n, k, d, out_index, out_distance);
+  }
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch_typed(const void* z, const void* codebook, const float* mean, float* code_sqnorm, int64_t n,
                          int64_t k, int d, int64_t* out_index, float* out_distance, cudaStream_t stream) {
   centered_sqnorm_kernel<T><<<static_cast<unsigned>((k + 255) / 256), 256, 0, stream>>>(
       static_cast<const T*>(codebook), mean, k, d, code_sqnorm);
+  if (d <= 4) return launch_small_d<T, 4>(z, codebook, mean, code_sqnorm, n, k, d, out_index, out_distance, stream);
+  if (d <= 8) return launch_small_d<T, 8>(z, codebook, mean, code_sqnorm, n, k, d, out_index, out_distance, stream);
+  if (d <= 16) return launch_small_d<T, 16>(z, codebook, mean, code_sqnorm, n, k, d, out_index, out_distance, stream);
+  if (d <= kSmallMaxDim) {
+    return launch_small_d<T, kSmallMaxDim>(z, codebook, mean, code_sqnorm, n, k, d, out_index, out_distance, stream);
+  }
   const size_t stride = static_cast<size_t>(d) + 1;
   const size_t shared = (kRows + kThreads) * stride * sizeof(float) + kWarps * kRows * (sizeof(float) + sizeof(int64_t));
   if (shared > 48 * 1024) {

@@ -38,7 +38,8 @@ def test_status_never_builds_and_honours_the_switch(monkeypatch):
 @pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("n, k, d", [(4096, 16384, 8), (1000, 4096, 32), (333, 1000, 37), (256, 512, 256), (1, 7, 8)])
+@pytest.mark.parametrize("n, k, d", [(4096, 16384, 8), (1000, 4096, 32), (333, 1000, 37), (256, 512, 256), (1, 7, 8),
+                                     (500, 3000, 3), (257, 1025, 17), (129, 300, 100)])
 def test_extension_matches_the_torch_path(n, k, d, dtype):
     torch.manual_seed(0)
     z, c = torch.randn(n, d, device="cuda").to(dtype), torch.randn(k, d, device="cuda").to(dtype)
