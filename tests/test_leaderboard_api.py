@@ -22,6 +22,13 @@ HTTP = httpx.Client(timeout=30)
 PAYLOAD = '<img src=x onerror="document.title=\'pwned\'"><script>window.pwned=1</script>'
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_http_client():
+    """Close the shared client's pooled connections to the servers the tests stopped."""
+    yield
+    HTTP.close()
+
+
 class ThreadedServer:
     """uvicorn serving the app on a free loopback port, in a background thread."""
 

@@ -31,6 +31,13 @@ PAYLOAD = '<img src=x onerror="window.pwned=1;document.title=\'pwned\'"><script>
 HTTP = httpx.Client(timeout=60)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_http_client():
+    """Close the shared client's pooled connections (some point at a server killed mid-test)."""
+    yield
+    HTTP.close()
+
+
 def tokbench(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tokbench", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
