@@ -96,7 +96,8 @@ def self_check(search, path: str, dtype: torch.dtype, d: int, device: torch.devi
             chosen, best = exact.gather(1, idx[:, None].long()), exact.gather(1, ref_idx[:, None])
             same = (idx == ref_idx) | (chosen <= best * (1 + 1e-6)).squeeze(1)
             ok = bool(same.all()) and bool(torch.allclose(dist, ref_dist, rtol=1e-4, atol=1e-5))
-            why = f"{int((~same).sum())} of {SELF_CHECK_ROWS} rows chose another codeword"
+            bad = int((~same).sum())
+            why = f"{bad} of {SELF_CHECK_ROWS} rows chose another codeword" if bad else "distances differ beyond 1e-4"
         except RuntimeError as err:
             ok, why = False, str(err).splitlines()[0]
         if not ok:
