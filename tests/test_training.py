@@ -198,3 +198,19 @@ def test_compiled_training_matches_eager(tmp_path):
     assert hasattr(model.model_forward, "_torchdynamo_orig_callable"), "the forward was not compiled"
     for key in ("train/rec_loss", "train/quant_loss", "val/rec_loss"):
         assert torch.allclose(compiled[key], eager[key], rtol=1e-3, atol=1e-6), (key, compiled[key], eager[key])
+
+
+def test_bf16_mixed_precision_trains_with_fp32_weights(tmp_path):
+    # The GPU recipes' precision, on CPU autocast: losses stay finite and the weights (and so
+    # the checkpoint) stay fp32. (That the codebook search ignores autocast is tested in
+    # test_nearest_codeword.py.)
+    argv = ["--config", str(shipped_config("residual_scale_tiny")), *SMALL, "--trainer.max_steps", "4",
+            "--model.max_steps", "4", "--trainer.precision", "bf16-mixed", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "false", "--data.root", "builtin:photos", "--model.log_images_every", "0"]
+    cli = build_cli(argv)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 4
+    assert all(torch.isfinite(metrics[k]) for k in ("train/rec_loss", "train/quant_loss", "val/rec_loss"))
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
