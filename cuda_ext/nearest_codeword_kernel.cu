@@ -46,6 +46,17 @@ __device__ __forceinline__ float to_float<__half>(__half v) { return __half2floa
 template <>
 __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+// |z - c|^2 in fp32 from the original values: the distance every path returns.
+template <typename T>
+__device__ __forceinline__ float exact_sq_distance(const T* __restrict__ z_row, const T* __restrict__ code, int d) {
+  float dist = 0.f;
+  for (int c = 0; c < d; ++c) {
+    const float diff = to_float(z_row[c]) - to_float(code[c]);
+    dist = fmaf(diff, diff, dist);
+  }
+  return dist;
+}
+
 // (score, index) ordering: smaller score first, then the lower index.
 __device__ __forceinline__ bool better(float s, int64_t i, float best_s, int64_t best_i) {
   return s < best_s || (s == best_s && i < best_i);
@@ -124,13 +135,8 @@ nearest_codeword_kernel(const T* __restrict__ z, const T* __restrict__ codebook,
       if (better(red_s[w * kRows + tid], red_i[w * kRows + tid], s, i)) { s = red_s[w * kRows + tid]; i = red_i[w * kRows + tid]; }
     }
     const int64_t row = row0 + tid;
-    float dist = 0.f;
-    for (int c = 0; c < d; ++c) {
-      const float diff = to_float(z[row * d + c]) - to_float(codebook[i * d + c]);
-      dist = fmaf(diff, diff, dist);
-    }
     out_index[row] = i;
-    out_distance[row] = dist;
+    out_distance[row] = exact_sq_distance(z + row * d, codebook + i * d, d);
   }
 }
 
@@ -196,13 +202,8 @@ nearest_codeword_small_d_kernel(const T* __restrict__ z, const T* __restrict__ c
     }
   }
   if (row < n) {
-    float dist = 0.f;
-    for (int c = 0; c < d; ++c) {
-      const float diff = to_float(z[row * d + c]) - to_float(codebook[best_i * d + c]);
-      dist = fmaf(diff, diff, dist);
-    }
     out_index[row] = best_i;
-    out_distance[row] = dist;
+    out_distance[row] = exact_sq_distance(z + row * d, codebook + best_i * d, d);
   }
 }
 
@@ -362,12 +363,8 @@ nearest_codeword_tc_kernel(const T* __restrict__ zc, const T* __restrict__ cc, c
 #pragma unroll
     for (int m = 0; m < kTcTopM; ++m) {
       if (best_i[m] == INT64_MAX) continue;  // fewer than kTcTopM codewords
-      float acc_d = 0.f;
-      for (int c = 0; c < d; ++c) {
-        const float diff = to_float(z[row * d + c]) - to_float(codebook[best_i[m] * d + c]);
-        acc_d = fmaf(diff, diff, acc_d);
-      }
-      if (better(acc_d, best_i[m], dist, index)) { dist = acc_d; index = best_i[m]; }
+      const float candidate = exact_sq_distance(z + row * d, codebook + best_i[m] * d, d);
+      if (better(candidate, best_i[m], dist, index)) { dist = candidate; index = best_i[m]; }
     }
     out_index[row] = index;
     out_distance[row] = dist;
