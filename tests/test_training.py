@@ -214,3 +214,19 @@ def test_bf16_mixed_precision_trains_with_fp32_weights(tmp_path):
     assert all(torch.isfinite(metrics[k]) for k in ("train/rec_loss", "train/quant_loss", "val/rec_loss"))
     weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+
+
+def test_tensorboard_logger_gets_the_losses_codebook_stats_and_image_grid(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    argv = ["--config", str(shipped_config("vq_tiny")), *SMALL, "--trainer.max_steps", "4", "--model.max_steps", "4",
+            "--trainer.default_root_dir", str(tmp_path), "--data.root", "builtin:photos", "--model.log_images_every", "2",
+            "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.save_dir", str(tmp_path)]
+    cli = build_cli(argv)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/rec_loss", "train/usage", "train/perplexity", "lr", "train/images_per_s", "val/rec_loss"} <= scalars
+    assert [e.step for e in events.Images("val/reconstructions")] == [2, 4]
