@@ -230,3 +230,19 @@ def test_tensorboard_logger_gets_the_losses_codebook_stats_and_image_grid(tmp_pa
     scalars = set(events.Tags()["scalars"])
     assert {"train/rec_loss", "train/usage", "train/perplexity", "lr", "train/images_per_s", "val/rec_loss"} <= scalars
     assert [e.step for e in events.Images("val/reconstructions")] == [2, 4]
+
+
+def test_wandb_logger_gets_the_image_grids_offline(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed (pip install wandb)")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)  # never the network
+    argv = ["--config", str(shipped_config("vq_tiny")), *SMALL, "--trainer.max_steps", "4", "--model.max_steps", "4",
+            "--trainer.default_root_dir", str(tmp_path), "--data.root", "builtin:photos", "--model.log_images_every", "2",
+            "--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.save_dir", str(tmp_path),
+            "--trainer.logger.project", "tokbench-test"]
+    cli = build_cli(argv)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    wandb.finish()
+    run = next(tmp_path.rglob("offline-run-*"))
+    # (offline runs keep the scalars only in their binary .wandb log; the image grids are files)
+    assert len(list(run.rglob("media/images/val/reconstructions_*.png"))) == 2
