@@ -93,6 +93,18 @@ def validate_config(cfg: EvalConfig) -> None:
         raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
     if cfg.data is not None and cfg.suite is not None:
         raise ValueError("give either --data or --suite, not both")
+    check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def build_metric_context(cfg: EvalConfig) -> MetricContext:
@@ -317,14 +329,16 @@ def gather_rows(cfg: EvalConfig, datasets: dict[str, Dataset]) -> dict[str, dict
 def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
     """Run the benchmark; returns the results dict on rank 0 (None on other ranks).
 
-    Order matters: settings, metric weights, Tesseract and the data are all checked before
-    the first image is scored, so a missing file stops the run before any work.
+    Order matters: settings and device, the tokenizer, metric weights, Tesseract and the
+    data are all checked before the first image is scored, so a typo or a missing file stops
+    the run before any work (and the cheapest mistakes are reported first).
     """
     from tokbench.tasks.outputs import assemble_results, write_outputs
 
     validate_config(cfg)
     rank, world = rank_and_world()
     start = time.perf_counter()
+    tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
     own_ctx = ctx is None
     if own_ctx:
         ctx = build_metric_context(cfg)
@@ -334,7 +348,6 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
 
             require_tesseract()
         datasets = {t: load_dataset(cfg, t) for t in cfg.tasks}  # an empty or missing folder fails here
-        tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
         cfg.out.mkdir(parents=True, exist_ok=True)
         pin_settings(cfg.out / "cache", cfg, rank)
         if world > 1:

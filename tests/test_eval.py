@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from tokbench.tasks.runner import EvalConfig, Interrupted, run_eval
@@ -119,6 +120,12 @@ def test_empty_folder_and_missing_weights_are_clear_errors(tmp_path):
     assert "alexnet-owt-7be5be79.pth" in out.stderr and "tokbench weights fetch" in out.stderr
     assert "--skip-metric" in out.stderr
     assert not (tmp_path / "o2").exists(), "no work may start before the weights check"
+    # The cheapest mistakes are reported first, before the weights check.
+    out = cli("eval", "--tokenizer", "jpg:q=5", "--weights-dir", str(tmp_path / "no_weights"), "--out", str(tmp_path / "o3"))
+    assert out.returncode == 1 and "jpg" in out.stderr and "alexnet" not in out.stderr, out.stderr
+    if not torch.cuda.is_available():
+        out = cli("eval", "--tokenizer", "identity", "--device", "cuda", "--out", str(tmp_path / "o4"))
+        assert out.returncode == 1 and "no CUDA device is available" in out.stderr, out.stderr
 
 
 def test_letterbox_and_manifest_ground_truth(tmp_path):
