@@ -8,7 +8,9 @@ with its peak extra memory on GPU. Paths: ``fused`` (the extension; GPU only), `
 (torch.cdist + argmin), ``expanded`` (|c|^2 - 2 z c^T + argmin in one matmul), ``chunked``
 (tokbench's PyTorch path), and faiss-cpu / pykeops where installed (CPU). Ratios are
 against the fastest unfused path of the same row; on GPU the fused path's fraction of the
-card's peak is printed as well (2 N K D FLOPs against the dense peak of the dtype).
+card's peaks is printed as well (2 N K D FLOPs against the dense peak of the dtype, and the
+bytes it must move against the HBM bandwidth: whichever is higher is the bound it is near),
+and its peak extra memory as a percentage of the smallest unfused path's.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from tokbench.ops import nearest_codeword, nearest_codeword_torch
 
 PEAK_TFLOPS = {"H100": {torch.float32: 67.0, torch.bfloat16: 989.0, torch.float16: 989.0},
                "H200": {torch.float32: 67.0, torch.bfloat16: 989.0, torch.float16: 989.0}}
+# HBM bandwidth, TB/s (H100 SXM5: 3.35; H200: 4.8).
+PEAK_TBPS = {"H100": 3.35, "H200": 4.8}
 
 
 def paths(device: str):
@@ -32,11 +36,10 @@ def paths(device: str):
     def expanded(z, c):
         return torch.addmm(c.square().sum(1), z, c.T, alpha=-2).argmin(1)
 
-    out = {"cdist": cdist, "expanded": expanded}
+    out = {"cdist": cdist, "expanded": expanded, "chunked": lambda z, c: nearest_codeword_torch(z, c)[0]}
     if device == "cuda":
         out["fused"] = lambda z, c: nearest_codeword(z, c)[0]
     else:
-        out["chunked"] = lambda z, c: nearest_codeword_torch(z, c)[0]
         try:
             import faiss
 
@@ -48,6 +51,16 @@ def paths(device: str):
             out["faiss"] = faiss_search
         except ImportError:
             pass
+    try:  # KeOps: a symbolic N x K reduction compiled to a fused kernel (CPU or GPU)
+        from pykeops.torch import LazyTensor
+
+        def keops(z, c):
+            z_i, c_j = LazyTensor(z.float()[:, None, :].contiguous()), LazyTensor(c.float()[None, :, :].contiguous())
+            return ((z_i - c_j) ** 2).sum(-1).argmin(dim=1).view(-1)
+
+        out["pykeops"] = keops
+    except ImportError:
+        pass
     return out
 
 
@@ -113,13 +126,21 @@ def main() -> None:
                 if mem >= 0:
                     row[f"{name}_MiB"] = mem / 2**20
             unfused = [row[f"{p}_ms"] for p in ("cdist", "expanded") if row.get(f"{p}_ms") == row.get(f"{p}_ms")]
-            ours = row.get("fused_ms", row.get("chunked_ms"))
+            ours = row.get("fused_ms", row.get("chunked_ms"))  # the path `nearest_codeword` takes here
             if unfused and ours:
                 row["speedup_vs_best_unfused"] = min(unfused) / ours
             if gpu and "fused_ms" in row:
+                seconds = row["fused_ms"] / 1e3
                 peak = next((v for key, v in PEAK_TFLOPS.items() if key in gpu), {}).get(dtype)
-                if peak:
-                    row["fused_%peak"] = 100 * 2 * n * k * d / (row["fused_ms"] / 1e3) / (peak * 1e12)
+                if peak:  # the dense math: 2 N K D FLOPs
+                    row["fused_%peak_flops"] = 100 * 2 * n * k * d / seconds / (peak * 1e12)
+                bandwidth = next((v for key, v in PEAK_TBPS.items() if key in gpu), None)
+                if bandwidth:  # the unavoidable traffic: z and the codebook in, index + distance out
+                    moved = (n + k) * d * z.element_size() + n * (8 + 4)
+                    row["fused_%peak_bw"] = 100 * moved / seconds / (bandwidth * 1e12)
+                unfused_mem = [row[f"{p}_MiB"] for p in ("cdist", "expanded") if row.get(f"{p}_MiB", 0) > 0]
+                if unfused_mem and "fused_MiB" in row:
+                    row["fused_mem_%_of_unfused"] = 100 * row["fused_MiB"] / min(unfused_mem)
             rows.append(row)
             del z, c
     print(f"device: {gpu or 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}")
