@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-SOURCES = [HERE / "nearest_codeword_binding.cpp", HERE / "nearest_codeword_kernel.cu"]
+SOURCES = [HERE / "nearest_codeword_binding.cpp", HERE / "nearest_codeword_kernel.cu", HERE / "nearest_codeword_tc.cu"]
 NAME = "tokbench_nearest_codeword"
 _state: dict = {"module": None, "error": None, "tried": False}
 

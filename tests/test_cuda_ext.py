@@ -10,7 +10,7 @@ import torch
 from tokbench.cuda_ext import loader
 from tokbench.ops import active_backend, nearest_codeword, nearest_codeword_torch
 
-KERNEL = Path(loader.__file__).parent / "nearest_codeword_kernel.cu"
+KERNELS = sorted(Path(loader.__file__).parent.glob("*.cu"))
 NVCC = shutil.which("nvcc") or (str(Path(loader.cuda_home() or "/nonexistent") / "bin" / "nvcc")
                                 if loader.cuda_home() and (Path(loader.cuda_home()) / "bin" / "nvcc").exists() else None)
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -18,8 +18,9 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUD
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found: the CUDA sources cannot be compile-checked here")
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
-def test_kernel_compiles_with_warnings_as_errors(arch, tmp_path):
-    out = subprocess.run([NVCC, "-c", str(KERNEL), "-o", str(tmp_path / "k.o"), f"-arch={arch}", "-O3", "-std=c++17",
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda p: p.name)
+def test_kernel_compiles_with_warnings_as_errors(kernel, arch, tmp_path):
+    out = subprocess.run([NVCC, "-c", str(kernel), "-o", str(tmp_path / "k.o"), f"-arch={arch}", "-O3", "-std=c++17",
                           "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
