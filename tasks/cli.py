@@ -36,7 +36,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
                      data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
                      batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
                      weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
-                     workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
+                     gen_steps=args.gen_steps, workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     _init_distributed(device)
     results = run_eval(cfg)
     if results is None:
@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``compare``, ``validate`` and ``weights``."""
     p = subparsers.add_parser("eval", help="benchmark a tokenizer on reconstruction, detail and text tasks")
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
-    p.add_argument("--tasks", default="reconstruction,detail,text", help="comma-separated: reconstruction,detail,text")
+    p.add_argument("--tasks", default="reconstruction,detail,text", help="comma-separated: reconstruction,detail,text,generation")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
     p.add_argument("--suite", help="built-in suite for every task: photos, detail or text (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
@@ -107,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
+    p.add_argument("--gen-steps", type=int, default=500, help="training steps of the generation task's AR prior")
     p.set_defaults(func=run_eval_command)
 
     p = subparsers.add_parser("compare", help="one table and report across several eval runs")

@@ -106,14 +106,23 @@ def per_image_frame(rows_by_task: dict[str, list[dict]]) -> pd.DataFrame:
         frame = pd.DataFrame(public)
         frame.insert(0, "task", task)
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", "id"])
 
 
-def write_outputs(cfg, results: dict, rows_by_task: dict, datasets: dict, tasks: dict) -> None:
+def add_dataset_block(results: dict, cfg, dataset, num_images: int) -> None:
+    """List ``dataset`` in ``results["datasets"]`` unless a per-image task already did."""
+    if all(d["name"] != dataset.name for d in results["datasets"]):
+        results["datasets"].append({"name": dataset.name, "source": dataset.source, "version": dataset.version,
+                                    "fingerprint": dataset.fingerprint(), "num_images": num_images,
+                                    "resolution": cfg.resolution})
+
+
+def write_outputs(cfg, results: dict, rows_by_task: dict, datasets: dict, tasks: dict,
+                  extra_grids: dict[str, str] | None = None) -> None:
     from tokbench.tasks.grids import write_grids
     from tokbench.tasks.report import write_report
 
     write_results(cfg.out / "results.json", results)
     atomic_write_text(cfg.out / "per_image.csv", per_image_frame(rows_by_task).to_csv(index=False))
-    grids = write_grids(cfg, rows_by_task, datasets, tasks)
+    grids = {**write_grids(cfg, rows_by_task, datasets, tasks), **(extra_grids or {})}
     write_report(cfg.out, [results], grids=grids)

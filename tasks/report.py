@@ -9,6 +9,9 @@ import pandas as pd
 from tokbench.checkpoint import atomic_write_text
 
 
+GRID_CAPTIONS = {"generation": "samples of the AR prior fitted on the tokens, decoded"}
+
+
 def _fmt(metric: dict) -> str:
     lo, hi = metric["ci95"]
     return f"{metric['mean']:.4g} [{lo:.4g}, {hi:.4g}]"
@@ -121,7 +124,8 @@ def write_report(out: Path, runs: list[dict], grids: dict[str, str] | None = Non
                 md.append(f"- skipped file `{skipped['file']}`: {skipped['reason']}")
                 body.append(f"<p>skipped file <code>{html.escape(skipped['file'])}</code>: {html.escape(skipped['reason'])}</p>")
             if grids and task in grids:
-                md += ["", f"![{task}: worst / median / best — original | reconstruction | difference x4]({grids[task]})", ""]
+                caption = GRID_CAPTIONS.get(task, "worst / median / best — original | reconstruction | difference x4")
+                md += ["", f"![{task}: {caption}]({grids[task]})", ""]
                 body.append(f'<p><img src="{html.escape(grids[task])}" alt="{html.escape(task)} grid"></p>')
     for title, path in plots.items():
         md += [f"## {title}", "", f"![{title}]({path})", ""]

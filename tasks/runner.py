@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import tokbench
 from tokbench.imageio import quantize_8bit, save_png
+from tokbench.tasks import generation
 from tokbench.tasks.base import MetricContext, Pair
 from tokbench.tasks.data import BadImageError, Dataset, Item, crop_content, load_folder, parse_resolution, prepare, subset
 from tokbench.tasks.detail import DetailTask
@@ -34,7 +35,8 @@ from tokbench.tasks.reconstruction import ReconstructionTask
 from tokbench.tasks.suites import load_suite
 from tokbench.tasks.text import TextTask
 
-TASKS = {"reconstruction": ReconstructionTask, "detail": DetailTask, "text": TextTask}
+TASKS = {"reconstruction": ReconstructionTask, "detail": DetailTask, "text": TextTask}  # scored image by image
+GENERATION = generation.NAME  # scored over the dataset (an AR prior fitted on its tokens)
 METRICS_NEEDING_WEIGHTS = ("lpips", "rfid")
 METRIC_ALIASES = {"fid": "rfid"}  # --skip-metric lpips,fid reads naturally too
 SKIP_KEY = "_skipped"  # a cached row for an unreadable file: {"id": ..., "_skipped": reason}
@@ -58,14 +60,20 @@ class EvalConfig:
     weights_dir: str | None = None
     limit: int | None = None  # score this many images per dataset, spread evenly (quick looks, tests)
     fid_min_images: int = 1000
+    gen_steps: int = 500  # training steps of the generation task's AR prior
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
+
+    @property
+    def per_image_tasks(self) -> list[str]:
+        return [t for t in self.tasks if t in TASKS]
 
     def pinned(self) -> dict:
         """The settings a resumed run must share with the first one."""
         return {"tokenizer": self.tokenizer, "tasks": self.tasks, "data": str(self.data) if self.data else None,
                 "suite": self.suite, "resolution": self.resolution, "skip_metrics": sorted(self.skip_metrics),
-                "limit": self.limit, "fid_min_images": self.fid_min_images}
+                "limit": self.limit, "fid_min_images": self.fid_min_images,
+                **({"gen_steps": self.gen_steps} if GENERATION in self.tasks else {})}
         # batch size, device and workers may differ between the first run and a resume:
         # per-image scores do not depend on them.
 
@@ -77,9 +85,11 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def validate_config(cfg: EvalConfig) -> None:
-    unknown = [t for t in cfg.tasks if t not in TASKS]
+    unknown = [t for t in cfg.tasks if t not in TASKS and t != GENERATION]
     if unknown or not cfg.tasks:
-        raise ValueError(f"unknown task(s) {unknown or cfg.tasks}; choose from {', '.join(TASKS)}")
+        raise ValueError(f"unknown task(s) {unknown or cfg.tasks}; choose from {', '.join([*TASKS, GENERATION])}")
+    if cfg.gen_steps < 1:
+        raise ValueError(f"--gen-steps must be >= 1, got {cfg.gen_steps}")
     cfg.skip_metrics = sorted({METRIC_ALIASES.get(m, m) for m in cfg.skip_metrics})
     bad = [m for m in cfg.skip_metrics if m not in METRICS_NEEDING_WEIGHTS]
     if bad:
@@ -131,7 +141,8 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
 def load_dataset(cfg: EvalConfig, task_name: str) -> Dataset:
     if cfg.data is not None:
         return load_folder(cfg.data)
-    return load_suite(cfg.suite or TASKS[task_name].default_suite)
+    default = generation.DEFAULT_SUITE if task_name == GENERATION else TASKS[task_name].default_suite
+    return load_suite(cfg.suite or default)
 
 
 def _safe_name(item_id: str) -> str:
@@ -333,12 +344,15 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
     data are all checked before the first image is scored, so a typo or a missing file stops
     the run before any work (and the cheapest mistakes are reported first).
     """
-    from tokbench.tasks.outputs import assemble_results, write_outputs
+    from tokbench.tasks.outputs import add_dataset_block, assemble_results, write_outputs
 
     validate_config(cfg)
     rank, world = rank_and_world()
     start = time.perf_counter()
     tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
+    if GENERATION in cfg.tasks:
+        generation.check_applicable(tokenizer, cfg)
+    per_image = replace(cfg, tasks=cfg.per_image_tasks)  # the tasks scored image by image
     own_ctx = ctx is None
     if own_ctx:
         ctx = build_metric_context(cfg)
@@ -354,16 +368,24 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
             dist.barrier()
         timers = {"tokenizer_s": 0.0, "metrics_s": 0.0, "ocr_s": 0.0, "io_s": 0.0}
         task_seconds, new_counter = {}, [0]
-        for name in cfg.tasks:
+        for name in per_image.tasks:
             t0 = time.perf_counter()
             score_task(cfg, name, tokenizer, ctx, datasets[name], timers, new_counter)
             task_seconds[name] = time.perf_counter() - t0
-        rows = gather_rows(cfg, datasets)
+        rows = gather_rows(per_image, datasets)
         if rank != 0:
             return None
-        results, rows_by_task = assemble_results(cfg, tokenizer, ctx, datasets, TASKS, rows)
+        results, rows_by_task = assemble_results(per_image, tokenizer, ctx, datasets, TASKS, rows)
+        extra_grids = {}
+        if GENERATION in cfg.tasks:
+            t0 = time.perf_counter()
+            block, extra_grids[GENERATION] = generation.run_generation(cfg, tokenizer, datasets[GENERATION])
+            results["tasks"][GENERATION] = block
+            add_dataset_block(results, cfg, datasets[GENERATION], block["num_images"] + block["num_skipped"])
+            task_seconds[GENERATION] = time.perf_counter() - t0
+        results["tasks"] = {t: results["tasks"][t] for t in cfg.tasks}  # in the order asked for
         results["timings"] = {"total_s": time.perf_counter() - start, "tasks_s": task_seconds, "breakdown_s": timers}
-        write_outputs(cfg, results, rows_by_task, datasets, TASKS)
+        write_outputs(cfg, results, rows_by_task, datasets, TASKS, extra_grids)
         return results
     finally:
         if own_ctx:

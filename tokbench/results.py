@@ -32,7 +32,8 @@ METRIC_RANGES: dict[str, tuple[float, float, bool]] = {
     "cer_gt": (0.0, math.inf, False), "wer_gt": (0.0, math.inf, False),
     "cer_ocr": (0.0, math.inf, False), "wer_ocr": (0.0, math.inf, False),
     **{f"word_{m}_{b}": (0.0, 1.0, True) for m in ("acc", "ned") for b in ("small", "medium", "large", "all")},
-    "nll_bits_per_image": (0.0, math.inf, False), "gfid": (0.0, math.inf, False),
+    "nll_bits_per_image": (0.0, math.inf, False), "nll_bits_per_token": (0.0, math.inf, False),
+    "nll_fraction_of_raw": (0.0, math.inf, False), "gfid": (0.0, math.inf, False),
 }
 
 

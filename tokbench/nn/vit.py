@@ -1,4 +1,5 @@
-"""Vision-transformer pieces for the 1D (holistic) family: blocks, patchify, resizable positions."""
+"""Transformer pieces: blocks (bidirectional for the 1D family's ViTs, causal for the AR prior),
+patchify, resizable positions."""
 from __future__ import annotations
 
 import torch
@@ -7,11 +8,12 @@ from torch import nn
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block with fused attention (``F.scaled_dot_product_attention``)."""
+    """Pre-norm transformer block with fused attention (``F.scaled_dot_product_attention``);
+    ``causal`` masks each position to itself and the ones before it."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, causal: bool = False) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.norm1, self.qkv, self.proj = nn.LayerNorm(width), nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
@@ -20,15 +22,15 @@ class Block(nn.Module):
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
         B, L, C = x_BLC.shape
         q, k, v = self.qkv(self.norm1(x_BLC)).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        attn_BLC = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, C)
+        attn_BLC = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2).reshape(B, L, C)
         x_BLC = x_BLC + self.proj(attn_BLC)
         return x_BLC + self.mlp(self.norm2(x_BLC))
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, depth: int, heads: int) -> None:
+    def __init__(self, width: int, depth: int, heads: int, causal: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.Sequential(*(Block(width, heads) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(width, heads, causal=causal) for _ in range(depth)))
         self.norm = nn.LayerNorm(width)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:

@@ -40,13 +40,10 @@ def build_cli(argv: list[str]):
     from lightning.pytorch.cli import LightningCLI
 
     from tokbench.training.data import ImageDataModule
+    from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
     from tokbench.training.module import AutoencoderModule
 
-    # Two Lightning warnings that are expected for this module: the EMA copy (and LPIPS) stay
-    # in eval mode on purpose, and with manual optimization a checkpoint holds the weights
-    # after the step -- which is what resume needs (tested bit-identical).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    silence_expected_lightning_warnings()
     with warnings.catch_warnings():
         # `tokbench train` hands its own arguments over as `args`, which is what that warning is about.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

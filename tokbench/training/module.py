@@ -9,7 +9,6 @@ discriminator) mean manual optimization, so gradient clipping is applied here.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -23,6 +22,7 @@ from tokbench.training.ema import make_ema, update_ema
 from tokbench.training.entropy import CodebookEntropy
 from tokbench.training.losses import (PatchDiscriminator, Perceptual, adaptive_weight, discriminator_loss,
                                       generator_loss)
+from tokbench.training.schedule import warmup_cosine
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,10 +101,7 @@ class AutoencoderModule(L.LightningModule):
     # -- optimizers ------------------------------------------------------------------
     def _schedule(self, step: int) -> float:
         h = self.hparams
-        if step < h.warmup_steps:
-            return (step + 1) / h.warmup_steps
-        progress = min(1.0, (step - h.warmup_steps) / max(1, h.max_steps - h.warmup_steps))
-        return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return warmup_cosine(step, h.warmup_steps, h.max_steps, h.min_lr_ratio)
 
     def configure_optimizers(self):
         h = self.hparams

@@ -1,0 +1,130 @@
+"""The downstream AR prior: sequence order per layout, the causal prior, fitting, sampling, the measure."""
+import math
+
+import pytest
+import torch
+
+import tokbench
+from tokbench.generation import TokenPrior, from_sequence, generation_order, to_sequence
+from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
+from tokbench.generation.training import fit_prior
+from tokbench.tasks.suites import load_suite
+
+
+@pytest.mark.parametrize("spec", ["vq:size=tiny", "residual_scale:size=tiny", "holistic_1d:size=tiny"])
+def test_sequences_round_trip_to_the_same_decoded_images(spec):
+    tok = tokbench.create(spec).eval()
+    x = torch.rand(2, 3, 64, 48)
+    tokens = tok.encode(x)
+    seq = to_sequence(tokens)
+    assert seq.shape == (2, tokens.layout.num_tokens)
+    back = from_sequence(seq, tokens.layout, tokens.image_size)
+    assert torch.equal(back.ids, tokens.ids)
+    assert torch.equal(tok.decode(back), tok.decode(tokens))
+
+
+def test_orders_follow_the_layout_and_refuse_what_has_none():
+    assert generation_order(tokbench.create("vq:size=tiny").layout_for(64, 64)) == "raster"
+    assert generation_order(tokbench.create("residual_scale:size=tiny").layout_for(64, 64)).startswith("coarse-to-fine")
+    with pytest.raises(ValueError, match="continuous latents"):
+        generation_order(tokbench.create("vae:size=tiny").layout_for(64, 64))
+    jpeg = tokbench.create("jpeg:q=50")
+    with pytest.raises(ValueError, match="'bytes' layout"):
+        to_sequence(jpeg.encode(torch.rand(1, 3, 32, 32)))
+    with pytest.raises(ValueError, match=r"expected \(B, 64\) ids"):
+        from_sequence(torch.zeros(1, 63, dtype=torch.long), tokbench.create("vq:size=tiny").layout_for(64, 64), (64, 64))
+
+
+def test_a_uniform_prior_costs_exactly_the_raw_bits():
+    prior = TokenPrior(vocab_size=256, seq_len=20, width=32, depth=1, heads=2)
+    torch.nn.init.zeros_(prior.head.weight)
+    torch.nn.init.zeros_(prior.head.bias)  # every token equally likely
+    seq = torch.randint(0, 256, (3, 20))
+    assert torch.allclose(prior.bits_per_image(seq), torch.full((3,), 20 * 8.0), atol=1e-3)
+
+
+def test_the_prior_is_causal():
+    torch.manual_seed(0)
+    prior = TokenPrior(vocab_size=50, seq_len=12, width=32, depth=2, heads=2).eval()
+    seq = torch.randint(0, 50, (1, 12))
+    changed = seq.clone()
+    changed[0, 5] = (seq[0, 5] + 1) % 50
+    a, b = prior.logits(seq), prior.logits(changed)
+    assert torch.equal(a[:, :6], b[:, :6]), "positions up to 5 must not see token 5"
+    assert not torch.allclose(a[:, 6], b[:, 6]), "position 6 must see token 5"
+
+
+def _counting_sequences(n: int, length: int, vocab: int, seed: int) -> torch.Tensor:
+    start = torch.randint(0, vocab, (n, 1), generator=torch.Generator().manual_seed(seed))
+    return (start + torch.arange(length)) % vocab
+
+
+def test_fitting_learns_the_structure_and_sampling_follows_it():
+    train, held_out = _counting_sequences(256, 16, 32, 0), _counting_sequences(64, 16, 32, 1)
+    prior = fit_prior(train, 32, steps=150, batch_size=32, width=64, depth=2, heads=2, lr=3e-3)
+    bits = prior.bits_per_image(held_out).mean().item()
+    # Only the first token is uncertain (5 bits); the rest follow from it.
+    assert bits < 0.25 * 16 * math.log2(32), bits
+    samples = prior.sample(16, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (16, 16) and samples.min() >= 0 and samples.max() < 32
+    steps = (samples[:, 1:] - samples[:, :-1]) % 32
+    assert (steps == 1).float().mean() > 0.9
+
+
+def test_bad_training_sequences_are_clear_errors():
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 8\)"):
+        fit_prior(torch.full((4, 3), 9, dtype=torch.long), 8, steps=1)
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_prior(torch.zeros(4, 3), 8, steps=1)
+
+
+def test_generation_measure_on_photos_falls_with_more_training():
+    tok = tokbench.create("vq:size=tiny").eval()
+    images = [item.image for item in load_suite("photos").items]
+    base = dict(image_size=32, crops_per_image=8, width=64, depth=2, heads=2, num_samples=3, lr=3e-3)
+    short = evaluate_generation(tok, images, GenerationSettings(steps=5, **base))
+    longer = evaluate_generation(tok, images, GenerationSettings(steps=150, **base))
+    raw = 64 * 8  # 8x8 tokens of 8 bits at 32 px
+    for result in (short, longer):
+        m = result.metrics["nll_bits_per_image"]
+        assert m["n"] == 3 and m["ci95"][0] <= m["mean"] <= m["ci95"][1]  # 3 of 14 photos held out
+        assert result.samples_B3HW.shape == (3, 3, 32, 32)
+        assert result.extra["train_sequences"] == 11 * 8
+    assert longer.metrics["nll_bits_per_image"]["mean"] < short.metrics["nll_bits_per_image"]["mean"] < 1.05 * raw
+    with pytest.raises(ValueError, match="at least 2 images"):
+        evaluate_generation(tok, images[:1], GenerationSettings(steps=1, **base))
+
+
+def test_eval_generation_task_results_report_and_resume(tmp_path, monkeypatch):
+    from tokbench.results import validate_results
+    from tokbench.tasks import generation as generation_task
+    from tokbench.tasks.runner import EvalConfig, run_eval
+
+    cfg = dict(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", gen_steps=20,
+               skip_metrics=["lpips", "rfid"], out=tmp_path / "out")
+    results = run_eval(EvalConfig(**cfg))
+    assert validate_results(results) == []
+    block = results["tasks"]["generation"]
+    assert block["dataset"] == "photos" and block["num_images"] == 14
+    assert set(block["metrics"]) == {"nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw"}
+    assert block["extra"]["tokens_per_image"] == 16 and "gfid" in block["skipped_metrics"]
+    assert [d["name"] for d in results["datasets"]] == ["photos"]
+    assert (tmp_path / "out" / "grids" / "generation.png").is_file()
+    assert "samples of the AR prior" in (tmp_path / "out" / "report.md").read_text()
+
+    def must_not_refit(*args, **kwargs):
+        raise AssertionError("a resumed run fitted the prior again")
+
+    monkeypatch.setattr(generation_task, "evaluate_generation", must_not_refit)
+    again = run_eval(EvalConfig(**cfg))
+    assert again["tasks"]["generation"] == block
+
+
+@pytest.mark.parametrize("spec, reason", [("jpeg:q=50", "'bytes' layout"), ("vae:size=tiny", "continuous latents")])
+def test_eval_generation_refuses_tokenizers_without_discrete_sequences_before_any_work(tmp_path, spec, reason):
+    from tokbench.tasks.runner import EvalConfig, run_eval
+
+    with pytest.raises(ValueError, match=f"--tasks generation: .*{reason}"):
+        run_eval(EvalConfig(tokenizer=spec, tasks=["reconstruction", "generation"], skip_metrics=["lpips", "rfid"],
+                            out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
