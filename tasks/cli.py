@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
-    p.add_argument("--gen-steps", type=int, default=500, help="training steps of the generation task's AR prior")
+    p.add_argument("--gen-steps", type=int, default=300, help="training steps of the generation task's AR prior")
     p.set_defaults(func=run_eval_command)
 
     p = subparsers.add_parser("compare", help="one table and report across several eval runs")
