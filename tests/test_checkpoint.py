@@ -122,3 +122,15 @@ def test_atomic_save_leaves_no_temporary_files(saved):
     _, path = saved
     tokbench.load(path).save_pretrained(path)
     assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_registered_names_build_the_same_weights_everywhere_and_leave_the_callers_rng_alone():
+    # Ranks of a distributed eval (and reruns) of "vq:size=tiny" must score the same model.
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = tokbench.load("vq:size=tiny")
+    assert torch.equal(torch.rand(3), expected), "load() consumed the caller's random numbers"
+    torch.manual_seed(7)
+    second = tokbench.load("vq:size=tiny")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))

@@ -128,3 +128,21 @@ def test_eval_generation_refuses_tokenizers_without_discrete_sequences_before_an
         run_eval(EvalConfig(tokenizer=spec, tasks=["reconstruction", "generation"], skip_metrics=["lpips", "rfid"],
                             out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_generation_under_two_gloo_ranks_runs_on_rank_zero(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    args = ["eval", "--tokenizer", "vq:size=tiny", "--tasks", "generation", "--resolution", "32", "--gen-steps", "10",
+            "--skip-metric", "lpips,rfid"]
+    one = subprocess.run([sys.executable, "-m", "tokbench", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+                          "-m", "tokbench", *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-1500:], two.stderr[-1500:])
+    m1, m2 = (json.loads((tmp_path / d / "results.json").read_text())["tasks"]["generation"]["metrics"]
+              for d in ("one", "two"))
+    # Same data, seed and steps; only the CPU thread count differs (torchrun sets 1 per rank).
+    assert m2["nll_bits_per_image"]["mean"] == pytest.approx(m1["nll_bits_per_image"]["mean"], rel=0.01)

@@ -185,12 +185,19 @@ def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):
     return tokenizer.eval()
 
 
+NAMED_INIT_SEED = 0
+
+
 def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **overrides: Any):
     """Load a tokenizer from a checkpoint directory, a ``.ckpt`` of ``tokbench train``,
     or a registered name with options (``"jpeg:q=5"``, ``"vq:size=tiny"``).
 
     ``ema``: a directory's ``ema.safetensors`` instead of ``model.safetensors`` when True;
     for a ``.ckpt`` the EMA weights are used unless ``ema=False``.
+
+    A registered name builds an untrained tokenizer, initialized from a fixed seed (the
+    caller's random state is left as it was): every process -- each rank of a distributed
+    ``tokbench eval``, a rerun -- gets the same weights, so their results agree.
     """
     path = Path(path_or_name)
     if path.is_dir():
@@ -205,6 +212,8 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
             "a .ckpt from 'tokbench train', or a registered tokenizer name"
         )
     try:
-        return registry.create(str(path_or_name), **overrides).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(NAMED_INIT_SEED)
+            return registry.create(str(path_or_name), **overrides).eval()
     except KeyError as err:
         raise CheckpointError(f"{path_or_name!s}: no such checkpoint and {err.args[0]}") from err
