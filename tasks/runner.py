@@ -122,7 +122,7 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     from tokbench import weights
 
     ctx = MetricContext(device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers)
-    needed = [m for m in METRICS_NEEDING_WEIGHTS if m not in cfg.skip_metrics]
+    needed = [m for m in METRICS_NEEDING_WEIGHTS if m not in cfg.skip_metrics and cfg.per_image_tasks]
     if "reconstruction" not in cfg.tasks and "rfid" in needed:
         needed.remove("rfid")
     paths = weights.require(needed, cfg.weights_dir)

@@ -100,8 +100,9 @@ def test_eval_generation_task_results_report_and_resume(tmp_path, monkeypatch):
     from tokbench.tasks import generation as generation_task
     from tokbench.tasks.runner import EvalConfig, run_eval
 
+    # No --skip-metric and no weights: LPIPS/rFID belong to the per-image tasks only.
     cfg = dict(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", gen_steps=20,
-               skip_metrics=["lpips", "rfid"], out=tmp_path / "out")
+               weights_dir=str(tmp_path / "no_weights"), out=tmp_path / "out")
     results = run_eval(EvalConfig(**cfg))
     assert validate_results(results) == []
     block = results["tasks"]["generation"]
