@@ -8,7 +8,6 @@ in ``OUT/cache/generation.json`` so that a resumed run does not fit the prior ag
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import torch
 
@@ -25,7 +24,7 @@ GFID_REASON = "gFID of the prior's samples is not computed yet (it needs thousan
 
 def settings_for(cfg) -> GenerationSettings:
     _, size = parse_resolution(cfg.resolution)
-    return replace(GenerationSettings(), image_size=size or 256, steps=cfg.gen_steps)
+    return GenerationSettings(image_size=size or 256, steps=cfg.gen_steps)
 
 
 def check_applicable(tokenizer, cfg) -> None:

@@ -47,6 +47,12 @@ def tokenizer_block(cfg, tokenizer, measured_bits: list[float]) -> dict:
     }
 
 
+def dataset_block(cfg, dataset, num_images: int) -> dict:
+    """A dataset's entry in ``results["datasets"]``: what the leaderboard matches suites by."""
+    return {"name": dataset.name, "source": dataset.source, "version": dataset.version,
+            "fingerprint": dataset.fingerprint(), "num_images": num_images, "resolution": cfg.resolution}
+
+
 def ordered_rows(cfg, dataset, task_name: str, rows: dict[str, dict]) -> tuple[list[dict], list[dict]]:
     """(scored rows, skipped files ``{file, reason}``) in dataset order, from every rank's rows."""
     from tokbench.tasks.data import subset
@@ -82,11 +88,7 @@ def assemble_results(cfg, tokenizer, ctx, datasets: dict, tasks: dict, rows_by_i
             "dataset": dataset.name, "num_images": len(rows), "num_skipped": len(skipped_files),
             "skipped": skipped_files, "metrics": metrics, "skipped_metrics": skipped, "extra": extra,
         }
-        dataset_blocks[dataset.name] = {
-            "name": dataset.name, "source": dataset.source, "version": dataset.version,
-            "fingerprint": dataset.fingerprint(), "num_images": len(rows) + len(skipped_files),
-            "resolution": cfg.resolution,
-        }
+        dataset_blocks[dataset.name] = dataset_block(cfg, dataset, len(rows) + len(skipped_files))
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "tokbench": {"version": __version__, "git_commit": git_commit()},
@@ -112,9 +114,7 @@ def per_image_frame(rows_by_task: dict[str, list[dict]]) -> pd.DataFrame:
 def add_dataset_block(results: dict, cfg, dataset, num_images: int) -> None:
     """List ``dataset`` in ``results["datasets"]`` unless a per-image task already did."""
     if all(d["name"] != dataset.name for d in results["datasets"]):
-        results["datasets"].append({"name": dataset.name, "source": dataset.source, "version": dataset.version,
-                                    "fingerprint": dataset.fingerprint(), "num_images": num_images,
-                                    "resolution": cfg.resolution})
+        results["datasets"].append(dataset_block(cfg, dataset, num_images))
 
 
 def write_outputs(cfg, results: dict, rows_by_task: dict, datasets: dict, tasks: dict,
