@@ -10,7 +10,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tokbench.checkpoint import atomic_write_text
+from tokbench.atomic import atomic_write_text
 from tokbench.leaderboard.render import STATIC, render_entry, render_index, static_site
 from tokbench.leaderboard.store import Entry
 

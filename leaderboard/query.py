@@ -9,12 +9,21 @@ import re
 from dataclasses import dataclass, field
 
 from tokbench.leaderboard.validation import Problem, Refused
+from tokbench.task_registry import get_task
 
 # Sort keys that are entry columns (the rest must be metric names of the chosen task).
 SORT_COLUMNS = ("id", "created", "tokenizer", "family", "kind", "tokens_per_image", "bits_per_image", "parameters")
 STATUSES = ("verified", "unverified", "all")
-# The metric a task's table is ranked by unless asked otherwise, and shown in the plot.
-PRIMARY_METRIC = {"reconstruction": "psnr", "detail": "energy_kept", "text": "cer_gt", "generation": "gfid"}
+
+
+def primary_metric(task: str) -> str | None:
+    """The metric a task's table is ranked by unless asked otherwise, and shown in the plot:
+    the task's own ``primary`` (`tokbench.task_registry`); None for a task not installed here."""
+    try:
+        return get_task(task).primary
+    except ValueError:
+        return None
+
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_LIMIT = 1000
 
@@ -68,4 +77,4 @@ class EntryQuery:
         """The effective sort key: the given one, else the task's primary metric, else ``id``."""
         if self.sort:
             return self.sort
-        return PRIMARY_METRIC.get(self.task or "", "id") if self.task else "id"
+        return (primary_metric(self.task) or "id") if self.task else "id"

@@ -14,9 +14,9 @@ from typing import Any, Callable
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from tokbench.leaderboard.plot import Point, build_plot
-from tokbench.leaderboard.query import PRIMARY_METRIC
+from tokbench.leaderboard.query import primary_metric
 from tokbench.leaderboard.store import Entry
-from tokbench.results import METRIC_RANGES
+from tokbench.metrics.registry import get_metric, is_registered, registration_order
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -63,16 +63,15 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = number
+    env.filters["metric_label"] = lambda name: get_metric(name).label() if is_registered(name) else name
+    env.filters["higher_is_better"] = lambda name: get_metric(name).higher_is_better
     return env
 
 
 def metric_order(task: str, names: set[str]) -> list[str]:
-    """The task's primary metric first, then known metrics in their usual order, then the rest."""
-    known = [m for m in METRIC_RANGES if m in names]
-    rest = sorted(names - set(known))
-    primary = PRIMARY_METRIC.get(task)
-    ordered = known + rest
-    return ([primary] if primary in names else []) + [m for m in ordered if m != primary]
+    """The task's primary metric first, then the others in registration order."""
+    primary = primary_metric(task)
+    return ([primary] if primary in names else []) + [m for m in registration_order(names) if m != primary]
 
 
 def task_order(tasks: set[str]) -> list[str]:
@@ -85,12 +84,13 @@ def _task_section(task: str, entries: list[Entry]) -> dict[str, Any]:
     metrics = metric_order(task, {m for e in rows for m in e.metrics[task]})
     plot_metric = metrics[0] if metrics else None
     plot = None
+    # Directions come from the metric registry, never from a submission.
+    directions = {m: get_metric(m).higher_is_better for m in metrics}
     if plot_metric:
-        higher = next(e.metrics[task][plot_metric]["higher_is_better"] for e in rows if plot_metric in e.metrics[task])
+        higher = directions[plot_metric]
         points = [Point(e.id, e.tokenizer, e.family, e.bits_per_image, e.metrics[task][plot_metric]["mean"])
                   for e in rows if plot_metric in e.metrics[task] and e.bits_per_image]
         plot = build_plot(points, plot_metric, higher)
-    directions = {m: next(e.metrics[task][m]["higher_is_better"] for e in rows if m in e.metrics[task]) for m in metrics}
     if plot_metric:  # ranked by the task's primary metric, best first, entries without it last
         sign = -1.0 if directions[plot_metric] else 1.0
         rows.sort(key=lambda e: (plot_metric not in e.metrics[task],

@@ -21,16 +21,22 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import and_, case, create_engine, event, func, insert, select, update
+from sqlalchemy import and_, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from tokbench.metrics.registry import get_metric, is_registered
 from tokbench.leaderboard.models import api_tokens, metric_values, submissions
 from tokbench.leaderboard.query import SORT_COLUMNS, EntryQuery
 from tokbench.leaderboard.validation import Candidate, Problem, Refused
 
 TOKEN_PREFIX = "tbk_"
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _direction(metric: str, stored: bool) -> bool:
+    """The registry's direction; the stored one only for a metric whose plug-in is not installed here."""
+    return get_metric(metric).higher_is_better if is_registered(metric) else stored
 
 
 def hash_token(token: str) -> str:
@@ -216,8 +222,9 @@ class Store:
                    tokbench_version=res["tokbench"]["version"], duplicate_key=candidate.duplicate_key,
                    results_sha256=hashlib.sha256(candidate.text.encode("utf-8")).hexdigest(),
                    results_json=candidate.text)
+        # The direction is the registry's, never the submitter's (validation refused unknown names).
         metrics = [dict(task=task, metric=name, mean=m["mean"], ci_low=m["ci95"][0], ci_high=m["ci95"][1], n=m["n"],
-                        higher_is_better=m["higher_is_better"])
+                        higher_is_better=get_metric(name).higher_is_better)
                    for task, block in res["tasks"].items() for name, m in block["metrics"].items()]
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
@@ -288,15 +295,12 @@ class Store:
         else:
             m = metric_values.alias("sort_metric")
             stmt = stmt.outerjoin(m, and_(m.c.submission_id == s.id, m.c.task == query.task, m.c.metric == key))
-            # Best first unless told otherwise: descending where higher is better.
-            descending = (case((m.c.higher_is_better, True), else_=False) if query.order is None
-                          else (query.order == "desc"))
-            if isinstance(descending, bool):
-                ordering = m.c.mean.desc() if descending else m.c.mean.asc()
-                stmt = stmt.order_by(m.c.mean.is_(None), ordering, s.id)
+            # Best first unless told otherwise: descending where the registry says higher is better.
+            if query.order is None:
+                descending = is_registered(key) and get_metric(key).higher_is_better
             else:
-                signed = case((m.c.higher_is_better, -m.c.mean), else_=m.c.mean)
-                stmt = stmt.order_by(m.c.mean.is_(None), signed.asc(), s.id)
+                descending = query.order == "desc"
+            stmt = stmt.order_by(m.c.mean.is_(None), m.c.mean.desc() if descending else m.c.mean.asc(), s.id)
         return self._entries(stmt.limit(query.limit).offset(query.offset))
 
     def tasks(self) -> list[str]:
@@ -330,7 +334,7 @@ class Store:
                 mv = metric_values.c
                 for m in conn.execute(select(metric_values).where(mv.submission_id.in_(ids)).order_by(mv.id)):
                     metrics[m.submission_id].setdefault(m.task, {})[m.metric] = {
-                        "mean": m.mean, "ci95": [m.ci_low, m.ci_high], "n": m.n, "higher_is_better": m.higher_is_better}
+                        "mean": m.mean, "ci95": [m.ci_low, m.ci_high], "n": m.n, "higher_is_better": _direction(m.metric, m.higher_is_better)}
         return [Entry(id=r.id, created=_iso(r.created), status=r.status, reasons=json.loads(r.status_reasons),
                       tokenizer=r.tokenizer_name, family=r.family, kind=r.kind, checkpoint_sha256=r.checkpoint_sha256,
                       parameters=r.parameters, tokens_per_image=r.tokens_per_image, bits_per_image=r.bits_per_image,

@@ -95,14 +95,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``compare``, ``validate`` and ``weights``."""
     p = subparsers.add_parser("eval", help="benchmark a tokenizer on reconstruction, detail and text tasks")
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
-    p.add_argument("--tasks", default="reconstruction,detail,text", help="comma-separated: reconstruction,detail,text,generation")
+    p.add_argument("--tasks", default="reconstruction,detail,text",
+                   help="comma-separated task names: reconstruction,detail,text,generation and any installed plug-in's")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
     p.add_argument("--suite", help="built-in suite for every task: photos, detail or text (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="runs/eval", help="output folder; rerunning with the same folder resumes")
-    p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid (fid = rfid)")
+    p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid (fid = rfid) or a plug-in's")
     p.add_argument("--weights-dir", help="folder holding LPIPS/Inception weights (default: the torch hub cache)")
     p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from tokbench.imageio import IMAGE_SUFFIXES, BadImageError, read_image, resize, uint8_to_tensor
 
-from tokbench.imageio import IMAGE_SUFFIXES, pil_to_rgb_array, uint8_to_tensor
+__all__ = ["BadImageError", "Item", "Dataset", "subset", "load_folder", "parse_resolution", "Prepared", "prepare",
+           "crop_content"]
 
-MIN_SIDE = 8  # smaller images (e.g. 1x1) cannot be scored meaningfully
 _HASH_CHUNK = 1 << 20
-
-
-class BadImageError(ValueError):
-    """An image file that cannot be scored; the message is the reason shown to the user."""
 
 
 @dataclass
@@ -40,27 +35,7 @@ class Item:
         """uint8 ``(H, W, 3)``; :class:`BadImageError` with the reason if the file cannot be used."""
         if self.image is not None:
             return self.image
-        return read_image_file(self.path)
-
-
-def read_image_file(path: Path) -> np.ndarray:
-    """Decode any Pillow-readable file (EXIF orientation applied) or say why it cannot be used."""
-    try:
-        if path.stat().st_size == 0:
-            raise BadImageError("empty (zero-byte) file")
-        with Image.open(path) as img:
-            img.load()
-            arr = pil_to_rgb_array(img)
-    except BadImageError:
-        raise
-    except UnidentifiedImageError:
-        raise BadImageError("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        # truncated files land here ("image file is truncated (...)")
-        raise BadImageError(f"cannot decode: {err}") from None
-    if min(arr.shape[:2]) < MIN_SIDE:
-        raise BadImageError(f"too small ({arr.shape[1]}x{arr.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE} needed)")
-    return arr
+        return read_image(self.path)
 
 
 @dataclass
@@ -135,7 +110,7 @@ def load_folder(folder: str | Path, name: str | None = None) -> Dataset:
     """Every image file under ``folder`` (recursive, sorted), with its manifest text if any.
 
     Files are only listed here; unreadable ones are found when decoded and then skipped
-    with a reason (see :func:`read_image_file`). A folder without image files is an error.
+    with a reason (see `tokbench.imageio.read_image`). A folder without image files is an error.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -171,8 +146,16 @@ class Prepared:
     """An image at evaluation resolution plus how to map a reconstruction back."""
 
     x_3HW: torch.Tensor
-    content_box: tuple[int, int, int, int]  # (top, left, height, width) of the image inside x
+    content_box: tuple[int, int, int, int]  # (top, left, height, width) of the image content inside x
     scale: float  # evaluation pixels per original pixel
+    # (top, left) in x of the original's pixel (0, 0): negative where a center crop cut the original
+    origin: tuple[int, int] = (0, 0)
+
+    @property
+    def content_origin(self) -> tuple[int, int]:
+        """(top, left) of the original's pixel (0, 0) inside the content crop (`crop_content`):
+        where original-image boxes land after scaling by ``scale``."""
+        return (self.origin[0] - self.content_box[0], self.origin[1] - self.content_box[1])
 
 
 def prepare(image_HW3: np.ndarray, policy: str) -> Prepared:
@@ -185,18 +168,16 @@ def prepare(image_HW3: np.ndarray, policy: str) -> Prepared:
     if mode == "resize":  # shorter side to n with antialiasing, then center crop
         s = n / min(H, W)
         h, w = max(n, round(H * s)), max(n, round(W * s))
-        if (h, w) != (H, W):
-            x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+        x = resize(x[None], (h, w))[0]
         top, left = (h - n) // 2, (w - n) // 2
-        return Prepared(x[:, top : top + n, left : left + n], (0, 0, n, n), s)
+        return Prepared(x[:, top : top + n, left : left + n], (0, 0, n, n), s, origin=(-top, -left))
     s = n / max(H, W)  # letterbox: longer side to n, pad to a square with white
     h, w = max(1, round(H * s)), max(1, round(W * s))
-    if (h, w) != (H, W):
-        x = F.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+    x = resize(x[None], (h, w))[0]
     canvas = torch.ones(3, n, n)
     top, left = (n - h) // 2, (n - w) // 2
     canvas[:, top : top + h, left : left + w] = x
-    return Prepared(canvas, (top, left, h, w), s)
+    return Prepared(canvas, (top, left, h, w), s, origin=(top, left))
 
 
 def crop_content(x_3HW: torch.Tensor, prepared: Prepared) -> torch.Tensor:

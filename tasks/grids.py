@@ -1,15 +1,21 @@
 """Comparison grids: original | reconstruction | amplified difference for the worst, median
-and best image of each task (by the task's primary metric)."""
+and best image of each task (by the task's primary metric), captioned in the image itself."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
-from tokbench.imageio import load_image, save_png
+from tokbench.imageio import load_image, save_png, uint8_to_tensor
+from tokbench.metrics.registry import get_metric
+from tokbench.tasks.cache import safe_name
 from tokbench.tasks.data import crop_content, prepare
 
 DIFF_GAIN = 4.0  # |difference| is multiplied by this so small errors are visible
+COLUMNS = f"original | reconstruction | difference x{DIFF_GAIN:g}"
+LABEL_HEIGHT = 14
 
 
 def pick_worst_median_best(rows: list[dict], metric: str, higher_is_better: bool) -> list[tuple[str, dict]]:
@@ -20,29 +26,45 @@ def pick_worst_median_best(rows: list[dict], metric: str, higher_is_better: bool
     return [("worst", ranked[0]), ("median", ranked[len(ranked) // 2]), ("best", ranked[-1])]
 
 
-def write_grids(cfg, rows_by_task: dict, datasets: dict, tasks: dict) -> dict[str, str]:
-    from tokbench.tasks.runner import _safe_name
+def _label(text: str, width: int) -> torch.Tensor:
+    """A white strip ``(3, LABEL_HEIGHT, width)`` with ``text`` in black (cut to fit)."""
+    strip = Image.new("RGB", (width, LABEL_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(strip).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    return uint8_to_tensor(np.asarray(strip))
 
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def write_grids(cfg, rows_by_task: dict, datasets: dict, tasks: dict) -> dict[str, dict]:
+    """``task -> {"path", "caption"}`` for each per-image task with scored images."""
     written = {}
     for name, rows in rows_by_task.items():
-        task = tasks[name]()
+        task = tasks[name]
         rec_dir = cfg.out / "reconstructions" / name
         # under multi-node torchrun another machine may hold some reconstructions: pick among ours
-        rows = [r for r in rows if (rec_dir / f"{_safe_name(r['id'])}.png").is_file()]
-        picks = pick_worst_median_best(rows, task.primary, task.directions[task.primary])
+        rows = [r for r in rows if (rec_dir / f"{safe_name(r['id'])}.png").is_file()]
+        metric = get_metric(task.primary)
+        picks = pick_worst_median_best(rows, metric.name, metric.higher_is_better)
         if not picks:
             continue
         by_id = {it.id: it for it in datasets[name].items}
-        strips = []
-        for _, row in picks:
+        strips, described = [], []
+        for rank, row in picks:
             prepared = prepare(by_id[row["id"]].pixels(), cfg.resolution)
             original = crop_content(prepared.x_3HW, prepared)
-            rec = load_image(rec_dir / f"{_safe_name(row['id'])}.png")
+            rec = load_image(rec_dir / f"{safe_name(row['id'])}.png")
             diff = ((rec - original).abs() * DIFF_GAIN).clamp(0, 1)
-            strips.append(torch.cat([original, rec, diff], dim=-1))
+            strip = torch.cat([original, rec, diff], dim=-1)
+            text = f"{rank}: {row['id']} ({metric.title} {_number(row[metric.name])} {metric.unit})".rstrip()
+            strips.append(torch.cat([_label(text, strip.shape[-1]), strip], dim=-2))
+            described.append(text)
         width = max(s.shape[-1] for s in strips)
         strips = [torch.nn.functional.pad(s, (0, width - s.shape[-1]), value=1.0) for s in strips]
         path = cfg.out / "grids" / f"{name}.png"
-        save_png(torch.cat(strips, dim=-2), path)
-        written[name] = f"grids/{name}.png"
+        save_png(torch.cat([_label(COLUMNS, width), *strips], dim=-2), path)
+        caption = f"{name}: worst, median and best image by {metric.title} ({'; '.join(described)}); columns: {COLUMNS}"
+        written[name] = {"path": f"grids/{name}.png", "caption": caption}
     return written
+

@@ -1,49 +1,64 @@
 """Reconstruction: PSNR, SSIM, LPIPS per image; rFID over the whole dataset when it is large enough."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 import torch
 
+from tokbench.imageio import to_uint8
 from tokbench.metrics.fid import fid_from_features
-from tokbench.tasks.base import IMAGE_QUALITY_DIRECTIONS, MetricContext, Pair, Task, image_quality_rows
-
-
-def to_uint8_batch(x_3HW: torch.Tensor) -> torch.Tensor:
-    return x_3HW.clamp(0, 1).mul(255).round().to(torch.uint8)[None]
+from tokbench.tasks.base import IMAGE_QUALITY, MetricContext, Pair, Task, TaskSummary, dataset_metric_entry, image_quality_rows
 
 
 def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
     """Inception features of each image, one forward pass when all share a size."""
     if len({tuple(x.shape) for x in images}) == 1:
-        return list(fn(torch.cat([to_uint8_batch(x) for x in images])))
-    return [fn(to_uint8_batch(x))[0] for x in images]
+        return list(fn(torch.stack([to_uint8(x) for x in images])))
+    return [fn(to_uint8(x)[None])[0] for x in images]
 
 
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
-    directions = dict(IMAGE_QUALITY_DIRECTIONS)
+    metrics = (*IMAGE_QUALITY, "rfid")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         rows = image_quality_rows(pairs, ctx)
-        if ctx.fid_features is not None:
+        inception = ctx.networks.get("rfid")
+        if inception is not None:
             # arrays, not lists: the row cache stores them as float32 chunks, not as JSON text
             for key, images in (("_fid_real", [p.original for p in pairs]), ("_fid_fake", [p.reconstruction for p in pairs])):
-                for row, feats in zip(rows, _features(ctx.fid_features, images)):
+                for row, feats in zip(rows, _features(inception, images)):
                     row[key] = feats.numpy()
         return rows
 
-    def aggregate(self, rows: list[dict], ctx: MetricContext):
-        metrics, extra, skipped = super().aggregate(rows, ctx)
-        if ctx.fid_features is None:
-            return metrics, extra, skipped
+    def aggregate(self, rows: list[dict], ctx: MetricContext) -> TaskSummary:
+        summary = super().aggregate(rows, ctx)
+        if ctx.networks.get("rfid") is None:
+            return summary
         if len(rows) < ctx.fid_min_images:
-            skipped["rfid"] = (f"only {len(rows)} images; rFID needs at least {ctx.fid_min_images} "
-                               "(--fid-min-images) to be meaningful")
-            return metrics, extra, skipped
+            summary.skipped_metrics["rfid"] = (f"only {len(rows)} images; rFID needs at least {ctx.fid_min_images} "
+                                               "(--fid-min-images) to be meaningful")
+            return summary
         real = np.array([r["_fid_real"] for r in rows])
         fake = np.array([r["_fid_fake"] for r in rows])
-        value = max(0.0, fid_from_features(real, fake))
-        # rFID is one number over the dataset: no per-image values, so no interval.
-        metrics["rfid"] = {"mean": value, "ci95": [value, value], "n": len(rows), "higher_is_better": False}
-        extra["rfid_note"] = "dataset-level statistic; the interval is not estimated"
-        return metrics, extra, skipped
+        summary.metrics["rfid"] = dataset_metric_entry("rfid", max(0.0, fid_from_features(real, fake)), len(rows))
+        summary.extra["rfid_note"] = "dataset-level statistic; the interval is not estimated"
+        return summary
+
+    @classmethod
+    def plots(cls, runs: list[dict], plot_dir: Path, new_figure: Callable) -> dict[str, str]:
+        """Rate-distortion (PSNR vs bits per image at the evaluation resolution) across runs."""
+        points = [(r["tokenizer"]["name"], r["tokenizer"]["bits_per_image"], r["tasks"][cls.name]["metrics"].get("psnr"))
+                  for r in runs if cls.name in r["tasks"]]
+        points = [(name, bits, m) for name, bits, m in points if bits and m]
+        if len(points) < 2:
+            return {}
+        fig, ax = new_figure()
+        for name, bits, m in points:
+            ax.errorbar(bits, m["mean"], yerr=[[m["mean"] - m["ci95"][0]], [m["ci95"][1] - m["mean"]]], fmt="o")
+            ax.annotate(name, (bits, m["mean"]), fontsize=7)
+        ax.set_xscale("log"), ax.set_xlabel("bits per image"), ax.set_ylabel("PSNR (dB)"), ax.set_title("rate-distortion")
+        fig.tight_layout(), fig.savefig(plot_dir / "rate_distortion.png", dpi=110)
+        return {"Rate-distortion (PSNR vs bits per image)": "rate_distortion.png"}

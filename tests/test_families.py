@@ -101,7 +101,7 @@ def test_partial_decoding_entry_points_agree(tokenizer):
     x = torch.rand(1, 3, 40, 56)
     tokens = tokenizer.encode(x)
     if tokenizer.family == "residual_scale":
-        n, partial, key = len(tokens.layout.shape), tokenizer.decode_scales, "num_scales"
+        n, partial, key = len(tokens.layout.scales), tokenizer.decode_scales, "num_scales"
     else:
         n, partial, key = tokenizer.num_tokens, tokenizer.decode_prefix, "num_tokens"
     assert torch.equal(partial(tokens, n), tokenizer.decode(tokens))

@@ -69,8 +69,15 @@ def test_reflect_padding_keeps_the_image_and_mirrors_the_edge():
 
 def test_layouts_count_tokens_and_bits():
     assert TokenLayout("grid", (16, 16), vocab_size=16384).bits_per_image == 256 * 14
-    var = TokenLayout("scales", (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), vocab_size=4096)
+    var = TokenLayout("scales", (16, 16), vocab_size=4096, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16))
     assert var.num_tokens == 680 and var.bits_per_image == 680 * 12
+    assert var.grid == (16, 16) and var.to_dict()["scales"] == [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
+    with pytest.raises(ValueError, match="scale schedule"):
+        TokenLayout("scales", (16, 16), vocab_size=4096)  # a schedule is required, and only for 'scales'
+    with pytest.raises(ValueError, match="scale schedule"):
+        TokenLayout("grid", (16, 16), vocab_size=4096, scales=(1, 16))
+    with pytest.raises(ValueError, match="increasing"):
+        TokenLayout("scales", (16, 16), vocab_size=4096, scales=(4, 2, 16))
     assert TokenLayout("sequence", (32,), vocab_size=4096).num_tokens == 32
     assert TokenLayout("grid", (32, 32), latent_channels=4).bits_per_image is None
     with pytest.raises(ValueError, match="exactly one"):
@@ -80,12 +87,12 @@ def test_layouts_count_tokens_and_bits():
 
 
 def test_scales_layout_splits_flat_ids_per_scale():
-    layout = TokenLayout("scales", (1, 2, 4), vocab_size=10, grid=(4, 4))
+    layout = TokenLayout("scales", (4, 4), vocab_size=10, scales=(1, 2, 4))
     ids = torch.arange(21).unsqueeze(0)
     maps = Tokens(layout, (64, 64), ids=ids).ids_per_scale()
     assert [tuple(m.shape) for m in maps] == [(1, 1, 1), (1, 2, 2), (1, 4, 4)]
     assert maps[2].flatten().tolist() == list(range(5, 21))
-    wide = TokenLayout("scales", (1, 2, 4), vocab_size=10, grid=(2, 4))
+    wide = TokenLayout("scales", (2, 4), vocab_size=10, scales=(1, 2, 4))
     assert wide.scale_shapes() == [(1, 1), (1, 2), (2, 4)]
 
 

@@ -82,6 +82,11 @@ def test_text_measures():
     assert cer("abcd", "abxd") == 0.25
     assert wer("the quick brown fox", "the quick brown box") == 0.25  # one word of four, not one character
     assert wer("a b c", "a c") == 1 / 3
+    # an empty reference has no error rate (left out of means), whatever the hypothesis
+    assert cer("", "abc") is None and cer("", "") is None and cer(" \n", "x") is None
+    assert wer("", "a b") is None and wer("", "") is None
+    assert cer("abc", "") == 1.0 and cer("ab", "abcdef") == 2.0  # a non-empty reference is never capped
+    assert normalize_text("STRASSE") == normalize_text("straße")  # casefold, not lower()
     assert word_scores("River", "river") == (1.0, 1.0)
     acc, ned = word_scores("garden", "gardcn")
     assert acc == 0.0 and abs(ned - 5 / 6) < 1e-9

@@ -66,7 +66,9 @@ def test_valid_file_has_no_errors():
     assert validate_results(make_results()) == []
     unknown_metric = make_results()
     unknown_metric["tasks"]["reconstruction"]["metrics"]["my_metric"] = _metric(-5.0, 1.0, 8, True)
-    assert validate_results(unknown_metric) == []
+    assert validate_results(unknown_metric) == [
+        "$.tasks.reconstruction.metrics.my_metric: unknown metric 'my_metric' (not in the metric registry; "
+        "install the plug-in that declares it)"]
 
 
 @pytest.mark.parametrize("mutate, path, reason", [

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tokbench.tasks.data import (BadImageError, Item, crop_content, load_folder, parse_resolution, prepare,
-                                 read_image_file, subset)
+from tokbench.imageio import read_image
+from tokbench.tasks.data import BadImageError, Item, crop_content, load_folder, parse_resolution, prepare, subset
 from tokbench.tasks.suites import BUILDERS, builtin_fingerprints, load_suite
 from tokbench.tasks.suites.detail import GRATING_FREQUENCIES, GRATING_ORIENTATIONS, SIZE
 
@@ -115,8 +115,23 @@ def test_unreadable_files_say_why(tmp_path):
     for name, reason in [("empty.png", "zero-byte"), ("notes.png", "not an image"), ("tiny.png", "too small"),
                          ("cut.jpg", "cannot decode")]:
         with pytest.raises(BadImageError, match=reason):
-            read_image_file(tmp_path / name)
-    assert read_image_file(tmp_path / "ok.jpg").shape == (64, 64, 3)
+            read_image(tmp_path / name)
+    assert read_image(tmp_path / "ok.jpg").shape == (64, 64, 3)
+
+
+def test_images_over_the_pixel_limit_are_refused_from_the_header(tmp_path, monkeypatch):
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    monkeypatch.setenv("TOKBENCH_MAX_PIXELS", "50000")
+    with pytest.raises(BadImageError, match=r"too large \(300x200 = 60,000 pixels; the limit is 50,000"):
+        read_image(tmp_path / "big.png")
+    opened = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: opened.append(1) or real_load(self))
+    with pytest.raises(BadImageError):
+        read_image(tmp_path / "big.png")
+    assert not opened  # refused before decoding any pixel
+    monkeypatch.setenv("TOKBENCH_MAX_PIXELS", "60000")
+    assert read_image(tmp_path / "big.png").shape == (200, 300, 3)
 
 
 def test_resolution_policies():

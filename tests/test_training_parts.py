@@ -1,5 +1,7 @@
 """Pieces of the training objective and data: GAN losses, adaptive weight, entropy loss,
 the discriminator's step, learned logvar, LPIPS weights, the sampler, corrupt images."""
+import math
+
 import lightning as L
 import numpy as np
 import pytest
@@ -62,12 +64,53 @@ def test_entropy_term_reaches_the_encoder_and_refuses_continuous_tokenizers():
     loss = module.entropy.pop_loss()
     loss.backward()
     assert module.tokenizer.quant_conv.weight.grad.abs().sum() > 0
-    with pytest.raises(RuntimeError, match="no VectorQuantizer.forward ran"):
+    with pytest.raises(RuntimeError, match="no codebook was searched"):
         module.entropy.pop_loss()
     module.ema_tokenizer.autoencode(torch.rand(2, 3, 16, 16))  # the EMA copy carries no hooks
     assert module.entropy._recorded == []
     with pytest.raises(ValueError, match="entropy_weight"):
         CodebookEntropy(AutoencoderModule("vae:size=tiny").tokenizer)
+
+
+@pytest.mark.parametrize("spec, size", [("vq:size=tiny", 32), ("residual_scale:size=tiny", 32),
+                                        ("holistic_1d:size=tiny", 64)])
+def test_entropy_loss_trains_every_codebook_family(tmp_path, spec, size):
+    torch.manual_seed(0)
+    module = AutoencoderModule(spec, entropy_weight=0.1, max_steps=4)
+    # every search of every scale (residual_scale) or token set (1D) is seen by the loss
+    searches = []
+    module.tokenizer.train()
+    for codebook in module.entropy.codebooks:
+        codebook.observers.append(lambda cb, z: searches.append(z.shape[0]))
+    module.tokenizer.autoencode(torch.rand(2, 3, size, size))
+    expected = len(module.tokenizer.quantize.scales) if spec.startswith("residual") else 1
+    assert len(searches) == expected
+    module.entropy.pop_loss()
+    for codebook in module.entropy.codebooks:
+        codebook.observers.pop()
+    logged = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.append(float(trainer.callback_metrics["train/entropy_loss"]))
+
+    trainer = _tiny_trainer(tmp_path, 4)
+    trainer.callbacks.append(Spy())
+    trainer.fit(module, ImageDataModule(image_size=size, batch_size=2, num_workers=0, repeats=2))
+    assert trainer.global_step == 4 and len(logged) == 4 and all(math.isfinite(v) for v in logged)
+
+
+def test_codecs_are_refused_when_the_training_module_is_built():
+    with pytest.raises(ValueError, match=r"model.tokenizer 'jpeg:q=50' \(PillowCodec\) cannot be trained"):
+        AutoencoderModule("jpeg:q=50")
+
+
+def test_every_quantizer_reports_the_same_loss_names():
+    from tokbench.quantize import LOSS_NAMES
+
+    for spec, size in (("vq:size=tiny", 32), ("residual_scale:size=tiny", 32), ("holistic_1d:size=tiny", 64)):
+        tok = AutoencoderModule(spec).tokenizer.train()
+        assert set(tok.autoencode(torch.rand(2, 3, size, size)).losses) == set(LOSS_NAMES), spec
 
 
 def _tiny_trainer(tmp_path, steps):

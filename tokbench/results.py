@@ -3,8 +3,9 @@
 The JSON Schema (``tokbench/schemas/results.schema.json``, draft 2020-12) fixes the
 structure. On top of it, :func:`validate_results` checks what a schema cannot say well:
 every number in the file is finite (``NaN``/``Infinity`` are rejected wherever they
-appear), ``created`` is an ISO 8601 timestamp with a time zone, each known metric's mean
-and 95% interval lie in the metric's valid range, and the mean lies inside its interval.
+appear), ``created`` is an ISO 8601 timestamp with a time zone, every metric is registered
+(`tokbench.metrics.registry`), its mean and 95% interval lie in its registered range, and
+the mean lies inside its interval.
 Every error names the JSON path of the field (``$.tasks.text.metrics.cer_gt``) and the reason.
 """
 from __future__ import annotations
@@ -19,23 +20,10 @@ from typing import Any, Iterator
 
 import jsonschema
 
-from tokbench.checkpoint import atomic_write_text
+from tokbench.atomic import atomic_write_text
+from tokbench.metrics.registry import get_metric, is_registered
 
 RESULTS_SCHEMA_VERSION = 1
-
-# Valid range of each known metric (mean and interval bounds), and its direction
-# (True: higher is better). Unknown metric names are allowed with any finite value.
-METRIC_RANGES: dict[str, tuple[float, float, bool]] = {
-    "psnr": (0.0, 100.0, True), "ssim": (-1.0, 1.0, True), "lpips": (0.0, 2.0, False), "rfid": (0.0, math.inf, False),
-    "energy_kept": (0.0, 1.0, True), "band_energy_ratio": (0.0, math.inf, True),
-    "resolved_frequency": (0.0, 0.5, True), "edge_f1": (0.0, 1.0, True),
-    "cer_gt": (0.0, math.inf, False), "wer_gt": (0.0, math.inf, False),
-    "cer_ocr": (0.0, math.inf, False), "wer_ocr": (0.0, math.inf, False),
-    **{f"word_{m}_{b}": (0.0, 1.0, True) for m in ("acc", "ned") for b in ("small", "medium", "large", "all")},
-    "nll_bits_per_image": (0.0, math.inf, False), "nll_bits_per_token": (0.0, math.inf, False),
-    "nll_fraction_of_raw": (0.0, math.inf, False), "gfid": (0.0, math.inf, False),
-}
-
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
@@ -69,15 +57,21 @@ def _check_created(value: str) -> str | None:
 
 
 def _check_metrics(obj: dict) -> list[str]:
+    """Every metric is registered and lies in its registered range; unknown names are refused
+    (a plug-in's metrics are known wherever the plug-in is installed)."""
     errors = []
     for task, block in obj["tasks"].items():
         for name, metric in block["metrics"].items():
             where = json_path(("tasks", task, "metrics", name))
+            if not is_registered(name):
+                errors.append(f"{where}: unknown metric {name[:100]!r} (not in the metric registry; "
+                              "install the plug-in that declares it)")
+                continue
+            declared = get_metric(name)
             mean, (lo_ci, hi_ci) = metric["mean"], metric["ci95"]
-            if name in METRIC_RANGES:
-                lo, hi, _ = METRIC_RANGES[name]
-                if not all(lo <= v <= hi for v in (mean, lo_ci, hi_ci)):
-                    errors.append(f"{where}: {name} must lie in [{lo}, {hi}], got mean {mean} ci95 {metric['ci95']}")
+            if not all(declared.in_range(v) for v in (mean, lo_ci, hi_ci)):
+                errors.append(f"{where}: {name} must lie in [{declared.low}, {declared.high}], "
+                              f"got mean {mean} ci95 {metric['ci95']}")
             if not lo_ci <= mean <= hi_ci:
                 errors.append(f"{where}: mean {mean} is outside its interval {metric['ci95']}")
     return errors

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokbench.checkpoint import save_pretrained
 from tokbench.tokens import TokenLayout, Tokens
 
 # Values a little outside [0, 1] come from resampling filters; far outside means the
@@ -105,6 +106,11 @@ class Tokenizer(nn.Module):
         """Differentiable encode+decode for training (learned tokenizers override this)."""
         raise NotImplementedError(f"{type(self).__name__} is not trainable")
 
+    @property
+    def trainable(self) -> bool:
+        """Whether this tokenizer implements `autoencode` (what `tokbench train` needs)."""
+        return type(self).autoencode is not Tokenizer.autoencode
+
     def last_layer(self) -> torch.Tensor | None:
         """The decoder's last weight, for GAN losses' adaptive weight (None if not applicable)."""
         return None
@@ -116,7 +122,7 @@ class Tokenizer(nn.Module):
         validate_images(images)
         H, W = images.shape[-2:]
         tokens = self.encode_padded(pad_to_multiple(images, self.stride))
-        tokens.image_size = (int(H), int(W))
+        tokens.image_size = (int(H), int(W))  # the one place it is set (encode_padded sees padded images only)
         return tokens
 
     @torch.no_grad()
@@ -126,6 +132,8 @@ class Tokenizer(nn.Module):
             raise ValueError(f"decode expects a tokbench.Tokens, got {type(tokens).__name__}")
         if tokens.kind != self.kind:
             raise ValueError(f"{self.family} tokenizer decodes {self.kind} tokens, got {tokens.kind} ones")
+        if tokens.image_size is None:
+            raise ValueError("Tokens.image_size is not set: pass image_size=(H, W) when building Tokens outside encode()")
         H, W = tokens.image_size
         images = self.decode_padded(tokens)
         return images[..., :H, :W].float().clamp(0.0, 1.0).contiguous()
@@ -151,6 +159,4 @@ class Tokenizer(nn.Module):
 
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` (see `tokbench.checkpoint`)."""
-        from tokbench.checkpoint import save_pretrained
-
         save_pretrained(self, directory)

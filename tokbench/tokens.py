@@ -5,11 +5,11 @@ the AR generator needs to pick a generation order:
 
 * ``grid``      -- a 2D map ``h x w`` (VQGAN/LlamaGen, KL-VAE latents); ids ``(B, h, w)``,
                    latents ``(B, C, h, w)``.
-* ``scales``    -- VAR's next-scale maps; ``shape`` is the schedule of map sides for a square
-                   grid (``1,2,3,4,5,6,8,10,13,16``) and ``grid`` the final token grid
-                   ``(h, w)``; on a non-square grid scale ``k`` is ``round(k*h/S) x round(k*w/S)``
-                   (``S`` the last scale), see `scale_shapes`. Ids are flat ``(B, L)``, scale by
-                   scale, each map in raster order.
+* ``scales``    -- VAR's next-scale maps; ``shape`` is the final token grid ``(h, w)`` (as for
+                   ``grid``) and ``scales`` the schedule of map sides for a square grid
+                   (``1,2,3,4,5,6,8,10,13,16``); on a non-square grid scale ``k`` is
+                   ``round(k*h/S) x round(k*w/S)`` (``S`` the last scale), see `scale_shapes`.
+                   Ids are flat ``(B, L)``, scale by scale, each map in raster order.
 * ``sequence``  -- a flat 1D sequence of ``K`` tokens not tied to the pixel grid (TiTok,
                    Hita); ids ``(B, K)``, latents ``(B, K, C)``.
 * ``bytes``     -- a codec's encoded stream (JPEG/WebP baselines); ids ``(B, L)`` padded
@@ -34,13 +34,18 @@ def scale_schedule_shapes(schedule: tuple[int, ...], grid: tuple[int, int]) -> l
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Shape and vocabulary of one image's tokens (independent of the batch)."""
+    """Shape and vocabulary of one image's tokens (independent of the batch).
+
+    ``shape`` is always the arrangement's own extent: ``(h, w)`` for ``grid`` and for the
+    final grid of ``scales``, ``(K,)`` for a ``sequence``, ``(L,)`` for ``bytes``; the scale
+    schedule of a ``scales`` layout is its own field, ``scales``.
+    """
 
     arrangement: str
     shape: tuple[int, ...]
     vocab_size: int | None = None  # discrete tokenizers
     latent_channels: int | None = None  # continuous tokenizers
-    grid: tuple[int, int] | None = None  # final token grid of a ``scales`` layout
+    scales: tuple[int, ...] | None = None  # map sides of a ``scales`` layout, coarse to fine
 
     def __post_init__(self) -> None:
         if self.arrangement not in ARRANGEMENTS:
@@ -48,15 +53,28 @@ class TokenLayout:
         if (self.vocab_size is None) == (self.latent_channels is None):
             raise ValueError("a layout has exactly one of vocab_size (discrete) or latent_channels (continuous)")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        if self.arrangement == "scales":
-            last = self.shape[-1]
-            object.__setattr__(self, "grid", tuple(int(g) for g in (self.grid or (last, last))))
+        if (self.arrangement == "scales") != (self.scales is not None):
+            raise ValueError("a layout has a scale schedule (scales=...) exactly when its arrangement is 'scales'")
+        if self.arrangement in ("grid", "scales") and len(self.shape) != 2:
+            raise ValueError(f"a {self.arrangement!r} layout's shape is its (h, w) token grid, got {self.shape}")
+        if self.scales is not None:
+            scales = tuple(int(k) for k in self.scales)
+            if not scales or any(b <= a for a, b in zip(scales, scales[1:])):
+                raise ValueError(f"scales must be a non-empty increasing schedule, got {scales}")
+            object.__setattr__(self, "scales", scales)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The ``(h, w)`` token grid of a ``grid`` or ``scales`` layout."""
+        if self.arrangement not in ("grid", "scales"):
+            raise ValueError(f"a {self.arrangement!r} layout has no token grid")
+        return self.shape  # type: ignore[return-value]
 
     def scale_shapes(self) -> list[tuple[int, int]]:
         """``(h_k, w_k)`` of each map of a ``scales`` layout."""
         if self.arrangement != "scales":
             raise ValueError("scale_shapes is defined for the 'scales' arrangement only")
-        return scale_schedule_shapes(self.shape, self.grid)
+        return scale_schedule_shapes(self.scales, self.grid)
 
     @property
     def kind(self) -> str:
@@ -82,7 +100,7 @@ class TokenLayout:
         if self.arrangement == "grid":
             where = f"{self.shape[0]}x{self.shape[1]} grid"
         elif self.arrangement == "scales":
-            where = "scales " + ",".join(map(str, self.shape))
+            where = "scales " + ",".join(map(str, self.scales))
         elif self.arrangement == "sequence":
             where = f"1D sequence of {self.shape[0]}"
         elif self.num_tokens == 0:
@@ -100,7 +118,7 @@ class TokenLayout:
             "latent_channels": self.latent_channels,
             "num_tokens": self.num_tokens,
             "bits_per_image": self.bits_per_image,
-            **({"grid": list(self.grid)} if self.grid is not None else {}),
+            **({"scales": list(self.scales)} if self.scales is not None else {}),
         }
 
 
@@ -109,12 +127,14 @@ class Tokens:
     """A batch of tokens: discrete ``ids`` or continuous ``latents``, plus their layout.
 
     ``image_size`` is the (H, W) of the images before padding to the stride, so that
-    ``decode`` crops back. ``bits`` holds per-image sizes in bits where they vary
+    ``decode`` crops back. It is set in one place, `Tokenizer.encode` (a family's
+    ``encode_padded`` leaves it unset: it only sees padded images); tokens built elsewhere,
+    e.g. sampled by a generator, give it explicitly. ``bits`` holds per-image sizes in bits where they vary
     (codec baselines); otherwise bits come from the layout.
     """
 
     layout: TokenLayout
-    image_size: tuple[int, int]
+    image_size: tuple[int, int] | None = None
     ids: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     bits: torch.Tensor | None = None
@@ -127,7 +147,8 @@ class Tokens:
             raise ValueError(f"Tokens.ids must be int64 (LongTensor), got {self.ids.dtype}")
         if self.latents is not None and not self.latents.is_floating_point():
             raise ValueError(f"Tokens.latents must be a float tensor, got {self.latents.dtype}")
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
 
     @property
     def kind(self) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from tokbench.atomic import atomic_path
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -77,13 +79,11 @@ def fetch(metrics: list[str] | None = None, override: str | os.PathLike | None =
         spec = WEIGHT_FILES[metric]
         path = target / spec.filename
         if not path.is_file():
-            tmp = path.with_suffix(".part")
             try:
-                torch.hub.download_url_to_file(spec.url, str(tmp), hash_prefix=spec.sha256_prefix, progress=True)
+                with atomic_path(path, suffix=".part") as tmp:
+                    torch.hub.download_url_to_file(spec.url, str(tmp), hash_prefix=spec.sha256_prefix, progress=True)
             except (OSError, RuntimeError) as err:  # no network, HTTP error, or a hash mismatch
-                tmp.unlink(missing_ok=True)
                 raise RuntimeError(f"cannot download {spec.url} ({err}); on an offline machine copy "
                                    f"{spec.filename} into {target} or pass --weights-dir") from None
-            os.replace(tmp, path)
         out.append(path)
     return out

@@ -47,7 +47,7 @@ class CodecTokenizer(Tokenizer):
             ids[i, : len(s)] = torch.frombuffer(bytearray(s), dtype=torch.uint8).long()
         bits = torch.tensor([8.0 * len(s) for s in streams])
         H, W = x_B3HW.shape[-2:]
-        return Tokens(TokenLayout("bytes", (length,), vocab_size=BYTE_VOCAB), (H, W), ids=ids, bits=bits,
+        return Tokens(TokenLayout("bytes", (length,), vocab_size=BYTE_VOCAB), ids=ids, bits=bits,
                       extra={"padded_size": (H, W)})
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:

@@ -9,8 +9,6 @@ from tokbench.tasks.suites.photos import build_photos_suite
 from tokbench.tasks.suites.text import build_text_suite
 
 BUILDERS = {"photos": build_photos_suite, "detail": build_detail_suite, "text": build_text_suite}
-# The suite each task uses when neither --data nor --suite is given.
-DEFAULT_SUITE = {"reconstruction": "photos", "detail": "detail", "text": "text"}
 
 
 @lru_cache(maxsize=None)

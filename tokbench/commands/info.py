@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,23 +9,7 @@ import torch
 
 import tokbench
 from tokbench.ops import active_backend
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checkpoint_sha256(path_or_name: str) -> str | None:
-    """SHA-256 of a checkpoint's weights (None for a registered name with no file)."""
-    path = Path(path_or_name)
-    if path.is_dir():
-        weights = path / "model.safetensors"
-        return file_sha256(weights) if weights.is_file() else None
-    return file_sha256(path) if path.is_file() else None
+from tokbench.provenance import checkpoint_sha256
 
 
 def cuda_ext_status() -> str:

@@ -18,7 +18,6 @@ import torchvision.transforms.v2.functional as TF
 
 from tokbench.generation.sequence import from_sequence, generation_order, to_sequence
 from tokbench.generation.training import fit_prior
-from tokbench.metrics.stats import mean_ci95
 
 
 @dataclass
@@ -43,7 +42,7 @@ class GenerationSettings:
 
 @dataclass
 class GenerationResult:
-    metrics: dict  # name -> {"mean", "ci95", "n", "higher_is_better"}
+    metrics: dict[str, list[float]]  # metric name -> its value on each held-out image
     samples_B3HW: torch.Tensor  # decoded samples in [0, 1]
     extra: dict
 
@@ -87,16 +86,14 @@ def evaluate_generation(tokenizer, images: list[np.ndarray], settings: Generatio
     prior = fit_prior(train_BL, layout.vocab_size, steps=s.steps, batch_size=s.batch_size, seed=s.seed,
                       accelerator="gpu" if str(device).startswith("cuda") else "cpu",
                       width=s.width, depth=s.depth, heads=s.heads, lr=s.lr).to(device)
-    per_image_bits = [float(prior.bits_per_image(encode_sequences(tokenizer, crops[i], 16, device).to(device)).mean())
+    per_image_bits = [float(prior.nll_bits(encode_sequences(tokenizer, crops[i], 16, device).to(device)).mean())
                       for i in held_out]
     raw_bits = layout.num_tokens * math.log2(layout.vocab_size)
     metrics = {
-        "nll_bits_per_image": {**mean_ci95(per_image_bits, (0.0, math.inf)), "higher_is_better": False},
-        "nll_bits_per_token": {**mean_ci95([b / layout.num_tokens for b in per_image_bits], (0.0, math.inf)),
-                               "higher_is_better": False},
+        "nll_bits_per_image": per_image_bits,
+        "nll_bits_per_token": [b / layout.num_tokens for b in per_image_bits],
         # The share of the tokens' raw size the prior still needs: comparable across vocabularies.
-        "nll_fraction_of_raw": {**mean_ci95([b / raw_bits for b in per_image_bits], (0.0, math.inf)),
-                                "higher_is_better": False},
+        "nll_fraction_of_raw": [b / raw_bits for b in per_image_bits],
     }
     sample_gen = torch.Generator().manual_seed(s.seed + 1)
     seq_BL = prior.sample(s.num_samples, s.temperature, s.top_k, generator=sample_gen)

@@ -1,7 +1,7 @@
 """`TokenPrior`: a small GPT over token ids (nanoGPT-style, pre-norm, learned positions).
 
 The sequence is prefixed with a start token (id ``vocab_size``), so position ``t`` predicts
-token ``t`` from tokens ``< t``; ``bits_per_image`` is the summed negative log2-likelihood.
+token ``t`` from tokens ``< t``; ``nll_bits`` is the summed negative log2-likelihood per sequence.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class TokenPrior(nn.Module):
         return F.cross_entropy(self.logits(seq_BL).flatten(0, 1), seq_BL.flatten())
 
     @torch.no_grad()
-    def bits_per_image(self, seq_BL: torch.Tensor) -> torch.Tensor:
+    def nll_bits(self, seq_BL: torch.Tensor) -> torch.Tensor:
         """``(B,)`` negative log2-likelihood of each whole sequence."""
         nll_BL = F.cross_entropy(self.logits(seq_BL).transpose(1, 2), seq_BL, reduction="none")
         return nll_BL.sum(1) / math.log(2)

@@ -52,3 +52,8 @@ def inception_feature_fn(weights_path: Path, device: str | torch.device = "cpu")
         return model(images_B3HW_uint8.to(device))[0].double().cpu()
 
     return features
+
+
+def load_inception_features(weights_path: Path, device: str | torch.device = "cpu") -> FeatureFn:
+    """The feature extractor of the ``rfid`` metric (see `tokbench.metrics.catalog`)."""
+    return inception_feature_fn(weights_path, device)

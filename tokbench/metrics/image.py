@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from tokbench.imageio import to_uint8
 from tokbench.metrics_basic import PSNR_CAP_DB, psnr_8bit
 
 __all__ = ["psnr_8bit", "ssim_8bit", "PSNR_CAP_DB", "to_8bit_levels"]
@@ -25,7 +26,7 @@ _SIGMA, _RADIUS = 1.5, 5  # scipy's truncate=3.5 at sigma 1.5 gives radius 5
 
 def to_8bit_levels(x_B3HW: torch.Tensor) -> torch.Tensor:
     """``[0, 1]`` floats -> float64 tensors holding the 0..255 integer levels."""
-    return x_B3HW.clamp(0, 1).mul(255).round().double()
+    return to_uint8(x_B3HW).double()
 
 
 def _gaussian_taps(dtype=torch.float64) -> torch.Tensor:

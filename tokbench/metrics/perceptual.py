@@ -49,3 +49,8 @@ class LPIPSMetric(nn.Module):
     def forward(self, x_B3HW: torch.Tensor, y_B3HW: torch.Tensor) -> torch.Tensor:
         """Per-image LPIPS distance ``(B,)`` of two ``[0, 1]`` batches."""
         return self.model(x_B3HW * 2 - 1, y_B3HW * 2 - 1).flatten().float()
+
+
+def load_lpips(weights_path: Path, device: str | torch.device = "cpu") -> LPIPSMetric:
+    """The LPIPS network of the ``lpips`` metric (see `tokbench.metrics.catalog`)."""
+    return LPIPSMetric(weights_path).to(device)

@@ -1,9 +1,10 @@
 """Text preservation: OCR (Tesseract through pytesseract) and edit-distance scores.
 
-Normalization before any comparison: Unicode NFKC, lower case, every run of whitespace
+Normalization before any comparison: Unicode NFKC, case folding (``str.casefold``), every run of whitespace
 (newlines included) collapsed to one space, leading/trailing space removed. CER is the
 character Levenshtein distance over the reference length; WER is the Levenshtein distance
 over *words* (a true word error rate, not characters) over the reference word count.
+An empty reference (after normalization) has no CER/WER: ``None``, left out of the means.
 Word scores (TokBench's T-ACC / T-NED): exact match after normalization, and
 ``1 - distance / max(len(gt), len(pred))``.
 
@@ -41,20 +42,27 @@ def require_tesseract() -> None:
 
 
 def normalize_text(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def cer(reference: str, hypothesis: str) -> float:
+def cer(reference: str, hypothesis: str) -> float | None:
+    """Character error rate; None when the reference is empty (no characters to get wrong).
+
+    An empty reference has no error rate: scoring it 0 would count an image whose original
+    OCR reads nothing as perfectly preserved, and 1 would cap it unlike every other image.
+    Callers leave such images out of the mean and count them separately.
+    """
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     if not ref:
-        return 0.0 if not hyp else 1.0
+        return None
     return Levenshtein.distance(ref, hyp) / len(ref)
 
 
-def wer(reference: str, hypothesis: str) -> float:
+def wer(reference: str, hypothesis: str) -> float | None:
+    """Word error rate (Levenshtein over words); None when the reference has no words (see `cer`)."""
     ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()
     if not ref:
-        return 0.0 if not hyp else 1.0
+        return None
     return Levenshtein.distance(ref, hyp) / len(ref)
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokbench.quantize.base import Quantizer
 from tokbench.quantize.output import QuantizerOutput
 from tokbench.quantize.vector import VectorQuantizer
 from tokbench.tokens import scale_schedule_shapes
@@ -45,7 +46,7 @@ class SharedPhis(nn.Module):
         return self.phis[int((self.ticks - position).abs().argmin())]
 
 
-class MultiScaleResidualQuantizer(nn.Module):
+class MultiScaleResidualQuantizer(Quantizer):
     """Residual quantization over a schedule of map sizes with one shared codebook."""
 
     def __init__(
@@ -66,6 +67,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.scales, self.beta = scales, beta
         self.codes = VectorQuantizer(codebook_size, code_dim, beta=beta, dead_code_steps=dead_code_steps)
         self.phis = SharedPhis(code_dim, num_phi_convs, phi_ratio)
+
+    def codebooks(self) -> list[VectorQuantizer]:
+        return [self.codes]
 
     @property
     def codebook_size(self) -> int:
@@ -88,25 +92,24 @@ class MultiScaleResidualQuantizer(nn.Module):
         f_target = f_fp32.detach()
         f_rest = f_target.clone()
         f_hat = torch.zeros_like(f_fp32)
-        ids, vq_loss = [], f_fp32.new_zeros(())
+        ids, commitment, codebook = [], f_fp32.new_zeros(()), f_fp32.new_zeros(())
         shapes = self.scale_shapes(H, W)
         for si, (ph, pw) in enumerate(shapes):
             z_BChw = f_rest if (ph, pw) == (H, W) else F.interpolate(f_rest, size=(ph, pw), mode="area")
-            idx_N = self.codes.search(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
-            if self.training:
-                self.codes.record_hits(idx_N)
-                self.codes.restart_dead_codes(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
+            idx_N = self.codes.assign(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
             idx_Bhw = idx_N.view(B, ph, pw)
             h_BChw = self._codes_to_full_grid(idx_Bhw, si, (H, W))
             f_hat = f_hat + h_BChw
             f_rest = f_rest - h_BChw.detach()
             ids.append(idx_Bhw)
-            # beta * commitment (moves the encoder) + codebook/phi term (moves the codes).
-            vq_loss = vq_loss + self.beta * F.mse_loss(f_hat.detach(), f_fp32) + F.mse_loss(f_hat, f_target)
+            # beta * commitment (moves the encoder) + codebook/phi term (moves the codes), as VAR.
+            commitment = commitment + self.beta * F.mse_loss(f_hat.detach(), f_fp32)
+            codebook = codebook + F.mse_loss(f_hat, f_target)
         f_hat_st = f_fp32 + (f_hat - f_fp32).detach()
         return QuantizerOutput(
             z_q=f_hat_st.to(f_BChw.dtype), ids=ids,
-            losses={"quantization": vq_loss / len(shapes)}, stats=self.codes.usage_stats(),
+            losses={"codebook": codebook / len(shapes), "commitment": commitment / len(shapes)},
+            stats=self.codes.usage_stats(),
         )
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ with the global batch.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,13 @@ from torch import nn
 
 from tokbench import distributed
 from tokbench.ops import nearest_codeword
+from tokbench.quantize.base import Quantizer
 from tokbench.quantize.output import QuantizerOutput
 
+Observer = Callable[["VectorQuantizer", torch.Tensor], None]
 
-class VectorQuantizer(nn.Module):
+
+class VectorQuantizer(Quantizer):
     """Nearest-codeword quantizer over ``codebook_size`` codes of ``code_dim`` dimensions."""
 
     def __init__(
@@ -53,7 +57,12 @@ class VectorQuantizer(nn.Module):
         if use_ema:
             self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
             self.register_buffer("ema_embed_sum", torch.zeros(codebook_size, code_dim))
+        # Called with (self, z_ND) on every training-time search (e.g. the codebook entropy loss).
+        self.observers: list[Observer] = []
         self.reset_parameters()
+
+    def codebooks(self) -> list["VectorQuantizer"]:
+        return [self]
 
     def reset_parameters(self) -> None:
         if self.embedding.device.type == "meta":
@@ -81,6 +90,19 @@ class VectorQuantizer(nn.Module):
         idx_N, _ = nearest_codeword(z_ND, self.codebook(), metric="l2")
         return idx_N
 
+    def assign(self, z_ND: torch.Tensor) -> torch.Tensor:
+        """Nearest codes of prepared vectors; in training also the bookkeeping (observers, hit
+        counts, EMA update, dead-code restarts). Every quantizer searches through this."""
+        idx_N = self.search(z_ND)
+        if self.training:
+            for observe in self.observers:
+                observe(self, z_ND)
+            self.record_hits(idx_N)
+            if self.use_ema:
+                self.ema_update(z_ND.detach(), idx_N)
+            self.restart_dead_codes(z_ND.detach())
+        return idx_N
+
     def lookup(self, ids: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
         """Codewords for ``ids``; the code dimension is inserted at ``channel_dim``."""
         vectors = F.embedding(ids, self.codebook())  # (*ids.shape, D)
@@ -94,12 +116,7 @@ class VectorQuantizer(nn.Module):
         z_last = z.movedim(channel_dim, -1)
         ids_shape = z_last.shape[:-1]
         z_ND = self.prepare(z_last.reshape(-1, self.code_dim).float())
-        idx_N = self.search(z_ND)
-        if self.training:
-            self.record_hits(idx_N)
-            if self.use_ema:
-                self.ema_update(z_ND.detach(), idx_N)
-            self.restart_dead_codes(z_ND.detach())
+        idx_N = self.assign(z_ND)
         zq_ND = F.embedding(idx_N, self.codebook())
         losses = {"commitment": self.beta * F.mse_loss(z_ND, zq_ND.detach())}
         if not self.use_ema:

@@ -11,7 +11,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from tokbench.imageio import IMAGE_SUFFIXES, pil_to_rgb_array, uint8_to_tensor
+from tokbench.imageio import IMAGE_SUFFIXES, BadImageError, read_image, uint8_to_tensor
+
+
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 1)  # bicubic overshoots a little at edges
 
 
 def scan_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -81,10 +85,8 @@ class ImageFiles(Dataset):
         return len(self.sources)
 
     def _load(self, source) -> torch.Tensor:
-        if isinstance(source, Path):
-            with Image.open(source) as img:
-                return uint8_to_tensor(pil_to_rgb_array(img))
-        return uint8_to_tensor(source)  # an in-memory uint8 (H, W, 3) array
+        # The benchmark's loader: same decoding, skip rules and pixel limit as `tokbench eval`.
+        return uint8_to_tensor(read_image(source) if isinstance(source, Path) else source)
 
     def __getitem__(self, key) -> torch.Tensor:
         epoch, index = key if isinstance(key, tuple) else (None, key)
@@ -96,7 +98,7 @@ class ImageFiles(Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
                     return self.transform(image)
-            except (UnidentifiedImageError, OSError, ValueError) as err:
+            except (BadImageError, OSError) as err:
                 self._failures += 1
                 bad = self.sources[(index + offset) % len(self.sources)]
                 warnings.warn(f"skipping unreadable image {bad}: {err}", stacklevel=2)
@@ -136,9 +138,13 @@ class ImageDataModule(L.LightningDataModule):
         order = torch.randperm(len(sources), generator=torch.Generator().manual_seed(h.seed)).tolist()
         val = [sources[i] for i in order[:n_val]] or [sources[0]]
         train = [sources[i] for i in order[n_val:]] or val
-        train_tf = v2.Compose([v2.RandomResizedCrop(h.image_size, scale=(h.min_scale, 1.0), antialias=True),
-                               v2.RandomHorizontalFlip()])
-        val_tf = v2.Compose([v2.Resize(h.image_size, antialias=True), v2.CenterCrop(h.image_size)])
+        # Bicubic with antialiasing: the resampling the benchmark evaluates with (tokbench.imageio.resize).
+        bicubic = v2.InterpolationMode.BICUBIC
+        train_tf = v2.Compose([v2.RandomResizedCrop(h.image_size, scale=(h.min_scale, 1.0), interpolation=bicubic,
+                                                    antialias=True),
+                               v2.RandomHorizontalFlip(), v2.Lambda(_clamp01)])
+        val_tf = v2.Compose([v2.Resize(h.image_size, interpolation=bicubic, antialias=True), v2.CenterCrop(h.image_size),
+                             v2.Lambda(_clamp01)])
         self.train_set = ImageFiles(train * h.repeats, train_tf, seed=h.seed)
         self.val_set = ImageFiles(val, val_tf)
 

@@ -1,10 +1,12 @@
-"""Codebook entropy regularizer (MAGVIT-2 / GigaTok style) for `VectorQuantizer`-based tokenizers.
+"""Codebook entropy regularizer (MAGVIT-2 / GigaTok style) for every codebook tokenizer.
 
 Soft assignments ``q(z) = softmax(-|z - c_k|^2 / T)`` over the codebook; the loss is the
 mean per-vector entropy (pushes each vector towards one code) minus the entropy of the
-batch-average assignment (pushes the batch to spread over all codes). It needs the
-quantizer's input vectors, which forward hooks capture while the tokenizer trains, so no
-tokenizer has to know about this loss. Memory: one ``N x K`` matrix per quantizer call.
+batch-average assignment (pushes the batch to spread over all codes). It needs the vectors
+each codebook is searched with: every quantizer searches through `VectorQuantizer.assign`,
+which shows them to the codebook's observers in training, so this works the same for the
+2D VQ, the multi-scale residual (one call per scale) and the 1D families, and no tokenizer
+has to know about this loss. Memory: one ``N x K`` matrix per search.
 """
 from __future__ import annotations
 
@@ -28,32 +30,26 @@ def entropy_loss(z_ND: torch.Tensor, codebook_KD: torch.Tensor, temperature: flo
 
 
 class CodebookEntropy:
-    """Records every `VectorQuantizer` input of ``tokenizer`` in training mode; `pop_loss`
-    turns the recorded vectors into the entropy loss (mean over quantizer calls)."""
+    """Records the vectors every codebook of ``tokenizer`` is searched with in training;
+    `pop_loss` turns them into the entropy loss (mean over searches)."""
 
     def __init__(self, tokenizer: nn.Module, temperature: float = 0.01) -> None:
         self.temperature = temperature
-        self.quantizers = [m for m in tokenizer.modules() if isinstance(m, VectorQuantizer)]
-        if not self.quantizers:
-            raise ValueError(f"model.entropy_weight > 0 needs a codebook, but {type(tokenizer).__name__} has no "
-                             "VectorQuantizer (set model.entropy_weight 0 for continuous tokenizers)")
+        self.codebooks = [m for m in tokenizer.modules() if isinstance(m, VectorQuantizer)]
+        if not self.codebooks:
+            raise ValueError(f"model.entropy_weight > 0 needs a codebook, but {type(tokenizer).__name__} has none "
+                             "(set model.entropy_weight 0 for continuous tokenizers)")
         self._recorded: list[tuple[VectorQuantizer, torch.Tensor]] = []
-        for q in self.quantizers:
-            q.register_forward_hook(self._record, with_kwargs=True)
+        for codebook in self.codebooks:
+            codebook.observers.append(self._record)
 
-    def _record(self, module: VectorQuantizer, args: tuple, kwargs: dict, output) -> None:
-        if not module.training:
-            return
-        z = args[0]
-        channel_dim = kwargs.get("channel_dim", args[1] if len(args) > 1 else 1)
-        z_ND = module.prepare(z.movedim(channel_dim, -1).reshape(-1, module.code_dim).float())
-        self._recorded.append((module, z_ND))
+    def _record(self, codebook: VectorQuantizer, z_ND: torch.Tensor) -> None:
+        self._recorded.append((codebook, z_ND))
 
     def pop_loss(self) -> torch.Tensor:
         """The loss of everything recorded since the last call; clears the record."""
         recorded, self._recorded = self._recorded, []
         if not recorded:
-            raise RuntimeError("model.entropy_weight > 0, but no VectorQuantizer.forward ran in this training step "
-                               "(this tokenizer searches its codebook another way; set model.entropy_weight 0)")
+            raise RuntimeError("model.entropy_weight > 0, but no codebook was searched in this training step")
         losses = [entropy_loss(z_ND, q.codebook(), self.temperature) for q, z_ND in recorded]
         return torch.stack(losses).mean()

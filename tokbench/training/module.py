@@ -85,8 +85,10 @@ class AutoencoderModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.tokenizer = registry.create(tokenizer, **(tokenizer_options or {}))
-        if not hasattr(self.tokenizer, "autoencode"):
-            raise ValueError(f"{tokenizer} cannot be trained")
+        if not self.tokenizer.trainable:
+            raise ValueError(f"model.tokenizer {tokenizer!r} ({type(self.tokenizer).__name__}) cannot be trained: it has "
+                             "no differentiable autoencode() (codec baselines are fixed); pick a learned family "
+                             "such as vq, residual_scale, holistic_1d or vae")
         self.ema_tokenizer = make_ema(self.tokenizer)
         # After the EMA copy: its hooks must stay on the trained tokenizer only.
         self.entropy = CodebookEntropy(self.tokenizer, entropy_temperature) if entropy_weight > 0 else None

@@ -80,13 +80,15 @@ class Holistic1DTokenizer(Tokenizer):
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         idx_BK = self.quantize(self.latents(x_B3HW), channel_dim=-1).ids
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], ids=idx_BK)
+        # A 1D layout carries no grid: the decoder's patch grid comes from the padded size.
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), ids=idx_BK, extra={"padded_size": tuple(x_B3HW.shape[-2:])})
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         zq_BKD = self.quantize.lookup(tokens.ids, channel_dim=-1)
         keep = tokens.extra.get("num_tokens")
         keep_B = None if keep is None else torch.full((zq_BKD.shape[0],), int(keep), device=zq_BKD.device)
-        return self.decode_latents(zq_BKD, self._grid(*tokens.image_size), keep_B)
+        size = tokens.extra.get("padded_size") or tokens.image_size  # sampled tokens: the size they were given
+        return self.decode_latents(zq_BKD, self._grid(*size), keep_B)
 
     def decode_prefix(self, tokens: Tokens, num_tokens: int) -> torch.Tensor:
         """Decode from the first ``num_tokens`` of the K tokens (the rest replaced by the null token)."""

@@ -41,7 +41,7 @@ class ResidualScaleTokenizer(Tokenizer):
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         grid = (height // self.stride, width // self.stride)
-        return TokenLayout("scales", self.quantize.scales, vocab_size=self.quantize.codebook_size, grid=grid)
+        return TokenLayout("scales", grid, vocab_size=self.quantize.codebook_size, scales=self.quantize.scales)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(self.encoder(to_model_range(x_B3HW)))
@@ -52,7 +52,7 @@ class ResidualScaleTokenizer(Tokenizer):
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         ids = self.quantize.encode(self.features(x_B3HW))
         idx_BL = torch.cat([m.flatten(1) for m in ids], dim=1)
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], ids=idx_BL)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), ids=idx_BL)
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         maps = tokens.ids_per_scale()

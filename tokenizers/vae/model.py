@@ -76,7 +76,7 @@ class VAETokenizer(Tokenizer):
         return Tokens(self.layout_for(*x_B3HW.shape[-2:]), images.shape[-2:], latents=z_BChw)
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], latents=self.posterior(x_B3HW).mean)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), latents=self.posterior(x_B3HW).mean)
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         return self.decode_latents(tokens.latents)

@@ -45,7 +45,7 @@ class VQTokenizer(Tokenizer):
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         idx_Bhw = self.quantize(self.features(x_B3HW)).ids
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), x_B3HW.shape[-2:], ids=idx_Bhw)
+        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), ids=idx_Bhw)
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         return self.decode_codes(self.quantize.lookup(tokens.ids, channel_dim=1))

@@ -1,0 +1,65 @@
+"""Declarations of tokbench's built-in metrics (importing this module registers them).
+
+Order matters for display: tables list a task's metrics in the order declared here.
+"""
+from __future__ import annotations
+
+import math
+
+from tokbench.metrics.declaration import Metric, register_metrics
+
+INF = math.inf
+TEXT_SIZE_BUCKETS = ("small", "medium", "large", "all")
+
+IMAGE_QUALITY = (
+    Metric("psnr", "PSNR", "peak signal-to-noise ratio of the 8-bit RGB images, per image (identical images: 100)",
+           True, unit="dB", low=0.0, high=100.0),
+    Metric("ssim", "SSIM", "structural similarity on 8-bit RGB, Gaussian window 11, sigma 1.5", True, low=-1.0, high=1.0),
+    Metric("lpips", "LPIPS", "learned perceptual distance (AlexNet, v0.1) on [-1, 1] inputs", False, low=0.0, high=2.0,
+           weights="lpips", network="tokbench.metrics.perceptual:load_lpips"),
+)
+
+RECONSTRUCTION = (
+    Metric("rfid", "rFID", "Frechet distance of Inception-v3 pool features, originals vs reconstructions (one value "
+           "over the dataset)", False, low=0.0, aggregation="dataset", weights="rfid",
+           network="tokbench.metrics.fid:load_inception_features"),
+)
+
+DETAIL = (
+    Metric("energy_kept", "energy kept", "spectral energy of the reconstruction over the original's, "
+           "averaged over frequency bands and capped at 1 per band", True, low=0.0, high=1.0),
+    Metric("resolved_frequency", "resolved frequency", "highest grating frequency whose modulation survives "
+           "(dataset-level: one value per grating orientation)", True, unit="cycles/px", low=0.0, high=0.5),
+    Metric("edge_f1", "edge F1", "F1 of Canny edges of the reconstruction against the original's (1 px tolerance)",
+           True, low=0.0, high=1.0),
+)
+
+_BUCKET_TITLE = {"small": "small text", "medium": "medium text", "large": "large text", "all": "all words"}
+TEXT = (
+    Metric("cer_gt", "CER vs ground truth", "character error rate of the reconstruction's page OCR against the "
+           "ground-truth text", False, low=0.0),
+    Metric("wer_gt", "WER vs ground truth", "word error rate of the reconstruction's page OCR against the "
+           "ground-truth text", False, low=0.0),
+    Metric("cer_ocr", "CER vs OCR of original", "character error rate of the reconstruction's OCR against the "
+           "original's OCR (images whose original reads as empty are excluded)", False, low=0.0),
+    Metric("wer_ocr", "WER vs OCR of original", "word error rate of the reconstruction's OCR against the original's "
+           "OCR (images whose original reads as empty are excluded)", False, low=0.0),
+    *(Metric(f"word_acc_{b}", f"word accuracy, {_BUCKET_TITLE[b]}", f"share of ground-truth words ({b} bucket) read "
+             "exactly from their box in the reconstruction", True, low=0.0, high=1.0) for b in TEXT_SIZE_BUCKETS),
+    *(Metric(f"word_ned_{b}", f"word similarity, {_BUCKET_TITLE[b]}", f"1 - normalized edit distance of the words "
+             f"({b} bucket) read from their boxes in the reconstruction", True, low=0.0, high=1.0)
+      for b in TEXT_SIZE_BUCKETS),
+)
+
+GENERATION = (
+    Metric("nll_bits_per_image", "prior NLL per image", "negative log-likelihood of held-out images' tokens under "
+           "the AR prior fitted on the other images' tokens", False, unit="bits", low=0.0),
+    Metric("nll_bits_per_token", "prior NLL per token", "the prior's held-out NLL divided by the tokens per image",
+           False, unit="bits", low=0.0),
+    Metric("nll_fraction_of_raw", "prior NLL / raw bits", "the prior's held-out NLL over the raw size "
+           "tokens x log2(vocabulary): comparable across vocabularies", False, low=0.0),
+    Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
+           low=0.0, aggregation="dataset"),
+)
+
+register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *GENERATION))
