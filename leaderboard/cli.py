@@ -98,7 +98,7 @@ def run_token(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            rows = [vars(t) for t in store.list_tokens()]
+            rows = [{**vars(t), "name": terminal_safe(t.name)} for t in store.list_tokens()]
             print(pd.DataFrame(rows).to_string(index=False) if rows else "(no tokens)")
     finally:
         store.close()

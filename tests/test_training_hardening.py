@@ -125,3 +125,34 @@ def test_resume_error_says_where_it_looked_and_why_nothing_is_there(tmp_path):
                                     "--trainer.default_root_dir", str(tmp_path / "other")])
     with pytest.raises(FileNotFoundError, match=f"no checkpoint at {tmp_path / 'other' / 'checkpoints' / 'last.ckpt'}"):
         run_train(args)
+
+
+def test_tokbench_train_killed_with_sigkill_resumes_from_its_time_based_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "run"
+    # Steps every 1000, time every 2 s: only the time bound can save before the kill.
+    args = ["--config", "vq_tiny", *SMALL, "--trainer.max_steps", "30", "--trainer.limit_val_batches", "0",
+            "--model.log_images_every", "0", "--trainer.default_root_dir", str(root),
+            "--trainer.callbacks", '[{"class_path": "tokbench.training.checkpointing.RunCheckpoint", '
+                                   '"init_args": {"every_n_train_steps": 1000, "every_seconds": 2}}]']
+    command = [sys.executable, "-m", "tokbench", "train", *args]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = root / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == -signal.SIGKILL, err[-3000:]  # killed mid-run, not finished
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < killed_at < 30
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 30
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("metrics.csv")) == \
+        ["logs/version_0/metrics.csv", "logs/version_1/metrics.csv"]
