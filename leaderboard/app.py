@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokbench.leaderboard.limits import BodySizeLimit, RateLimiter
-from tokbench.leaderboard.query import EntryQuery
+from tokbench.leaderboard.query import MAX_ENTRY_ID, EntryQuery
 from tokbench.leaderboard.render import STATIC, SERVER_SITE, render_entry, render_index
 from tokbench.leaderboard.store import Store
 from tokbench.leaderboard.validation import KnownSuite, Problem, Refused, check_submission, default_accepted_versions
@@ -128,8 +128,14 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
         entries = store.list(query)
         return {"count": len(entries), "sort": query.sort_key, "entries": [e.to_dict() for e in entries]}
 
+    def _known_id(entry_id: int) -> int:
+        # An id beyond the id column cannot exist; asking the database would overflow its integer type.
+        if not 1 <= entry_id <= MAX_ENTRY_ID:
+            raise StarletteHTTPException(404, f"no entry {entry_id} (entry ids run from 1 to {MAX_ENTRY_ID})")
+        return entry_id
+
     def _entry_or_404(entry_id: int):  # noqa: ANN202
-        entry = store.get(entry_id)
+        entry = store.get(_known_id(entry_id))
         if entry is None:
             raise StarletteHTTPException(404, f"no entry {entry_id}")
         return entry
@@ -141,7 +147,7 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/entries/{entry_id}/results.json")
     def get_results(entry_id: int) -> Response:
-        text = store.results(entry_id)
+        text = store.results(_known_id(entry_id))
         if text is None:
             raise StarletteHTTPException(404, f"no entry {entry_id}")
         return Response(text, media_type="application/json")

@@ -6,12 +6,35 @@ Heavy imports (FastAPI, SQLAlchemy, pandas) happen inside the commands, so that 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
 DB_ENV, TOKEN_ENV, SERVER_ENV = "TOKBENCH_LEADERBOARD_DB", "TOKBENCH_TOKEN", "TOKBENCH_SERVER"
 DEFAULT_DB = "sqlite:///leaderboard.db"
+# C0 and C1 control characters (ESC starts ANSI sequences), DEL, and the bidirectional
+# overrides and isolates that reorder what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character replaced by U+FFFD, so that submitted names can
+    never move the cursor, clear the screen or recolour a terminal. ``keep_newlines`` keeps
+    line breaks (of our own output, not of submitted strings)."""
+    if keep_newlines:
+        return "\n".join(_CONTROL.sub("\ufffd", line) for line in text.split("\n"))
+    return _CONTROL.sub("\ufffd", text)
+
+
+def _safe_entry(entry):  # noqa: ANN001, ANN202
+    """An entry whose strings (names, task and metric keys) are :func:`terminal_safe`."""
+    metrics = {terminal_safe(task): {terminal_safe(m): v for m, v in block.items()}
+               for task, block in entry.metrics.items()}
+    strings = {f.name: terminal_safe(getattr(entry, f.name)) for f in dataclasses.fields(entry)
+               if isinstance(getattr(entry, f.name), str)}
+    return dataclasses.replace(entry, **strings, metrics=metrics)
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -75,7 +98,7 @@ def run_token(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            rows = [vars(t) for t in store.list_tokens()]
+            rows = [{**vars(t), "name": terminal_safe(t.name)} for t in store.list_tokens()]
             print(pd.DataFrame(rows).to_string(index=False) if rows else "(no tokens)")
     finally:
         store.close()
@@ -115,7 +138,9 @@ def run_show(args: argparse.Namespace) -> int:
 
     entries, _, close = _load_entries(args, args.status)
     close()
-    print(format_table(entries, args.format, args.task).rstrip("\n"))
+    # Sanitized before formatting, so that columns stay aligned.
+    print(terminal_safe(format_table([_safe_entry(e) for e in entries], args.format, args.task).rstrip("\n"),
+                        keep_newlines=True))
     return 0
 
 
@@ -148,9 +173,9 @@ def run_submit(args: argparse.Namespace) -> int:
         path = path / "results.json"
     with LeaderboardClient(server, token) as client:
         answer = client.submit(path)
-    print(f"accepted: entry {answer['id']} ({answer['status']}) at {server.rstrip('/')}{answer['url']}")
+    print(terminal_safe(f"accepted: entry {answer['id']} ({answer['status']}) at {server.rstrip('/')}{answer['url']}"))
     for reason in answer.get("reasons", []):
-        print(f"  unverified because {reason['field']}: {reason['reason']}")
+        print(terminal_safe(f"  unverified because {reason['field']}: {reason['reason']}"))
     return 0
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from tokbench.leaderboard.cli import terminal_safe
 from tokbench.leaderboard.store import Entry
 
 PAGE = 1000
@@ -33,7 +34,8 @@ def _explain(response: httpx.Response, base_url: str) -> str:
     existing = body.get("existing")
     if existing:
         message += f"; existing entry: {base_url.rstrip('/')}{existing['url']}"
-    return message
+    # The reasons echo submitted strings (names): never let them drive the user's terminal.
+    return terminal_safe(message)
 
 
 class LeaderboardClient:

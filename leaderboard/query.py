@@ -5,6 +5,7 @@ SQL-looking string can only ever match nothing (a filter) or be refused (a sort 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -26,6 +27,12 @@ def primary_metric(task: str) -> str | None:
 
 NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 MAX_LIMIT = 1000
+# Entry ids are 32-bit integer columns on PostgreSQL (SQLite's hold 64 bits; the smaller bound
+# holds for both), and no listing can page past the last id.
+MAX_ENTRY_ID = 2**31 - 1
+MAX_OFFSET = MAX_ENTRY_ID
+# Text filters are bound parameters; PostgreSQL refuses NUL in them, and no stored text holds one.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass
@@ -64,10 +71,19 @@ class EntryQuery:
                 problems.append(Problem("sort", f"sorting by metric {self.sort!r} needs a task"))
         if not 1 <= self.limit <= MAX_LIMIT:
             problems.append(Problem("limit", f"must be between 1 and {MAX_LIMIT}"))
-        if self.offset < 0:
-            problems.append(Problem("offset", "must be >= 0"))
+        if not 0 <= self.offset <= MAX_OFFSET:
+            problems.append(Problem("offset", f"must be between 0 and {MAX_OFFSET}"))
         if self.q is not None and len(self.q) > 200:
             problems.append(Problem("q", "at most 200 characters"))
+        for name, values in (("q", [self.q]), ("family", self.family)):
+            if any(v is not None and UNSTORABLE.search(v) for v in values):
+                problems.append(Problem(name, "must not contain NUL characters or unpaired surrogates"))
+        if any(len(f) > 100 for f in self.family):
+            problems.append(Problem("family", "a family name has at most 100 characters"))
+        for name in ("min_tokens", "max_tokens", "min_bits", "max_bits"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                problems.append(Problem(name, "must be a finite number"))
         if problems:
             raise Refused(422, problems)
         return self

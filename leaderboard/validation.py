@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,18 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from tokbench.results import RESULTS_SCHEMA_VERSION, validate_results
+from tokbench.results import RESULTS_SCHEMA_VERSION, json_path, validate_results
 from tokbench.version import __version__
+
+# Deepest nesting of arrays/objects a submission may have. A results file needs about 6
+# levels and a tokenizer config a few more; unbounded nesting crashes the parser and every
+# later serialization of the entry (recursion limits), so the bound is checked on the way in.
+MAX_DEPTH = 64
+# Neither backend stores these in a text column: a lone UTF-16 surrogate cannot be encoded
+# as UTF-8 at all, and PostgreSQL refuses NUL in text.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Fields stored in Float columns (REAL / double precision): JSON integers there become floats.
+FLOAT_FIELDS = (("tokenizer", "tokens_per_image"), ("tokenizer", "bits_per_image"))
 
 
 @dataclass(frozen=True)
@@ -128,11 +139,78 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str]:
         obj = json.loads(text, parse_constant=no_constants)
     except json.JSONDecodeError as err:
         raise Refused(422, [Problem("$", f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}")]) from err
-    except ValueError as err:
+    except ValueError as err:  # also integers of more than 4300 digits
         raise Refused(422, [Problem("$", str(err))]) from err
+    except RecursionError:
+        raise Refused(422, [Problem("$", f"nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)")]) from None
     if not isinstance(obj, dict):
         raise Refused(422, [Problem("$", "a results file is a JSON object")])
+    problems = storable_problems(obj)
+    if problems:
+        raise Refused(422, problems)
     return obj, text
+
+
+def storable_problems(obj: Any, max_depth: int = MAX_DEPTH) -> list[Problem]:
+    """Problems that would break storing or serving a parsed document: nesting deeper than
+    ``max_depth``, strings or keys holding NUL or a lone surrogate (at most 5 reported).
+
+    Iterative, so a document of any depth is checked without recursion.
+    """
+    problems: list[Problem] = []
+    stack: list[tuple[Any, tuple, int]] = [(obj, (), 1)]
+    while stack and len(problems) < 5:
+        value, parts, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                # The path to where the limit is crossed would be max_depth keys long: name its start.
+                shown = json_path(parts[:4]) + (".…" if len(parts) > 4 else "")
+                problems.append(Problem(shown, f"nested more than {max_depth} levels deep (at most {max_depth} levels "
+                                               "of arrays and objects)"))
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and UNSTORABLE.search(key):
+                    problems.append(Problem(json_path(parts), f"key {_shown(key)} {_unstorable_reason(key)}"))
+                stack.append((item, (*parts, key), depth + 1))
+        elif isinstance(value, str) and UNSTORABLE.search(value):
+            problems.append(Problem(json_path(parts), _unstorable_reason(value)))
+    return problems
+
+
+def _shown(text: str) -> str:
+    return ascii(text[:40] + ("…" if len(text) > 40 else ""))
+
+
+def _unstorable_reason(text: str) -> str:
+    bad = UNSTORABLE.search(text).group()
+    what = "a NUL character (U+0000)" if bad == "\x00" else f"a lone UTF-16 surrogate (U+{ord(bad):04X})"
+    return f"contains {what}; expected text without NUL or unpaired surrogates"
+
+
+def _as_floats(results: dict[str, Any]) -> list[Problem]:
+    """Turn JSON integers in the fields stored as 64-bit floats into floats (in place);
+    problems for integers beyond the float range."""
+    problems = []
+
+    def convert(container: Any, key: Any, parts: tuple) -> None:
+        value = container[key]
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                container[key] = float(value)
+            except OverflowError:
+                problems.append(Problem(json_path(parts), "out of range: expected a number a 64-bit float can hold "
+                                                          "(magnitude below 1.8e308)"))
+
+    for section, name in FLOAT_FIELDS:
+        convert(results[section], name, (section, name))
+    for task, block in results["tasks"].items():
+        for metric, m in block["metrics"].items():
+            where = ("tasks", task, "metrics", metric)
+            convert(m, "mean", (*where, "mean"))
+            for i in range(len(m["ci95"])):
+                convert(m["ci95"], i, (*where, "ci95", i))
+    return problems
 
 
 def _verification(results: dict[str, Any], known: dict[str, KnownSuite]) -> list[Problem]:
@@ -163,6 +241,9 @@ def check_submission(body: bytes, accepted: SpecifierSet, known: dict[str, Known
     errors = validate_results(obj)
     if errors:
         raise Refused(422, [Problem(*e.split(": ", 1)) for e in errors])
+    problems = _as_floats(obj)
+    if problems:
+        raise Refused(422, problems)
     version = obj["tokbench"]["version"]
     try:
         ok = Version(version) in accepted

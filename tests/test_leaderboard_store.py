@@ -1,6 +1,7 @@
 """Leaderboard store and validation, without a server: migrations, tokens, verification, duplicates, queries."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -262,9 +263,9 @@ def _postgres_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-@pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL server on a free loopback port (skips where PostgreSQL is not installed)."""
+@contextlib.contextmanager
+def postgres_server():
+    """A throw-away PostgreSQL server on a free loopback port: its URL (skips where PostgreSQL is not installed)."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
     bindir = _postgres_bin()
     if bindir is None:
@@ -290,6 +291,13 @@ def postgres_url():
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server for one test (see :func:`postgres_server`)."""
+    with postgres_server() as url:
+        yield url
 
 
 def test_store_on_postgresql(postgres_url):

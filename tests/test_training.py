@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -75,14 +76,26 @@ def test_unknown_key_in_a_yaml_file_fails_naming_it(tmp_path, capsys):
     assert "learning_rat" in capsys.readouterr().err
 
 
+class StopAt(L.Callback):
+    """Stops the run after ``step`` steps, as an interruption would (the schedule still spans max_steps)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 def _fit(tmp_path, steps, resume=False):
     argv = ["--config", str(Path(tokbench.__file__).parent / "training/configs/residual_scale_tiny.yaml"), *SMALL,
-            "--trainer.max_steps", str(steps), "--model.max_steps", "8", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.max_steps", "8", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger", "false", "--data.root", "builtin:photos", "--model.log_images_every", "0",
             "--trainer.deterministic", "true",
             "--trainer.callbacks", '[{"class_path": "tokbench.training.checkpointing.RunCheckpoint", '
                                    '"init_args": {"every_n_train_steps": 4}}]']
     cli = build_cli(argv)
+    cli.trainer.callbacks.append(StopAt(steps))
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt") if resume else None
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
     return cli.model

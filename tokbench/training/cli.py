@@ -36,18 +36,37 @@ def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
     return out, resume
 
 
+def logs_under_root_dir(trainer_config) -> None:  # noqa: ANN001
+    """Give every configured logger without a ``save_dir`` the run's ``default_root_dir`` (in place).
+
+    So logs go where the checkpoints go, also when ``--trainer.default_root_dir`` is changed on
+    the command line; a ``save_dir`` the user sets is kept.
+    """
+    root = trainer_config.get("default_root_dir") or "."
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
+            init_args.save_dir = str(root)
+
+
 def build_cli(argv: list[str]):
+    """Parse ``argv`` as LightningCLI does and build the model, data and trainer (no run)."""
     from lightning.pytorch.cli import LightningCLI
 
     from tokbench.training.data import ImageDataModule
     from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
     from tokbench.training.module import AutoencoderModule
 
+    class TrainCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            logs_under_root_dir(self.config.trainer)
+
     silence_expected_lightning_warnings()
     with warnings.catch_warnings():
         # `tokbench train` hands its own arguments over as `args`, which is what that warning is about.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return LightningCLI(
+        return TrainCLI(
             AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
@@ -57,14 +76,14 @@ def build_cli(argv: list[str]):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from tokbench.training.checkpointing import resume_checkpoint
+    from tokbench.training.schedule import schedule_length
+
     argv, resume = translate_arguments(args.rest)
     cli = build_cli(argv)
-    ckpt_path = None
-    if resume:
-        last = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no {last} (was the run started with the same trainer.default_root_dir?)")
-        ckpt_path = str(last)
+    if cli.trainer.max_steps >= 0:  # refuse a schedule that does not span the run before anything runs
+        schedule_length(cli.model.hparams.max_steps, cli.trainer.max_steps)
+    ckpt_path = str(resume_checkpoint(cli.trainer.default_root_dir)) if resume else None
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
     if cli.trainer.is_global_zero:
         skipped = cli.datamodule.num_skipped

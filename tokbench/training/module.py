@@ -22,7 +22,7 @@ from tokbench.training.ema import make_ema, update_ema
 from tokbench.training.entropy import CodebookEntropy
 from tokbench.training.losses import (PatchDiscriminator, Perceptual, adaptive_weight, discriminator_loss,
                                       generator_loss)
-from tokbench.training.schedule import warmup_cosine
+from tokbench.training.schedule import schedule_length, warmup_cosine
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,7 +57,7 @@ class AutoencoderModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
-        max_steps: int = 1000,
+        max_steps: int | None = None,
         min_lr_ratio: float = 0.1,
         grad_clip: float = 1.0,
         ema_decay: float = 0.999,
@@ -75,7 +75,8 @@ class AutoencoderModule(L.LightningModule):
         (PatchGAN from step ``disc_start``, ``disc_loss`` hinge or non_saturating, scaled by
         taming's adaptive weight unless ``adaptive_disc_weight`` is false). Optimizer: AdamW
         (``lr``, ``betas``, ``weight_decay``), ``warmup_steps`` linear then cosine to
-        ``min_lr_ratio * lr`` at ``max_steps``; ``grad_clip`` (global norm, 0 = off);
+        ``min_lr_ratio * lr`` at the end of the run (``trainer.max_steps``; ``max_steps``, if
+        given, must equal it); ``grad_clip`` (global norm, 0 = off);
         ``ema_decay`` of the weights used for validation and export; a reconstruction grid
         every ``log_images_every`` steps; ``compile`` wraps ``autoencode`` in torch.compile.
         """
@@ -99,14 +100,18 @@ class AutoencoderModule(L.LightningModule):
         self.model_forward = torch.compile(self.tokenizer.autoencode) if compile else self.tokenizer.autoencode
         self._last_time: float | None = None
         self._fixed_images: torch.Tensor | None = None
+        self._schedule_steps: int | None = None
 
     # -- optimizers ------------------------------------------------------------------
     def _schedule(self, step: int) -> float:
         h = self.hparams
-        return warmup_cosine(step, h.warmup_steps, h.max_steps, h.min_lr_ratio)
+        return warmup_cosine(step, h.warmup_steps, self._schedule_steps or h.max_steps or 1, h.min_lr_ratio)
 
     def configure_optimizers(self):
         h = self.hparams
+        self._schedule_steps = schedule_length(h.max_steps, self.trainer.max_steps,
+                                               self.trainer.estimated_stepping_batches if self.trainer.max_steps < 0
+                                               else None)
         params = list(self.tokenizer.parameters()) + ([self.logvar] if self.logvar is not None else [])
         opt_g = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self._schedule)
