@@ -1,7 +1,6 @@
 """Checkpoints that are never half-written, kept in ``<run>/checkpoints``, written often enough to resume."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -9,21 +8,18 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from tokbench.atomic import atomic_path
+
 LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to ``<path>.tmp``, fsync, then rename: a crash leaves the previous file intact."""
+    """Write through `tokbench.atomic.atomic_path` (temporary file, fsync, rename): a crash
+    leaves the previous file intact."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".ckpt.tmp") as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         # Our own checkpoints hold tensors and plain containers only: weights_only=True reads them.
@@ -92,7 +88,8 @@ def resume_checkpoint(root_dir: str | Path) -> Path:
                                 "every_n_train_steps steps and every every_seconds, 10 minutes by default; start it with "
                                 "the same --config and --trainer.default_root_dir)")
     others = sorted(p.name for p in folder.iterdir())
-    if LAST + ".tmp" in others:
+    # an interrupted save leaves its temporary file (tokbench.atomic names it ".last.ckpt.<random>.ckpt.tmp")
+    if any(name == LAST + ".tmp" or (name.startswith(f".{LAST}.") and name.endswith(".tmp")) for name in others):
         why = f"only {LAST}.tmp, a save that was interrupted before it completed"
     elif others:
         why = f"other files only ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
