@@ -125,12 +125,16 @@ def _add_mid(km: KeyMap, style: str, dst: str, mids: tuple[str, str, str], mid_a
 
 def autoencoder_keymap(style: str, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int,
                        attn_levels: tuple[int, ...] | None = None, lowest_level_attn: bool = False,
-                       quant_convs: bool = True) -> KeyMap:
-    """Encoder, decoder and the 1x1/3x3 ``quant_conv``/``post_quant_conv`` around the bottleneck."""
+                       quant_convs: bool = True, dec_attn_levels: tuple[int, ...] | None = None) -> KeyMap:
+    """Encoder, decoder and the 1x1/3x3 ``quant_conv``/``post_quant_conv`` around the bottleneck.
+
+    ``attn_levels`` serve both sides unless ``dec_attn_levels`` names the decoder's apart.
+    """
     levels = attention_levels(len(ch_mult), lowest_level_attn, attn_levels)
+    dec_levels = levels if dec_attn_levels is None else attention_levels(len(ch_mult), False, dec_attn_levels)
     km = KeyMap()
-    for part in ("encoder", "decoder"):
-        add_autoencoder_part(km, style, part, ch, tuple(ch_mult), num_res_blocks, levels)
+    for part, part_levels in (("encoder", levels), ("decoder", dec_levels)):
+        add_autoencoder_part(km, style, part, ch, tuple(ch_mult), num_res_blocks, part_levels)
     if quant_convs:
         km.params("quant_conv", "quant_conv")
         km.params("post_quant_conv", "post_quant_conv")

@@ -34,7 +34,8 @@ PREPROCESSING_MAR = "ADM center crop to 256 (as LlamaGen); then 2x - 1"
 RELEASES = {
     "sd-vae-kl-f8": dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=4),
     "sd-vae-ft-mse": dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=4),
-    "mar-kl16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, latent_channels=16),
+    # MAR's encoder keeps LDM's default attention at 16 px (its lowest level); its decoder has none.
+    "mar-kl16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, latent_channels=16, enc_attn_levels=(4,)),
 }
 ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "latent_channels")
 
@@ -42,6 +43,9 @@ ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "latent_channels")
 def options_from_diffusers_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
     try:
         boc = [int(c) for c in config["block_out_channels"]]
+        blocks = set(config.get("down_block_types", [])) | set(config.get("up_block_types", []))
+        if not blocks <= {"DownEncoderBlock2D", "UpDecoderBlock2D"}:
+            raise CheckpointError(f"{path}: block types {sorted(blocks)} not supported (attention only in the middle)")
         if not config.get("use_quant_conv", True) or not config.get("use_post_quant_conv", True) \
                 or not config.get("mid_block_add_attention", True):
             raise CheckpointError(f"{path}: variants without quant convs or mid attention are not supported")
@@ -61,7 +65,14 @@ def options_from_ldm_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if z_channels != embed_dim:
         raise CheckpointError(f"z_channels {z_channels} != embed_dim {embed_dim}: not supported by the vae family")
     return dict(ch=ch, ch_mult=tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)),
-                num_res_blocks=count_indexed(state, "encoder.down.0.block."), latent_channels=embed_dim)
+                num_res_blocks=count_indexed(state, "encoder.down.0.block."), latent_channels=embed_dim,
+                enc_attn_levels=_attn_levels(state, "encoder.down"), dec_attn_levels=_attn_levels(state, "decoder.up"))
+
+
+def _attn_levels(state: dict[str, torch.Tensor], stack: str) -> tuple[int, ...] | None:
+    """Levels of an LDM encoder/decoder with attention blocks (None when there are none)."""
+    levels = tuple(i for i in range(count_indexed(state, f"{stack}.")) if f"{stack}.{i}.attn.0.q.weight" in state)
+    return levels or None
 
 
 def read_ldm_state(path: Path) -> dict[str, torch.Tensor]:
@@ -102,7 +113,8 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VAETokeni
             from_file = {}
     options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
     model = VAETokenizer(**options)
-    km = autoencoder_keymap(style, options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"])
+    km = autoencoder_keymap(style, options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"],
+                            attn_levels=options.get("enc_attn_levels"), dec_attn_levels=options.get("dec_attn_levels") or ())
     source = f"{weights} (as {release.name})"
     load_converted(model, km.apply(state, source), source)
     return model.eval()
