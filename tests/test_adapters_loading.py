@@ -146,17 +146,6 @@ def test_eval_parser_takes_weights():
     assert registry.with_weights("vq:size=tiny", "y.pt") == "vq:size=tiny,weights=y.pt"
 
 
-def _to_upstream(model, keymap) -> dict[str, torch.Tensor]:
-    """Write a tokbench model's weights back in the upstream's names (q/k/v split again)."""
-    own, out = model.state_dict(), {}
-    for entry in keymap.entries:
-        tensor = own[entry.dst]
-        parts = tensor.chunk(len(entry.srcs)) if len(entry.srcs) > 1 else [tensor]
-        for src, part in zip(entry.srcs, parts):
-            out[src] = part.clone()
-    return out
-
-
 def test_mar_kl16_layout_loads_through_the_ldm_path(tmp_path):
     """MAR's kl16.ckpt ({'model': LDM names}, encoder-only attention at the lowest level) at a
     small size: written in upstream names and loaded back by name, it reconstructs identically.
@@ -167,10 +156,30 @@ def test_mar_kl16_layout_loads_through_the_ldm_path(tmp_path):
     small = registry.create("vae", ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, latent_channels=16,
                             enc_attn_levels=[2]).eval()
     km = autoencoder_keymap("ldm", 32, (1, 1, 2), 1, attn_levels=(2,), dec_attn_levels=())
-    upstream = _to_upstream(small, km)
+    upstream = km.to_upstream(small.state_dict())
     assert "encoder.down.2.attn.0.q.weight" in upstream and not any(".attn." in k for k in upstream if "decoder.up" in k)
     torch.save({"model": upstream}, tmp_path / "kl16.ckpt")
     loaded = tokbench.load("mar-kl16", weights=str(tmp_path / "kl16.ckpt"))
     assert loaded.config["enc_attn_levels"] == [2] and loaded.config["dec_attn_levels"] is None
     x = _images()
     assert torch.equal(loaded.reconstruct(x), small.reconstruct(x))
+
+
+def test_tokbench_train_fine_tunes_public_weights(tmp_path):
+    """``--model.tokenizer llamagen-vq16:weights=PATH``: two Lightning steps from the released
+    weights; the run's checkpoint reloads as a plain ``vq`` tokenizer with the trained weights."""
+    import lightning as L
+
+    from tokbench.training.module import AutoencoderModule
+    from tokbench.training.checkpointing import RunCheckpoint
+    from tokbench.training.data import ImageDataModule
+
+    module = AutoencoderModule(f"llamagen-vq16:weights={LLAMAGEN}", max_steps=2, lr=1e-3)
+    start = module.tokenizer.decoder.conv_out.weight.detach().clone()
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, callbacks=[RunCheckpoint(every_n_train_steps=2)],
+                        limit_val_batches=0, enable_model_summary=False)
+    trainer.fit(module, ImageDataModule(image_size=32, batch_size=2, num_workers=0, repeats=1))
+    trained = tokbench.load(tmp_path / "checkpoints" / "last.ckpt", ema=False)
+    assert trained.family == "vq" and trained.config["codebook_size"] == 512
+    assert not torch.equal(trained.decoder.conv_out.weight, start)

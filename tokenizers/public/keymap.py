@@ -57,6 +57,17 @@ class KeyMap:
     def upstream_keys(self) -> set[str]:
         return {s for e in self.entries for s in e.srcs}
 
+    def to_upstream(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A tokbench state dict written back in the upstream's names, for upstreams whose
+        fused tensors are row concatenations of same-shaped convs (``ldm``, ``var``,
+        ``llamagen`` naming; TiTok): used to write released-format files in tests and benchmarks."""
+        out: dict[str, torch.Tensor] = {}
+        for entry in self.entries:
+            tensor = state[entry.dst]
+            parts = tensor.chunk(len(entry.srcs)) if len(entry.srcs) > 1 else [tensor]
+            out.update({src: part.clone() for src, part in zip(entry.srcs, parts)})
+        return out
+
     def apply(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
         """The tokbench state dict; a `CheckpointError` listing missing and unexpected upstream keys."""
         expected = self.upstream_keys()

@@ -200,6 +200,16 @@ class TiTokTokenizer(Tokenizer):
         self.decoder = ViTDecoder(grid, dec_width, dec_depth, dec_heads, num_tokens, code_dim, num_proxy_codes)
         self.pixel_quantize = ProxyCodebook(num_proxy_codes, pixel_z_channels)
         self.pixel_decoder = PixelDecoder(pixel_ch, pixel_ch_mult, pixel_num_res_blocks, pixel_z_channels)
+        self._init_embeddings()
+
+    def _init_embeddings(self) -> None:
+        """Learned tokens and positions ~ N(0, width^-1), as upstream initialises them."""
+        for name, param in self.named_parameters():
+            if param.device.type != "meta" and name.rsplit(".", 1)[-1] in (
+                    "latent_tokens", "class_embedding", "positional_embedding", "mask_token",
+                    "latent_token_positional_embedding"):
+                with torch.no_grad():
+                    param.normal_(std=param.shape[-1] ** -0.5)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         return TokenLayout("sequence", (self.num_tokens,), vocab_size=self.quantize.codebook_size)
