@@ -33,8 +33,6 @@ RELEASES = {
                          codebook_size=16384, code_dim=8),
 }
 FAMILY_DEFAULTS = dict(l2_normalize=True, lowest_level_attn=True)
-ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "z_channels", "codebook_size", "code_dim", "l2_normalize",
-                "lowest_level_attn", "attn_levels")
 
 
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:

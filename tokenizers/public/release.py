@@ -31,7 +31,7 @@ class Release:
     files: str  # released file names
     published: str  # where
     preprocessing: str  # the upstream's own evaluation preprocessing
-    fixed: tuple[str, ...] = ()  # options fixed by the release whatever the file says
+    fixed: tuple[str, ...] = ()  # options no override may change, with or without weights
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -46,27 +46,34 @@ def read_any(path: str | os.PathLike) -> Any:
 
 
 @lru_cache(maxsize=8)
-def _cached_keys(path: str, mtime: float) -> frozenset[str]:
-    blob = read_any(path)
-    return frozenset(flatten_keys(blob))
+def _cached_index(path: str, mtime: float) -> dict[str, tuple[int, ...]]:
+    index: dict[str, tuple[int, ...]] = {}
+    for key, value in flatten(read_any(path)):
+        index[key] = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+    return index
+
+
+def file_index(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Keys of a released file and their tensor shapes (``()`` for other entries); one level of
+    container (``model``, ``state_dict`` ...) is spelled ``outer/inner``. Read once per file."""
+    p = Path(path)
+    return _cached_index(str(p), p.stat().st_mtime)
 
 
 def file_keys(path: str | os.PathLike) -> frozenset[str]:
-    """Keys of a released file, with one level of container (``model``/``state_dict``...) as ``outer/inner``."""
-    p = Path(path)
-    return _cached_keys(str(p), p.stat().st_mtime)
+    return frozenset(file_index(path))
 
 
-def flatten_keys(blob: Any) -> list[str]:
+def flatten(blob: Any) -> list[tuple[str, Any]]:
     if not isinstance(blob, dict):
         return []
-    keys = []
+    items = []
     for k, v in blob.items():
         if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in list(v.values())[:4]):
-            keys.extend(f"{k}/{inner}" for inner in v)
+            items.extend((f"{k}/{inner}", t) for inner, t in v.items())
         else:
-            keys.append(str(k))
-    return keys
+            items.append((str(k), v))
+    return items
 
 
 def state_dict_of(blob: Any, path: str | os.PathLike, containers: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -96,16 +103,13 @@ def read_json(path: Path) -> dict:
 
 
 def resolve_options(name: str, release: dict[str, Any], from_weights: dict[str, Any], overrides: dict[str, Any],
-                    fixed: tuple[str, ...] = (), source: str = "") -> dict[str, Any]:
+                    source: str = "") -> dict[str, Any]:
     """Release options, updated by what the weights say, then by the caller's overrides.
 
-    An override of an option fixed by the release (``fixed``) or by the weights, to another
-    value, is a `ValueError` that says so.
+    An override of an option the weights fix, to another value, is a `ValueError` that says so.
     """
     options = {**release, **from_weights}
     for key, value in overrides.items():
-        if key in fixed and _differs(value, release.get(key)):
-            raise ValueError(f"{name}: option {key}={value!r} cannot be changed: the release fixes {key}={release.get(key)!r}")
         if key in from_weights and _differs(value, from_weights[key]):
             raise ValueError(f"{name}: option {key}={value!r} cannot be changed: the weights {source} fix "
                              f"{key}={from_weights[key]!r}")

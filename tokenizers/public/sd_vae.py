@@ -37,7 +37,6 @@ RELEASES = {
     # MAR's encoder keeps LDM's default attention at 16 px (its lowest level); its decoder has none.
     "mar-kl16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, latent_channels=16, enc_attn_levels=(4,)),
 }
-ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "latent_channels")
 
 
 def options_from_diffusers_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -131,10 +130,6 @@ def recognizes(path: Path) -> bool:
         and not any("quantize." in k for k in keys)
 
 
-def _mar_recognizes(path: Path) -> bool:
-    return False  # same layout as an LDM VAE: load MAR's kl16.ckpt by name
-
-
 _SD_WHERE = "huggingface.co/stabilityai/sd-vae-ft-mse(-original), CompVis/stable-diffusion-v1-4 (vae/)"
 build_kl_f8 = public_factory(
     Release("sd-vae-kl-f8", "vae", "diffusers vae/ folder, or a full SD-1.x .ckpt (first_stage_model.)",
@@ -142,6 +137,8 @@ build_kl_f8 = public_factory(
 build_ft_mse = public_factory(
     Release("sd-vae-ft-mse", "vae", "vae-ft-mse-840000-ema-pruned.ckpt/.safetensors, or the diffusers folder",
             _SD_WHERE, PREPROCESSING_SD, aliases=("sd-vae-kl-f8",)), build, None)
+# MAR's kl16.ckpt has an LDM VAE's layout: recognising it from its keys would collide with
+# SD's files, so it is loaded by name.
 build_mar_kl16 = public_factory(
-    Release("mar-kl16", "vae", "kl16.ckpt ({'model': state_dict})", "huggingface.co/jadechoghari/mar (LTH14/mar)",
+    Release("mar-kl16", "vae", "kl16.ckpt ({'model': state_dict})", "github.com/LTH14/mar (its README's download link)",
             PREPROCESSING_MAR), build, None)

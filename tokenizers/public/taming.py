@@ -19,7 +19,7 @@ import yaml
 from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
 from tokbench.tokenizers.public.keymap import load_converted
-from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any,
+from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of)
 from tokbench.tokenizers.vq import VQTokenizer
 
@@ -98,11 +98,10 @@ def _recognizes(codebook_size: int):
     def recognizes(path: Path) -> bool:
         if path.is_dir() or path.suffix not in (".pt", ".pth", ".ckpt"):
             return False
-        keys = file_keys(path)
-        if "callbacks" not in keys or "state_dict/quantize.embedding.weight" not in keys:
+        index = file_index(path)
+        if "callbacks" not in index or "state_dict/quantize.embedding.weight" not in index:
             return False
-        state = state_dict_of(read_any(path), path, ("state_dict",))
-        size = state["quantize.embedding.weight"].shape[0]
+        size = index["state_dict/quantize.embedding.weight"][0]
         # Another size than either release: both names fit, and the caller must choose.
         return size == codebook_size or size not in {r["codebook_size"] for r in RELEASES.values()}
     return recognizes

@@ -95,7 +95,7 @@ def find_files(weights: Path) -> tuple[Path, Path]:
 
 def build(release: Release, weights: Path | None, **overrides: Any) -> TiTokTokenizer:
     for key in overrides:
-        if key in FIXED:
+        if key in release.fixed:
             raise ValueError(f"{release.name}: option {key} cannot be changed: the release fixes "
                              f"{key}={RELEASES[release.name][key]!r}")
     base = RELEASES[release.name]
