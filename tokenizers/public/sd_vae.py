@@ -57,8 +57,8 @@ def options_from_diffusers_config(config: dict[str, Any], path: Path) -> dict[st
 def options_from_ldm_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     ch = state["encoder.conv_in.weight"].shape[0]
     levels = count_indexed(state, "encoder.down.")
-    if levels == 0:
-        raise KeyError("encoder.down.0")
+    if levels == 0 or any(k.startswith("quantize.") for k in state):
+        raise KeyError("not an LDM KL autoencoder")  # e.g. a VQ model's file: the key check says what differs
     z_channels = state["decoder.conv_in.weight"].shape[1]
     embed_dim = state["quant_conv.weight"].shape[0] // 2
     if z_channels != embed_dim:

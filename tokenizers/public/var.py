@@ -32,9 +32,11 @@ RELEASE = dict(ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=32,
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Width and codebook read off a VAR VQVAE state dict (KeyError if it is not one)."""
     codebook_size, code_dim = state["quantize.embedding.weight"].shape
+    num_phi_convs = count_indexed(state, "quantize.quant_resi.qresi_ls.")
+    if num_phi_convs == 0:
+        raise KeyError("quantize.quant_resi.qresi_ls.0")
     return dict(ch=state["encoder.conv_in.weight"].shape[0], codebook_size=codebook_size, code_dim=code_dim,
-                z_channels=state["quant_conv.weight"].shape[1],
-                num_phi_convs=count_indexed(state, "quantize.quant_resi.qresi_ls."))
+                z_channels=state["quant_conv.weight"].shape[1], num_phi_convs=num_phi_convs)
 
 
 def keymap_for(options: dict[str, Any]):
