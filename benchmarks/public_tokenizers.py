@@ -4,7 +4,7 @@ For each public name this builds the release configuration with random weights, 
 in the released file format (the container and names of the real file), then times
 
     load s      `tokbench.load(name, weights=FILE)`: read the file, build, convert, load
-    encode s    per 256x256 image (batch 2, best of 3): wall-clock and process CPU seconds
+    encode s    per 256x256 image (batch 2, best of 2 after a warm-up): wall-clock and process CPU seconds
     decode s    the same for decoding
 
 and prints a Markdown table. Usage: python benchmarks/public_tokenizers.py [--names a,b] [--threads 2]
@@ -72,7 +72,7 @@ def write_release(name: str, model, folder: Path) -> Path:
     return path
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, float]:
+def timed(fn, repeats: int = 2) -> tuple[float, float]:
     """Best (wall, process-CPU) seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
     fn()
     best = (float("inf"), float("inf"))

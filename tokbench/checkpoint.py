@@ -218,7 +218,7 @@ NAMED_INIT_SEED = 0
 
 def public_candidates(path: Path) -> list[str]:
     """Registered public tokenizers whose released format ``path`` has (their factories'
-    ``recognizes``); aliases of one release count once."""
+    ``recognizes``)."""
     found: list[str] = []
     for name in registry.names():
         factory = registry.get_factory(name)
@@ -231,8 +231,7 @@ def public_candidates(path: Path) -> list[str]:
             raise
         except Exception:  # a detector that cannot read this format: not a match
             hit = False
-        release = getattr(factory, "release", None)
-        if hit and not (release is not None and set(getattr(release, "aliases", ())) & set(found)):
+        if hit:
             found.append(name)
     return found
 
@@ -246,9 +245,14 @@ def load_public(path: Path, not_found: str, **overrides: Any):
         raise CheckpointError(
             f"{path}: could be any of {', '.join(candidates)}; name it: tokbench.load(NAME, weights=PATH) "
             "or --tokenizer NAME --weights PATH")
+    return _create_named(candidates[0], weights=str(path), **overrides)
+
+
+def _create_named(spec: str, **overrides: Any):
+    """A registered tokenizer, initialised from a fixed seed without touching the caller's RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(NAMED_INIT_SEED)
-        return registry.create(candidates[0], weights=str(path), **overrides).eval()
+        return registry.create(spec, **overrides).eval()
 
 
 def _is_tokbench_config(path: Path) -> bool:
@@ -274,10 +278,8 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
     """
     path = Path(path_or_name)
     spec_name = str(path_or_name).partition(":")[0]
-    if not path.exists() and spec_name in registry.names():  # "llamagen-vq16:weights=PATH"
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(NAMED_INIT_SEED)
-            return registry.create(str(path_or_name), **overrides).eval()
+    if not path.exists() and spec_name in registry.names():  # also "llamagen-vq16:weights=PATH.pt"
+        return _create_named(str(path_or_name), **overrides)
     if path.is_dir():
         config = path / CONFIG_NAME
         if _is_tokbench_config(config) or not config.is_file():
@@ -302,8 +304,6 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
     if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):
         raise CheckpointError(not_a_checkpoint)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(NAMED_INIT_SEED)
-            return registry.create(str(path_or_name), **overrides).eval()
+        return _create_named(str(path_or_name), **overrides)
     except KeyError as err:
         raise CheckpointError(f"{path_or_name!s}: no such checkpoint and {err.args[0]}") from err

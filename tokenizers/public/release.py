@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +32,6 @@ class Release:
     published: str  # where
     preprocessing: str  # the upstream's own evaluation preprocessing
     fixed: tuple[str, ...] = ()  # options no override may change, with or without weights
-    aliases: tuple[str, ...] = field(default_factory=tuple)
 
 
 def read_any(path: str | os.PathLike) -> Any:

@@ -133,10 +133,11 @@ def recognizes(path: Path) -> bool:
 _SD_WHERE = "huggingface.co/stabilityai/sd-vae-ft-mse(-original), CompVis/stable-diffusion-v1-4 (vae/)"
 build_kl_f8 = public_factory(
     Release("sd-vae-kl-f8", "vae", "diffusers vae/ folder, or a full SD-1.x .ckpt (first_stage_model.)",
-            _SD_WHERE, PREPROCESSING_SD, aliases=("sd-vae-ft-mse",)), build, recognizes)
+            _SD_WHERE, PREPROCESSING_SD), build, recognizes)
+# The fine-tuned decoder of the same architecture: its files are recognised as sd-vae-kl-f8.
 build_ft_mse = public_factory(
     Release("sd-vae-ft-mse", "vae", "vae-ft-mse-840000-ema-pruned.ckpt/.safetensors, or the diffusers folder",
-            _SD_WHERE, PREPROCESSING_SD, aliases=("sd-vae-kl-f8",)), build, None)
+            _SD_WHERE, PREPROCESSING_SD), build, None)
 # MAR's kl16.ckpt has an LDM VAE's layout: recognising it from its keys would collide with
 # SD's files, so it is loaded by name.
 build_mar_kl16 = public_factory(
