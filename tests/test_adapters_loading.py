@@ -185,3 +185,14 @@ def test_tokbench_train_fine_tunes_public_weights(tmp_path):
     trained = tokbench.load(tmp_path / "checkpoints" / "last.ckpt", ema=False)
     assert trained.family == "vq" and trained.config["codebook_size"] == 512
     assert not torch.equal(trained.decoder.conv_out.weight, start)
+
+
+def test_a_diffusers_pipeline_folder_uses_its_vae(tmp_path):
+    import shutil
+
+    shutil.copytree(SD / "diffusers/vae", tmp_path / "vae")
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    x = _images()
+    by_path = tokbench.load(tmp_path)
+    by_name = tokbench.load("sd-vae-kl-f8", weights=str(SD / "diffusers/vae"))
+    assert torch.equal(by_path.encode(x).latents, by_name.encode(x).latents)

@@ -282,7 +282,7 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
         return _create_named(str(path_or_name), **overrides)
     if path.is_dir():
         config = path / CONFIG_NAME
-        if _is_tokbench_config(config) or not config.is_file():
+        if _is_tokbench_config(config) or not (config.is_file() or public_candidates(path)):
             return load_directory(path, ema=bool(ema))
         return load_public(path, f"{config}: neither a tokbench checkpoint config (no 'family') nor the config "
                                  "of a known public tokenizer's release", **overrides)

@@ -2,7 +2,8 @@
 
 Three released forms, one architecture:
 
-* a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``/``.bin``),
+* a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``/``.bin``; or a
+  whole pipeline folder, whose ``vae/`` is used),
   diffusers naming (``down_blocks``, ``mid_block.attentions.0.to_q`` as Linear, or the
   older ``query/key/value/proj_attn``); sizes from ``config.json``;
 * a standalone LDM ``.ckpt``/``.safetensors`` (``vae-ft-mse-840000-ema-pruned.ckpt``):
@@ -101,6 +102,8 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VAETokeni
     base = RELEASES[release.name]
     if weights is None:
         return VAETokenizer(**resolve_options(release.name, base, {}, overrides))
+    if weights.is_dir() and (weights / "model_index.json").is_file():
+        weights = weights / "vae"  # a whole diffusers pipeline: its VAE sits in vae/
     if weights.is_dir():
         from_file, state = read_diffusers(weights)
         style = "diffusers"
@@ -121,7 +124,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VAETokeni
 
 def recognizes(path: Path) -> bool:
     if path.is_dir():
-        config = path / "config.json"
+        config = path / ("vae/config.json" if (path / "model_index.json").is_file() else "config.json")
         return config.is_file() and read_json(config).get("_class_name") == "AutoencoderKL"
     if path.suffix not in (".pt", ".pth", ".ckpt", ".safetensors"):
         return False
