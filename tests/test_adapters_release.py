@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokbench import registry
-from tokbench.tokenizers.public import llamagen, sd_vae, taming, titok, var
+from tokbench.tokenizers.public import llamagen, taming, titok, var
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap
 
 

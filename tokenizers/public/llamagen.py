@@ -16,7 +16,7 @@ import torch
 
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
 from tokbench.tokenizers.public.keymap import load_converted
-from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any,
+from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
                                                 resolve_options, state_dict_of)
 from tokbench.tokenizers.vq import VQTokenizer
 
@@ -76,7 +76,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
 
 def _recognizes(levels: int):
     def recognizes(path: Path) -> bool:
-        if path.is_dir() or path.suffix not in (".pt", ".pth", ".ckpt", ".bin"):
+        if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
             return False
         keys = file_keys(path)
         inner = {k.split("/", 1)[1] for k in keys if "/" in k and k.split("/", 1)[0] in CONTAINERS} or set(keys)

@@ -17,7 +17,7 @@ import torch
 from tokbench.quantize import VAR_SCALES_256
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
 from tokbench.tokenizers.public.keymap import load_converted
-from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any,
+from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
                                                 resolve_options, state_dict_of)
 from tokbench.tokenizers.residual_scale import ResidualScaleTokenizer
 
@@ -64,7 +64,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> ResidualS
 
 
 def recognizes(path: Path) -> bool:
-    if path.is_dir() or path.suffix not in (".pt", ".pth", ".ckpt", ".bin"):
+    if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
         return False
     return "quantize.ema_vocab_hit_SV" in file_keys(path)
 
