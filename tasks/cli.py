@@ -32,7 +32,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
     device = args.device
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    cfg = EvalConfig(tokenizer=args.tokenizer, tasks=_split(args.tasks), out=Path(args.out),
+    from tokbench.registry import with_weights
+
+    cfg = EvalConfig(tokenizer=with_weights(args.tokenizer, args.weights), tasks=_split(args.tasks), out=Path(args.out),
                      data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
                      batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
                      weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
@@ -95,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``compare``, ``validate`` and ``weights``."""
     p = subparsers.add_parser("eval", help="benchmark a tokenizer on reconstruction, detail and text tasks")
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
+    p.add_argument("--weights", help="released weights of a public tokenizer named by --tokenizer (llamagen-vq16 ...)")
     p.add_argument("--tasks", default="reconstruction,detail,text",
                    help="comma-separated task names: reconstruction,detail,text,generation and any installed plug-in's")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")

@@ -130,10 +130,31 @@ def load_directory(directory: str | os.PathLike, *, ema: bool = False):
     return tokenizer.eval()
 
 
+class ReleasedClassStandIn:
+    """Stands in for a class that a released checkpoint names only as a dict key.
+
+    PyTorch Lightning 1.x stored its callbacks' states keyed by the callback *class*
+    (``{ModelCheckpoint: {...}}``), so taming's ``last.ckpt`` holds a reference to
+    ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``. Unpickling that
+    reference yields this inert class; nothing is constructed or called.
+    """
+
+
+# Globals that released tokenizer files need beyond weights_only's defaults: exactly these,
+# each mapped to the inert stand-in. Any other global is refused by name.
+RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",)
+
+
 def torch_load_safely(path: str | os.PathLike) -> Any:
-    """``torch.load`` that can never execute code from the file (weights_only=True)."""
+    """``torch.load`` that can never execute code from the file (weights_only=True).
+
+    The globals in `RELEASE_SAFE_GLOBALS` resolve to an inert stand-in class; a file that
+    needs any other global is refused with the global's name.
+    """
+    allowed = [(ReleasedClassStandIn, name) for name in RELEASE_SAFE_GLOBALS]
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError on bad zip, EOFError ...
         raise CheckpointError(
             f"{path}: cannot be read as a weights-only PyTorch file ({type(err).__name__}: {err}); "
@@ -147,8 +168,15 @@ def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):
     It holds ``tokbench`` = ``{"family", "config"}`` and a ``state_dict`` whose tokenizer
     weights sit under ``tokenizer.`` (EMA weights, when kept, under ``ema_tokenizer.``).
     """
-    blob = torch_load_safely(path)
-    if not isinstance(blob, dict) or "tokbench" not in blob or "state_dict" not in blob:
+    return _load_training_blob(torch_load_safely(path), path, ema=ema)
+
+
+def is_training_blob(blob: Any) -> bool:
+    return isinstance(blob, dict) and "tokbench" in blob and "state_dict" in blob
+
+
+def _load_training_blob(blob: Any, path: str | os.PathLike, *, ema: bool):
+    if not is_training_blob(blob):
         raise CheckpointError(f"{path}: not a tokbench training checkpoint (no 'tokbench' and 'state_dict' entries)")
     tokenizer = build_from_config(blob["tokbench"], str(path))
     state = blob["state_dict"]
@@ -161,9 +189,58 @@ def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):
 NAMED_INIT_SEED = 0
 
 
+def public_candidates(path: Path) -> list[str]:
+    """Registered public tokenizers whose released format ``path`` has (their factories'
+    ``recognizes``)."""
+    found: list[str] = []
+    for name in registry.names():
+        factory = registry.get_factory(name)
+        recognizes = getattr(factory, "recognizes", None)
+        if recognizes is None:
+            continue
+        try:
+            hit = bool(recognizes(path))
+        except CheckpointError:
+            raise
+        except Exception:  # a detector that cannot read this format: not a match
+            hit = False
+        if hit:
+            found.append(name)
+    return found
+
+
+def load_public(path: Path, not_found: str, **overrides: Any):
+    """A released file (or folder) of a public tokenizer, recognised from its keys."""
+    candidates = public_candidates(path)
+    if not candidates:
+        raise CheckpointError(not_found)
+    if len(candidates) > 1:
+        raise CheckpointError(
+            f"{path}: could be any of {', '.join(candidates)}; name it: tokbench.load(NAME, weights=PATH) "
+            "or --tokenizer NAME --weights PATH")
+    return _create_named(candidates[0], weights=str(path), **overrides)
+
+
+def _create_named(spec: str, **overrides: Any):
+    """A registered tokenizer, initialised from a fixed seed without touching the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(NAMED_INIT_SEED)
+        return registry.create(spec, **overrides).eval()
+
+
+def _is_tokbench_config(path: Path) -> bool:
+    try:
+        return isinstance(obj := json.loads(path.read_text()), dict) and "family" in obj
+    except (OSError, ValueError):
+        return path.is_file()  # unreadable: let read_config report it
+
+
 def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **overrides: Any):
     """Load a tokenizer from a checkpoint directory, a ``.ckpt`` of ``tokbench train``,
-    or a registered name with options (``"jpeg:q=5"``, ``"vq:size=tiny"``).
+    a registered name with options (``"jpeg:q=5"``, ``"vq:size=tiny"``), or a public
+    tokenizer: ``load("llamagen-vq16", weights="vq_ds16_c2i.pt")``,
+    ``load("llamagen-vq16:weights=vq_ds16_c2i.pt")``, or the released file itself when its
+    keys say unambiguously which public tokenizer it is.
 
     ``ema``: a directory's ``ema.safetensors`` instead of ``model.safetensors`` when True;
     for a ``.ckpt`` the EMA weights are used unless ``ema=False``.
@@ -173,20 +250,33 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
     ``tokbench eval``, a rerun -- gets the same weights, so their results agree.
     """
     path = Path(path_or_name)
+    spec_name = str(path_or_name).partition(":")[0]
+    if not path.exists() and spec_name in registry.names():  # also "llamagen-vq16:weights=PATH.pt"
+        return _create_named(str(path_or_name), **overrides)
     if path.is_dir():
-        return load_directory(path, ema=bool(ema))
-    if path.suffix in {".ckpt", ".pt", ".pth"}:
+        config = path / CONFIG_NAME
+        if _is_tokbench_config(config) or not (config.is_file() or public_candidates(path)):
+            return load_directory(path, ema=bool(ema))
+        return load_public(path, f"{config}: neither a tokbench checkpoint config (no 'family') nor the config "
+                                 "of a known public tokenizer's release", **overrides)
+    if path.suffix in {".ckpt", ".pt", ".pth", ".bin"}:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such file")
-        return load_lightning_checkpoint(path, ema=ema is not False)
+        blob = torch_load_safely(path)
+        if is_training_blob(blob):
+            return _load_training_blob(blob, path, ema=ema is not False)
+        del blob
+        return load_public(path, f"{path}: not a tokbench training checkpoint (no 'tokbench' and 'state_dict' "
+                                 "entries) nor the released file of a known public tokenizer", **overrides)
+    not_a_checkpoint = (
+        f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
+        "a .ckpt from 'tokbench train', a public tokenizer's released file, or a registered tokenizer name"
+    )
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_public(path, not_a_checkpoint, **overrides)
     if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):
-        raise CheckpointError(
-            f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
-            "a .ckpt from 'tokbench train', or a registered tokenizer name"
-        )
+        raise CheckpointError(not_a_checkpoint)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(NAMED_INIT_SEED)
-            return registry.create(str(path_or_name), **overrides).eval()
+        return _create_named(str(path_or_name), **overrides)
     except KeyError as err:
         raise CheckpointError(f"{path_or_name!s}: no such checkpoint and {err.args[0]}") from err

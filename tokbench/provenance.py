@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from tokbench.registry import parse_spec
+
 WEIGHTS_FILE = "model.safetensors"  # what a tokbench checkpoint directory's hash covers
 
 
@@ -22,11 +24,19 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def checkpoint_sha256(path_or_name: str) -> str | None:
-    """SHA-256 of a checkpoint's weights (None for a registered name with no file)."""
+    """SHA-256 of a checkpoint's weights: a tokbench checkpoint directory's ``model.safetensors``,
+    a weights file, or the ``weights=PATH`` of a public tokenizer's spec (for a released
+    folder, its weights file); None for a registered name with no file."""
     path = Path(path_or_name)
+    if not path.exists() and ":" in path_or_name:
+        weights = parse_spec(path_or_name)[1].get("weights")
+        if weights is None:
+            return None
+        path = Path(str(weights))
     if path.is_dir():
-        weights = path / WEIGHTS_FILE
-        return file_sha256(weights) if weights.is_file() else None
+        found = [path / WEIGHTS_FILE] + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.ckpt"))
+        weights = next((p for p in found if p.is_file()), None)
+        return file_sha256(weights) if weights is not None else None
     return file_sha256(path) if path.is_file() else None
 
 

@@ -79,6 +79,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), options
 
 
+def with_weights(spec: str, weights: str | None) -> str:
+    """``spec`` with a ``weights=PATH`` option added (the CLI's ``--tokenizer NAME --weights PATH``)."""
+    if not weights:
+        return spec
+    name, options = parse_spec(spec)
+    if "weights" in options:
+        raise ValueError(f"weights given twice: in {spec!r} and as {weights!r}")
+    return f"{spec}{',' if ':' in spec else ':'}weights={weights}"
+
+
 def create(spec: str, **overrides: Any):
     """Build a tokenizer from a spec string such as ``"vq:size=tiny"``."""
     name, options = parse_spec(spec)

@@ -12,6 +12,11 @@ from tokbench.ops import active_backend
 from tokbench.provenance import checkpoint_sha256
 
 
+# What `tokbench eval --resolution 256` does, beside an upstream's own evaluation preprocessing.
+TOKBENCH_PREPROCESSING = ("shorter side resized to 256 (bicubic, antialias), center crop 256x256 (--resolution 256); "
+                          "[0, 1] at the API, each adapter maps to its model's range")
+
+
 def cuda_ext_status() -> str:
     try:
         from tokbench.cuda_ext import loader
@@ -21,8 +26,11 @@ def cuda_ext_status() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    tokenizer = tokbench.load(args.checkpoint)
+    from tokbench.registry import with_weights
+
+    tokenizer = tokbench.load(with_weights(args.checkpoint, args.weights))
     layout = tokenizer.layout_for(256, 256)
+    upstream = getattr(tokenizer, "upstream", None)
     info = {
         "source": args.checkpoint,
         "family": tokenizer.family,
@@ -32,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         "layout@256": layout.describe(),
         "bits_per_image@256": layout.bits_per_image,
         "config": tokenizer.config,
+        **({"preprocessing": {"upstream": upstream["preprocessing"], "tokbench": TOKBENCH_PREPROCESSING}}
+           if upstream else {}),
         "checkpoint_sha256": checkpoint_sha256(args.checkpoint),
         "nearest_codeword": {
             "cpu": active_backend("cpu"),
@@ -46,4 +56,5 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="describe a checkpoint or registered tokenizer")
     p.add_argument("checkpoint", help="checkpoint directory, .ckpt, or registered name such as jpeg:q=50")
+    p.add_argument("--weights", help="released weights of a public tokenizer named as the checkpoint")
     p.set_defaults(func=run)

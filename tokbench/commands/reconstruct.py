@@ -12,7 +12,9 @@ from tokbench.metrics_basic import psnr_8bit
 
 
 def run(args: argparse.Namespace) -> int:
-    tokenizer = tokbench.load(args.checkpoint).to(args.device)
+    from tokbench.registry import with_weights
+
+    tokenizer = tokbench.load(with_weights(args.checkpoint, args.weights)).to(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.images):
@@ -34,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("reconstruct", help="encode/decode images and write reconstructions")
     p.add_argument("checkpoint", help="checkpoint directory, .ckpt, or registered name")
     p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--weights", help="released weights of a public tokenizer named as the checkpoint")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run)

@@ -3,7 +3,8 @@
 The VQGAN / LlamaGen / Stable-Diffusion autoencoder shape: ResNet blocks with GroupNorm
 and SiLU, ``len(ch_mult) - 1`` stride-2 downsamplings, self-attention in the middle at the
 lowest resolution (and, optionally, after every ResNet block of the lowest level, as in
-LlamaGen's VQ). One implementation, three families.
+LlamaGen's VQ, or of any chosen levels, as taming's ``attn_resolutions``). One
+implementation, three families.
 """
 from __future__ import annotations
 
@@ -70,6 +71,20 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x_BChw, scale_factor=2.0, mode="nearest"))
 
 
+def attention_levels(num_levels: int, lowest_level_attn: bool, attn_levels: tuple[int, ...] | None) -> set[int]:
+    """Levels (0 = full resolution) whose ResNet blocks are each followed by attention.
+
+    ``attn_levels`` wins when given (taming/LDM's ``attn_resolutions`` turned into level
+    indices); otherwise only the lowest level, and only if ``lowest_level_attn``.
+    """
+    if attn_levels is not None:
+        levels = {int(level) for level in attn_levels}
+        if any(not 0 <= level < num_levels for level in levels):
+            raise ValueError(f"attn_levels must lie in 0..{num_levels - 1}, got {sorted(levels)}")
+        return levels
+    return {num_levels - 1} if lowest_level_attn else set()
+
+
 def _mid(ch: int, attn: bool) -> nn.Sequential:
     return nn.Sequential(ResnetBlock(ch, ch), AttnBlock(ch) if attn else nn.Identity(), ResnetBlock(ch, ch))
 
@@ -78,15 +93,17 @@ class ConvEncoder(nn.Module):
     """Image ``(B, 3, H, W)`` -> features ``(B, out_channels, H/s, W/s)``, ``s = 2**(len(ch_mult)-1)``."""
 
     def __init__(self, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, out_channels: int,
-                 in_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False) -> None:
+                 in_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False,
+                 attn_levels: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        with_attn = attention_levels(len(ch_mult), lowest_level_attn, attn_levels)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         blocks, c = [], ch
         for level, mult in enumerate(ch_mult):
             for _ in range(num_res_blocks):
                 blocks.append(ResnetBlock(c, ch * mult))
                 c = ch * mult
-                if lowest_level_attn and level == len(ch_mult) - 1:
+                if level in with_attn:
                     blocks.append(AttnBlock(c))
             if level < len(ch_mult) - 1:
                 blocks.append(Downsample(c))
@@ -103,8 +120,10 @@ class ConvDecoder(nn.Module):
     """Features ``(B, in_channels, h, w)`` -> image ``(B, 3, h*s, w*s)`` (the encoder's mirror)."""
 
     def __init__(self, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, in_channels: int,
-                 out_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False) -> None:
+                 out_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False,
+                 attn_levels: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        with_attn = attention_levels(len(ch_mult), lowest_level_attn, attn_levels)
         c = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(in_channels, c, 3, padding=1)
         self.mid = _mid(c, mid_attn)
@@ -113,7 +132,7 @@ class ConvDecoder(nn.Module):
             for _ in range(num_res_blocks + 1):
                 blocks.append(ResnetBlock(c, ch * mult))
                 c = ch * mult
-                if lowest_level_attn and level == len(ch_mult) - 1:
+                if level in with_attn:
                     blocks.append(AttnBlock(c))
             if level > 0:
                 blocks.append(Upsample(c))

@@ -9,6 +9,7 @@ gives a coarse-to-fine reconstruction.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,17 +33,33 @@ class Phi(nn.Conv2d):
         return h_BChw.mul(1 - self.ratio) + super().forward(h_BChw).mul_(self.ratio)
 
 
-class SharedPhis(nn.Module):
-    """``num_convs`` Phi convolutions shared by all scales; scale i of n uses the nearest tick."""
+PHI_TICKS = ("centered", "var")
 
-    def __init__(self, channels: int, num_convs: int = 4, ratio: float = 0.5) -> None:
+
+class SharedPhis(nn.Module):
+    """``num_convs`` Phi convolutions shared by all scales; scale i of n uses the nearest tick.
+
+    ``ticks="centered"``: ticks at the centres of ``num_convs`` equal bins. ``"var"``: VAR's
+    rule -- with 4 convs the ticks are ``linspace(1/12, 11/12, 4)`` (otherwise centred), and
+    the nearest tick is found in float64 numpy, whose rounding decides VAR's exact ties
+    (scale 3 of 7 sits half-way between two ticks).
+    """
+
+    def __init__(self, channels: int, num_convs: int = 4, ratio: float = 0.5, ticks: str = "centered") -> None:
         super().__init__()
+        if ticks not in PHI_TICKS:
+            raise ValueError(f"phi ticks must be one of {PHI_TICKS}, got {ticks!r}")
         self.phis = nn.ModuleList(Phi(channels, ratio) for _ in range(num_convs))
         n = num_convs
+        self.tick_rule = ticks
         self.register_buffer("ticks", torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n), persistent=False)
+        margin = 1 / 3 / n if n == 4 else 1 / 2 / n
+        self.var_ticks = np.linspace(margin, 1 - margin, n)
 
     def for_scale(self, si: int, num_scales: int) -> Phi:
         position = si / max(1, num_scales - 1)
+        if self.tick_rule == "var":
+            return self.phis[int(np.argmin(np.abs(self.var_ticks - position)))]
         return self.phis[int((self.ticks - position).abs().argmin())]
 
 
@@ -59,14 +76,16 @@ class MultiScaleResidualQuantizer(Quantizer):
         num_phi_convs: int = 4,
         phi_ratio: float = 0.5,
         dead_code_steps: int = 0,
+        phi_ticks: str = "centered",
+        truncate_scales: bool = False,
     ) -> None:
         super().__init__()
         scales = tuple(int(s) for s in scales)
         if not scales or any(b <= a for a, b in zip(scales, scales[1:])):
             raise ValueError(f"scales must be a non-empty increasing schedule, got {scales}")
-        self.scales, self.beta = scales, beta
+        self.scales, self.beta, self.truncate_scales = scales, beta, truncate_scales
         self.codes = VectorQuantizer(codebook_size, code_dim, beta=beta, dead_code_steps=dead_code_steps)
-        self.phis = SharedPhis(code_dim, num_phi_convs, phi_ratio)
+        self.phis = SharedPhis(code_dim, num_phi_convs, phi_ratio, ticks=phi_ticks)
 
     def codebooks(self) -> list[VectorQuantizer]:
         return [self.codes]
@@ -75,15 +94,25 @@ class MultiScaleResidualQuantizer(Quantizer):
     def codebook_size(self) -> int:
         return self.codes.codebook_size
 
+    def schedule_for(self, grid: tuple[int, int]) -> tuple[int, ...]:
+        """The schedule used on a final grid ``(h, w)``: ``scales`` itself, or with
+        ``truncate_scales`` the scales below the grid's side followed by that side (VAR's
+        release schedule at 64 px is 1,2,3,4)."""
+        if not self.truncate_scales:
+            return self.scales
+        side = max(int(grid[0]), int(grid[1]))
+        return tuple(s for s in self.scales if s < side) + (side,)
+
     def scale_shapes(self, h: int, w: int) -> list[tuple[int, int]]:
         """Map sizes for a final grid of ``h x w`` (the last scale is the full grid)."""
-        return scale_schedule_shapes(self.scales, (h, w))
+        return scale_schedule_shapes(self.schedule_for((h, w)), (h, w))
 
-    def _codes_to_full_grid(self, idx_Bhw: torch.Tensor, si: int, hw: tuple[int, int]) -> torch.Tensor:
+    def _codes_to_full_grid(self, idx_Bhw: torch.Tensor, si: int, hw: tuple[int, int],
+                            num_scales: int | None = None) -> torch.Tensor:
         h_BChw = self.codes.lookup(idx_Bhw, channel_dim=1)
         if h_BChw.shape[-2:] != hw:
             h_BChw = F.interpolate(h_BChw, size=hw, mode="bicubic", align_corners=False)
-        return self.phis.for_scale(si, len(self.scales))(h_BChw)
+        return self.phis.for_scale(si, num_scales or len(self.scales))(h_BChw)
 
     def forward(self, f_BChw: torch.Tensor) -> QuantizerOutput:
         """Quantize ``f`` at every scale; returns f_hat (straight-through) and per-scale ids."""
@@ -98,7 +127,7 @@ class MultiScaleResidualQuantizer(Quantizer):
             z_BChw = f_rest if (ph, pw) == (H, W) else F.interpolate(f_rest, size=(ph, pw), mode="area")
             idx_N = self.codes.assign(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
             idx_Bhw = idx_N.view(B, ph, pw)
-            h_BChw = self._codes_to_full_grid(idx_Bhw, si, (H, W))
+            h_BChw = self._codes_to_full_grid(idx_Bhw, si, (H, W), len(shapes))
             f_hat = f_hat + h_BChw
             f_rest = f_rest - h_BChw.detach()
             ids.append(idx_Bhw)
@@ -133,5 +162,5 @@ class MultiScaleResidualQuantizer(Quantizer):
         hw = tuple(ids[-1].shape[-2:]) if hw is None else hw
         f_hat = 0
         for si in range(k):
-            f_hat = f_hat + self._codes_to_full_grid(ids[si], si, hw)
+            f_hat = f_hat + self._codes_to_full_grid(ids[si], si, hw, len(ids))
         return f_hat

@@ -17,6 +17,11 @@ class ResidualScaleTokenizer(Tokenizer):
     The schedule's last scale is the full token grid; at other image sizes the schedule is
     mapped onto that grid (`TokenLayout.scale_shapes`). `decode_scales(tokens, k)` decodes
     from the first ``k`` maps only: the coarse-to-fine order a next-scale AR model generates in.
+
+    VAR's own convention is available as options: ``phi_ticks="var"`` (its four φ ticks
+    at 1/12 ... 11/12, chosen in float64) and ``truncate_scales`` (the schedule cut at the
+    final map size instead of stretched onto it, as VAR runs its release schedule on
+    smaller images).
     """
 
     family, kind = "residual_scale", "discrete"
@@ -24,24 +29,27 @@ class ResidualScaleTokenizer(Tokenizer):
     def __init__(self, ch: int = 160, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
                  z_channels: int = 32, codebook_size: int = 4096, code_dim: int = 32,
                  scales: tuple[int, ...] = VAR_SCALES_256, beta: float = 0.25, num_phi_convs: int = 4,
-                 phi_ratio: float = 0.5, dead_code_steps: int = 0) -> None:
+                 phi_ratio: float = 0.5, dead_code_steps: int = 0, phi_ticks: str = "centered",
+                 truncate_scales: bool = False) -> None:
         super().__init__()
         ch_mult, scales = tuple(ch_mult), tuple(scales)
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
                            codebook_size=codebook_size, code_dim=code_dim, scales=list(scales), beta=beta,
-                           num_phi_convs=num_phi_convs, phi_ratio=phi_ratio, dead_code_steps=dead_code_steps)
+                           num_phi_convs=num_phi_convs, phi_ratio=phi_ratio, dead_code_steps=dead_code_steps,
+                           phi_ticks=phi_ticks, truncate_scales=truncate_scales)
         self.stride = stride_of(ch_mult)
         self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
         self.quant_conv = nn.Conv2d(z_channels, code_dim, 3, padding=1)
         self.quantize = MultiScaleResidualQuantizer(codebook_size, code_dim, scales, beta=beta,
                                                     num_phi_convs=num_phi_convs, phi_ratio=phi_ratio,
-                                                    dead_code_steps=dead_code_steps)
+                                                    dead_code_steps=dead_code_steps, phi_ticks=phi_ticks,
+                                                    truncate_scales=truncate_scales)
         self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 3, padding=1)
         self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         grid = (height // self.stride, width // self.stride)
-        return TokenLayout("scales", grid, vocab_size=self.quantize.codebook_size, scales=self.quantize.scales)
+        return TokenLayout("scales", grid, vocab_size=self.quantize.codebook_size, scales=self.quantize.schedule_for(grid))
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(self.encoder(to_model_range(x_B3HW)))

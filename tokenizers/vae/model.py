@@ -39,21 +39,29 @@ class VAETokenizer(Tokenizer):
     ``kl_weight * KL_sum / (3 H W)``: LDM adds ``kl_weight * KL_sum`` to a reconstruction
     loss *summed* over pixels, and tokbench's training losses are per-pixel *means*, so the
     KL is divided by the same pixel count to keep the published ratio (1e-6 for SD).
+
+    Attention sits in the middle blocks; ``enc_attn_levels``/``dec_attn_levels`` add it
+    after every ResNet block of those levels (0 = full resolution) on one side only, as
+    MAR's KL-16 has it in its encoder's lowest level and not in its decoder.
     """
 
     family, kind = "vae", "continuous"
 
     def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 2, 4, 4), num_res_blocks: int = 2,
-                 latent_channels: int = 4, kl_weight: float = 1e-6) -> None:
+                 latent_channels: int = 4, kl_weight: float = 1e-6, enc_attn_levels: list[int] | None = None,
+                 dec_attn_levels: list[int] | None = None) -> None:
         super().__init__()
         ch_mult = tuple(ch_mult)
+        enc_attn_levels = None if enc_attn_levels is None else [int(a) for a in enc_attn_levels]
+        dec_attn_levels = None if dec_attn_levels is None else [int(a) for a in dec_attn_levels]
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
-                           latent_channels=latent_channels, kl_weight=kl_weight)
+                           latent_channels=latent_channels, kl_weight=kl_weight, enc_attn_levels=enc_attn_levels,
+                           dec_attn_levels=dec_attn_levels)
         self.stride, self.latent_channels, self.kl_weight = stride_of(ch_mult), latent_channels, kl_weight
-        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, 2 * latent_channels)
+        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, 2 * latent_channels, attn_levels=enc_attn_levels)
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
-        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, latent_channels)
+        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, latent_channels, attn_levels=dec_attn_levels)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         return TokenLayout("grid", (height // self.stride, width // self.stride), latent_channels=self.latent_channels)

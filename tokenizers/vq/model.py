@@ -12,26 +12,35 @@ from tokbench.tokens import TokenLayout, Tokens
 
 
 class VQTokenizer(Tokenizer):
-    """Images -> an ``h x w`` grid of code ids (``h = H / stride``)."""
+    """Images -> an ``h x w`` grid of code ids (``h = H / stride``).
+
+    ``l2_normalize``: codes and features compared on the unit sphere (LlamaGen) or as
+    they are (taming's VQGAN). ``attn_levels``: levels (0 = full resolution) with
+    attention after every ResNet block; None means the lowest level if ``lowest_level_attn``.
+    """
 
     family, kind = "vq", "discrete"
 
     def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
                  z_channels: int = 256, codebook_size: int = 16384, code_dim: int = 8, l2_normalize: bool = True,
                  beta: float = 0.25, use_ema: bool = False, dead_code_steps: int = 0,
-                 lowest_level_attn: bool = True) -> None:
+                 lowest_level_attn: bool = True, attn_levels: list[int] | None = None) -> None:
         super().__init__()
         ch_mult = tuple(ch_mult)
+        attn_levels = None if attn_levels is None else [int(a) for a in attn_levels]
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
                            codebook_size=codebook_size, code_dim=code_dim, l2_normalize=l2_normalize, beta=beta,
-                           use_ema=use_ema, dead_code_steps=dead_code_steps, lowest_level_attn=lowest_level_attn)
+                           use_ema=use_ema, dead_code_steps=dead_code_steps, lowest_level_attn=lowest_level_attn,
+                           attn_levels=attn_levels)
         self.stride = stride_of(ch_mult)
-        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn)
+        self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
+                                   attn_levels=attn_levels)
         self.quant_conv = nn.Conv2d(z_channels, code_dim, 1)
         self.quantize = VectorQuantizer(codebook_size, code_dim, l2_normalize=l2_normalize, beta=beta,
                                         use_ema=use_ema, dead_code_steps=dead_code_steps)
         self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 1)
-        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn)
+        self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
+                                   attn_levels=attn_levels)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)

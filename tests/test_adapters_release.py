@@ -1,0 +1,102 @@
+"""The release configurations of the public names are reachable by the same code.
+
+Each public name is built at its release size on the meta device (no memory, no weights)
+and its state dict, in the upstream's names, is counted against the numbers the fixture
+README gives for the real files: keys and tensor elements (buffers included).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokbench import registry
+from tokbench.tokenizers.public import llamagen, taming, titok, var
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap
+
+
+def _build_meta(name: str):
+    with torch.device("meta"):
+        return registry.create(name)
+
+
+def _upstream_counts(model, keymap) -> tuple[int, int]:
+    """(keys, elements) of the upstream state dict the keymap reads (a q/k/v concat counts 3 keys)."""
+    own = model.state_dict()
+    keys = len(keymap.upstream_keys())
+    elements = sum(own[e.dst].numel() for e in keymap.entries)
+    assert {e.dst for e in keymap.entries} <= set(own), "the keymap names tensors the model does not have"
+    return keys, elements
+
+
+# Training-only entries of taming's last.ckpt (loss.*), counted from the upstream classes:
+# LPIPS = VGG16 features (13 convs, 14,714,688) + 5 linear heads (1,472) + 2 scaling buffers (6);
+# PatchGAN with 2 layers, ndf 64: 3->64 (+bias), 64->128 + BatchNorm, 128->256 (stride 1) +
+# BatchNorm, 256->1 (+bias); BatchNorm = weight, bias, running mean/var, num_batches_tracked.
+TAMING_LOSS_KEYS = 26 + 5 + 2 + (2 + 1 + 5 + 1 + 5 + 2)
+TAMING_LOSS_ELEMENTS = (14_714_688 + 1_472 + 6
+                        + (3 * 64 * 16 + 64) + (64 * 128 * 16 + 4 * 128 + 1) + (128 * 256 * 16 + 4 * 256 + 1)
+                        + (256 * 16 + 1))
+
+CASES = {
+    # name: (keys, elements, tokens at 256 px) from the fixture README's release table
+    "llamagen-vq16": (344, 71_948_939, 256),
+    "var-vqvae": (324, 108_989_315, 680),
+    "titok-s128": (308, 83_674_639, 128),
+    "titok-l32": (692, 641_054_735, 32),
+    "taming-vqgan-f16-16384": (392, 91_454_156, 256),
+    "sd-vae-kl-f8": (248, 83_653_863, 32 * 32),
+}
+
+
+def _keymap_and_extra(name: str, model) -> tuple[object, int, int]:
+    """The upstream keymap of ``name`` at its release config, plus keys/elements the file holds
+    that tokbench ignores (usage statistics, loss modules)."""
+    cfg = model.config
+    if name.startswith("llamagen"):
+        return llamagen.keymap_for(cfg), 1, 65536  # quantize.codebook_used
+    if name == "var-vqvae":
+        return var.keymap_for(cfg), 1, len(cfg["scales"]) * cfg["codebook_size"]  # quantize.ema_vocab_hit_SV
+    if name.startswith("titok"):
+        return titok.keymap_for(model), 0, 0
+    if name.startswith("taming"):
+        return taming.keymap_for(cfg), TAMING_LOSS_KEYS, TAMING_LOSS_ELEMENTS
+    return autoencoder_keymap("ldm", cfg["ch"], tuple(cfg["ch_mult"]), cfg["num_res_blocks"]), 0, 0
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_release_size_matches_the_public_file(name):
+    keys, elements, tokens = CASES[name]
+    model = _build_meta(name)
+    keymap, extra_keys, extra_elements = _keymap_and_extra(name, model)
+    got_keys, got_elements = _upstream_counts(model, keymap)
+    assert (got_keys + extra_keys, got_elements + extra_elements) == (keys, elements)
+    layout = model.layout_for(256, 256)
+    assert layout.num_tokens == tokens
+
+
+def test_diffusers_naming_of_the_sd_release_has_the_same_size():
+    model = _build_meta("sd-vae-kl-f8")
+    cfg = model.config
+    km = autoencoder_keymap("diffusers", cfg["ch"], tuple(cfg["ch_mult"]), cfg["num_res_blocks"])
+    assert _upstream_counts(model, km) == (248, 83_653_863)
+    assert "decoder.up_blocks.0.resnets.2.conv1.weight" in km.upstream_keys()  # 3 resnets per up block
+
+
+def test_release_key_names_follow_the_upstream_layouts():
+    km = llamagen.keymap_for(_build_meta("llamagen-vq16").config).upstream_keys()
+    assert {"encoder.conv_blocks.4.attn.1.q.weight", "decoder.conv_blocks.0.attn.2.proj_out.bias",
+            "encoder.conv_blocks.2.res.0.nin_shortcut.weight", "quantize.embedding.weight"} <= km
+    km = var.keymap_for(_build_meta("var-vqvae").config).upstream_keys()
+    assert {"encoder.mid.attn_1.qkv.weight", "quantize.quant_resi.qresi_ls.3.weight",
+            "decoder.up.4.attn.2.qkv.bias"} <= km
+    km = taming.keymap_for(_build_meta("taming-vqgan-f16-16384").config).upstream_keys()
+    assert {"encoder.down.4.attn.1.k.weight", "decoder.up.4.attn.2.v.bias", "decoder.up.1.upsample.conv.weight"} <= km
+    assert "decoder.up.3.attn.0.q.weight" not in km
+
+
+@pytest.mark.parametrize("name", ["llamagen-vq8", "taming-vqgan-f16-1024", "titok-b64", "mar-kl16", "sd-vae-ft-mse"])
+def test_other_public_names_build(name):
+    model = _build_meta(name)
+    assert model.num_parameters() > 10_000_000
+    assert model.layout_for(256, 256).num_tokens > 0
+    assert registry.get_factory(name).release.preprocessing

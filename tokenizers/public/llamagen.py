@@ -1,0 +1,92 @@
+"""LlamaGen's VQ tokenizers (FoundationVision/LlamaGen ``vq_ds16_c2i.pt``, ``vq_ds8_c2i.pt``) -> ``vq``.
+
+The released file is ``torch.save({"model": state_dict})``. Everything the architecture
+needs is read off the tensors: width from ``encoder.conv_in``, the levels and their
+multipliers from ``encoder.conv_blocks.{i}``, the codebook from ``quantize.embedding``.
+Codes and features are l2-normalized before the nearest search (the family's
+``l2_normalize``); attention follows every ResNet block of the lowest level and the middle.
+Images go in as ``2x - 1`` and come out as ``(y + 1) / 2``, the family's own range.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
+from tokbench.tokenizers.public.keymap import load_converted
+from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
+                                                resolve_options, state_dict_of)
+from tokbench.tokenizers.vq import VQTokenizer
+
+CONTAINERS = ("ema", "model", "state_dict")  # upstream's own search order
+IGNORED_KEYS = ("quantize.codebook_used",)  # usage history of training: unused at inference
+OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.last_restart_step", "quantize.hit_ema")
+PREPROCESSING = ("ADM center crop: shorter side halved with BOX while >= 2x the target, then BICUBIC to 256, "
+                 "center crop 256x256; then (x - 0.5) / 0.5")
+
+RELEASES = {
+    "llamagen-vq16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                          codebook_size=16384, code_dim=8),
+    "llamagen-vq8": dict(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                         codebook_size=16384, code_dim=8),
+}
+FAMILY_DEFAULTS = dict(l2_normalize=True, lowest_level_attn=True)
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Architecture options read off a LlamaGen VQ state dict (KeyError if it is not one)."""
+    ch = state["encoder.conv_in.weight"].shape[0]
+    levels = count_indexed(state, "encoder.conv_blocks.")
+    if levels == 0:
+        raise KeyError("encoder.conv_blocks.0")
+    ch_mult = tuple(state[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] // ch for i in range(levels))
+    codebook_size, code_dim = state["quantize.embedding.weight"].shape
+    return dict(ch=ch, ch_mult=ch_mult, num_res_blocks=count_indexed(state, "encoder.conv_blocks.0.res."),
+                z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim)
+
+
+def keymap_for(options: dict[str, Any]):
+    km = autoencoder_keymap("llamagen", options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"],
+                            attn_levels=options.get("attn_levels"), lowest_level_attn=options["lowest_level_attn"])
+    km.rename("quantize.embedding", "quantize.embedding.weight")
+    return km
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    return drop(state_dict_of(read_any(path), path, CONTAINERS), keys=IGNORED_KEYS)
+
+
+def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokenizer:
+    base = {**RELEASES[release.name], **FAMILY_DEFAULTS}
+    if weights is None:
+        return VQTokenizer(**resolve_options(release.name, base, {}, overrides))
+    state = read_state(weights)
+    try:
+        from_file = infer_config(state)
+    except (KeyError, IndexError):
+        from_file = {}  # not LlamaGen's layout: the key check below says what differs
+    options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
+    model = VQTokenizer(**options)
+    converted = keymap_for(options).apply(state, f"{weights} (as {release.name})")
+    load_converted(model, converted, f"{weights} (as {release.name})", OWN_BUFFERS)
+    return model.eval()
+
+
+def _recognizes(levels: int):
+    def recognizes(path: Path) -> bool:
+        if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
+            return False
+        keys = file_keys(path)
+        inner = {k.split("/", 1)[1] for k in keys if "/" in k and k.split("/", 1)[0] in CONTAINERS} or set(keys)
+        return "quantize.codebook_used" in inner and count_indexed(dict.fromkeys(inner), "encoder.conv_blocks.") == levels
+    return recognizes
+
+
+build_vq16 = public_factory(
+    Release("llamagen-vq16", "vq", "vq_ds16_c2i.pt", "huggingface.co/FoundationVision/LlamaGen", PREPROCESSING),
+    build, _recognizes(5))
+build_vq8 = public_factory(
+    Release("llamagen-vq8", "vq", "vq_ds8_c2i.pt", "huggingface.co/FoundationVision/LlamaGen", PREPROCESSING),
+    build, _recognizes(4))

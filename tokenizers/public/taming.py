@@ -1,0 +1,116 @@
+"""taming-transformers' VQGAN (``vqgan_imagenet_f16_16384``, ``..._f16_1024``) -> ``vq``.
+
+The release is a PyTorch Lightning 1.x ``last.ckpt`` next to ``configs/model.yaml``. The
+yaml (``model.params``: ``embed_dim``, ``n_embed``, ``ddconfig``) is read when present;
+otherwise the sizes are read off the tensors. ``attn_resolutions`` become the family's
+``attn_levels``. Codes are compared as they are (no l2 normalization). The checkpoint's
+``loss.*`` entries (LPIPS, discriminator) and its optimizer and callback states are
+training-only and ignored; its ``callbacks`` entry names a Lightning class, which
+`tokbench.checkpoint.torch_load_safely` maps to an inert stand-in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from tokbench.checkpoint import CheckpointError
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
+from tokbench.tokenizers.public.keymap import load_converted
+from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
+                                                resolve_options, state_dict_of)
+from tokbench.tokenizers.vq import VQTokenizer
+
+OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.last_restart_step", "quantize.hit_ema")
+PREPROCESSING = ("ImageNet validation: shorter side resized to 256 (albumentations SmallestMaxSize), "
+                 "center crop 256x256; then 2x - 1")
+_DDCONFIG = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256, attn_levels=(4,))
+RELEASES = {
+    "taming-vqgan-f16-16384": dict(_DDCONFIG, codebook_size=16384, code_dim=256),
+    "taming-vqgan-f16-1024": dict(_DDCONFIG, codebook_size=1024, code_dim=256),
+}
+FAMILY_DEFAULTS = dict(l2_normalize=False, lowest_level_attn=False)
+
+
+def options_from_yaml(path: Path) -> dict[str, Any]:
+    """Family options from taming's ``model.yaml`` (``model.params``)."""
+    try:
+        params = yaml.safe_load(path.read_text())["model"]["params"]
+        dd = params["ddconfig"]
+        levels = len(dd["ch_mult"])
+        attn = [lvl for lvl in range(levels) if dd["resolution"] // 2 ** lvl in set(dd.get("attn_resolutions", []))]
+        return dict(ch=dd["ch"], ch_mult=tuple(dd["ch_mult"]), num_res_blocks=dd["num_res_blocks"],
+                    z_channels=dd["z_channels"], attn_levels=tuple(attn), codebook_size=params["n_embed"],
+                    code_dim=params["embed_dim"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a taming model.yaml with model.params.ddconfig ({err})") from err
+
+
+def options_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The same options read off the tensors (for a ``last.ckpt`` without its yaml)."""
+    ch = state["encoder.conv_in.weight"].shape[0]
+    levels = count_indexed(state, "encoder.down.")
+    if levels == 0:
+        raise KeyError("encoder.down.0")
+    codebook_size, code_dim = state["quantize.embedding.weight"].shape
+    return dict(ch=ch, ch_mult=tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)),
+                num_res_blocks=count_indexed(state, "encoder.down.0.block."),
+                z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim,
+                attn_levels=tuple(i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in state))
+
+
+def find_yaml(weights: Path) -> Path | None:
+    """``configs/model.yaml`` beside ``ckpts/last.ckpt`` (the release layout), or a yaml next to the file."""
+    for candidate in (weights.parent.parent / "configs" / "model.yaml", weights.parent / "model.yaml",
+                      weights.with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def keymap_for(options: dict[str, Any]):
+    km = autoencoder_keymap("ldm", options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"],
+                            attn_levels=options["attn_levels"])
+    km.rename("quantize.embedding", "quantize.embedding.weight")
+    return km
+
+
+def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokenizer:
+    base = {**RELEASES[release.name], **FAMILY_DEFAULTS}
+    if weights is None:
+        return VQTokenizer(**resolve_options(release.name, base, {}, overrides))
+    state = drop(state_dict_of(read_any(weights), weights, ("state_dict",)), prefixes=("loss.",))
+    config_file = find_yaml(weights)
+    try:
+        from_file = options_from_yaml(config_file) if config_file else options_from_state(state)
+    except (KeyError, IndexError):
+        from_file = {}
+    options = resolve_options(release.name, base, from_file, overrides, source=str(config_file or weights))
+    model = VQTokenizer(**options)
+    source = f"{weights} (as {release.name})"
+    load_converted(model, keymap_for(options).apply(state, source), source, OWN_BUFFERS)
+    return model.eval()
+
+
+def _recognizes(codebook_size: int):
+    def recognizes(path: Path) -> bool:
+        if path.is_dir() or path.suffix not in (".pt", ".pth", ".ckpt"):
+            return False
+        index = file_index(path)
+        if "callbacks" not in index or "state_dict/quantize.embedding.weight" not in index:
+            return False
+        size = index["state_dict/quantize.embedding.weight"][0]
+        # Another size than either release: both names fit, and the caller must choose.
+        return size == codebook_size or size not in {r["codebook_size"] for r in RELEASES.values()}
+    return recognizes
+
+
+_WHERE = "github.com/CompVis/taming-transformers (heibox links)"
+build_f16_16384 = public_factory(
+    Release("taming-vqgan-f16-16384", "vq", "vqgan_imagenet_f16_16384: ckpts/last.ckpt + configs/model.yaml",
+            _WHERE, PREPROCESSING), build, _recognizes(16384))
+build_f16_1024 = public_factory(
+    Release("taming-vqgan-f16-1024", "vq", "vqgan_imagenet_f16_1024: ckpts/last.ckpt + configs/model.yaml",
+            _WHERE, PREPROCESSING), build, _recognizes(1024))
