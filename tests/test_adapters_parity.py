@@ -90,5 +90,5 @@ def test_var_layout_is_upstream_order():
     """VAR's ids: scale after scale, raster order in each; the schedule cut at the final map."""
     tokenizer = _load("var-vqvae", DISCRETE[2][2])
     layout = tokenizer.layout_for(128, 128)
-    assert layout.shape == (1, 2, 3, 4, 5, 6, 8) and layout.num_tokens == 155
-    assert tokenizer.layout_for(256, 256).shape == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    assert layout.scales == (1, 2, 3, 4, 5, 6, 8) and layout.grid == (8, 8) and layout.num_tokens == 155
+    assert tokenizer.layout_for(256, 256).scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
