@@ -38,8 +38,11 @@ from typing import Iterator
 
 import httpx
 
-from tokbench.leaderboard.store import Store
-from tokbench.version import __version__
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pg_server import postgres_bin, throwaway_postgres  # noqa: E402
+
+from tokbench.leaderboard.store import Store  # noqa: E402
+from tokbench.version import __version__  # noqa: E402
 
 FINGERPRINTS = {"photos": "a" * 64, "text": "b" * 64}
 METRICS_PER_ENTRY = 4
@@ -81,27 +84,9 @@ def free_port() -> int:
 
 @contextmanager
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL server on a free loopback port (as tests/test_leaderboard_store.py starts it)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
-    bindir = found[0].parent if found else Path(shutil.which("initdb") or "/nonexistent").parent
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    top = Path(tempfile.mkdtemp(prefix="tokbench-pg-bench-"))
-    data = top / "pg"
-    data.mkdir()
-    if as_user:
-        top.chmod(0o755)
-        shutil.chown(data, "postgres")
-    port = free_port()
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                    f"-p {port} -h 127.0.0.1 -k {data}", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(top, ignore_errors=True)
+    """A throw-away PostgreSQL server on a free loopback port (the tests' own, tests/pg_server.py)."""
+    with throwaway_postgres(postgres_bin()) as url:
+        yield url
 
 
 def postgres_available() -> bool:

@@ -2,12 +2,10 @@
 resolution; batch-size effects; word boxes under the resolution policies."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from tokbench.tasks.base import Pair

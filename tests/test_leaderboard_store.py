@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
+from pg_server import postgres_bin, throwaway_postgres
 from test_results_schema import FINGERPRINTS, make_results
 
 from tokbench.leaderboard.limits import RateLimiter, parse_rate
@@ -256,41 +251,15 @@ def test_postgresql_urls_use_psycopg():
     engine.dispose()
 
 
-def _postgres_bin() -> Path | None:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True):
-        return candidate.parent
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
-
-
 @contextlib.contextmanager
 def postgres_server():
     """A throw-away PostgreSQL server on a free loopback port: its URL (skips where PostgreSQL is not installed)."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
-    bindir = _postgres_bin()
+    bindir = postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # PostgreSQL never runs as root
-    # Not under pytest's tmp_path: its parents are private to root, and the server runs as "postgres".
-    top = Path(tempfile.mkdtemp(prefix="tokbench-pg-"))
-    data = top / "pg"
-    data.mkdir()
-    if as_user:
-        top.chmod(0o755)
-        shutil.chown(data, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                    f"-p {port} -h 127.0.0.1 -k {data}", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(top, ignore_errors=True)
+    with throwaway_postgres(bindir) as url:
+        yield url
 
 
 @pytest.fixture
