@@ -117,6 +117,7 @@ def main() -> None:
                         help="N = 16384 against K = 16384 at D = 8, 32, 64, 128, 256 (and K = 4096 at D = 32)")
     parser.add_argument("--gpu-grid", action="store_true",
                         help="N in {65536, 262144}, K in {4096, 16384}, D in {8, 32, 256}; fp32 and bf16")
+    parser.add_argument("--shapes", default=None, help="comma-separated NxKxD, e.g. 16384x16384x8 (fp32)")
     parser.add_argument("--paths", default=None, help="comma-separated subset of the paths to time")
     parser.add_argument("--check", action="store_true", help="count rows that differ from the float64 reference")
     parser.add_argument("--repeats", type=int, default=5)
@@ -132,7 +133,10 @@ def main() -> None:
         except ImportError:
             pass
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.cpu_grid:
+    if args.shapes:
+        grid = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
+        dtypes = [torch.float32]
+    elif args.cpu_grid:
         grid = [(16384, 16384, 8), (16384, 4096, 32), (16384, 16384, 32), (16384, 16384, 64), (16384, 16384, 128),
                 (16384, 16384, 256)]
         dtypes = [torch.float32]
