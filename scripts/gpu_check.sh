@@ -5,6 +5,8 @@
 #      tensor-core kernel, a VQ training step going through the extension)
 #   3. the benchmark grid N in {65536, 262144}, K in {4096, 16384}, D in {8, 32, 256}, fp32 and bf16
 #   4. a short vq_small training run at 256 px: throughput, and the search's share of step time
+# Step deadlines add up to 450 s (build 140, pytest 100, grid 90, two 60 s training runs), so the
+# whole check ends within 8 minutes even when a step hangs; a step past its deadline is a failure.
 # Every log goes to one folder: $OUT when set, else runs/gpu_check-<date>. Without a GPU it
 # says so in one line and exits 2 (before doing anything else).
 #
@@ -41,12 +43,12 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run with a deadline, log to $OUT/NAM
 } >"$OUT/machine.txt" 2>&1
 
 # Build only for this GPU (the default arch list is the current device): fast, and what users get.
-step build 240 "$PYTHON" -m tokbench build-ext --cuda-only --verbose || {
+step build 140 "$PYTHON" -m tokbench build-ext --cuda-only --verbose || {
     echo "gpu_check: the CUDA extension failed to build; see $OUT/build.log" >&2
     exit 1
 }
-step pytest_cuda 150 "$PYTHON" -m pytest -q -m cuda tests/test_cuda_ext.py -rs
-step bench 150 "$PYTHON" benchmarks/nearest_codeword.py --gpu-grid --repeats 3 --paths fused,chunked,expanded
+step pytest_cuda 100 "$PYTHON" -m pytest -q -m cuda tests/test_cuda_ext.py -rs
+step bench 90 "$PYTHON" benchmarks/nearest_codeword.py --gpu-grid --repeats 3 --paths fused,chunked,expanded
 # The search's share of a training step: the same run with the extension, and without it.
 step train_ext 60 "$PYTHON" benchmarks/train_throughput.py --configs vq_small --accelerator gpu \
     --image-size 256 --steps 10 --warmup 3 --profile-search
