@@ -2,10 +2,15 @@
 
     python benchmarks/train_throughput.py                      # tiny configs, CPU
     python benchmarks/train_throughput.py --configs vq_small --accelerator gpu --image-size 256
+    python benchmarks/train_throughput.py --configs vq_tiny --threads 1 --profile-search
 
 Each config runs ``--warmup`` steps untimed, then ``--steps`` timed training steps (data
 loading, forward, backward, optimizer, EMA; no validation, logging or checkpoints). Peak
 memory: the process's peak resident set on CPU, ``torch.cuda.max_memory_allocated`` on GPU.
+``--profile-search`` also times every nearest-codeword search of the timed steps (synchronizing
+the GPU around each, which costs a little itself) and reports its share of the step time and
+the path it took (the fused CPU/CUDA kernel, or the chunked path when switched off with
+``TOKBENCH_DISABLE_CPU_EXT=1`` / ``TOKBENCH_DISABLE_CUDA_EXT=1``).
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+
+import tokbench.quantize.vector as vector_quantizer
+from tokbench.ops import active_backend
 
 from tokbench.training.cli import build_cli, shipped_config
 
@@ -45,7 +53,30 @@ class StepTimer(Callback):
             self.timed_steps += 1
 
 
-def measure(config: str, steps: int, warmup: int, accelerator: str, extra: list[str], root: Path) -> dict:
+class SearchTimer:
+    """Wraps the quantizers' `nearest_codeword` to time the calls made during timed steps."""
+
+    def __init__(self, timer: StepTimer) -> None:
+        self.timer, self.seconds, self.calls, self.shape = timer, 0.0, 0, None
+        self.real = vector_quantizer.nearest_codeword
+
+    def __call__(self, z, codebook, metric="l2"):
+        if self.timer.start is None:
+            return self.real(z, codebook, metric)
+        if z.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = self.real(z, codebook, metric)
+        if z.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t
+        self.calls += 1
+        self.shape = (z.shape[0], codebook.shape[0], z.shape[1], z.device.type)
+        return out
+
+
+def measure(config: str, steps: int, warmup: int, accelerator: str, extra: list[str], root: Path,
+            profile_search: bool = False) -> dict:
     argv = ["--config", str(shipped_config(config)), "--trainer.max_steps", str(warmup + steps),
             "--trainer.accelerator", accelerator, "--trainer.devices", "1", "--trainer.strategy", "auto",
             "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
@@ -56,19 +87,32 @@ def measure(config: str, steps: int, warmup: int, accelerator: str, extra: list[
     cli = build_cli(argv)
     timer = StepTimer(warmup)
     cli.trainer.callbacks.append(timer)
+    search = SearchTimer(timer) if profile_search else None
+    if search:
+        vector_quantizer.nearest_codeword = search
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    cli.trainer.fit(cli.model, cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, cli.datamodule)
+    finally:
+        if search:
+            vector_quantizer.nearest_codeword = search.real
     batch = cli.datamodule.hparams.batch_size
     seconds = timer.end - timer.start
     if cli.trainer.strategy.root_device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"config": config, "image_size": cli.datamodule.hparams.image_size, "batch": batch,
-            "params_M": cli.model.tokenizer.num_parameters() / 1e6, "steps": timer.timed_steps,
-            "images_per_s": timer.timed_steps * batch / seconds, "s_per_step": seconds / timer.timed_steps,
-            "peak_mem_MiB": peak_mib}
+    row = {"config": config, "image_size": cli.datamodule.hparams.image_size, "batch": batch,
+           "params_M": cli.model.tokenizer.num_parameters() / 1e6, "steps": timer.timed_steps,
+           "images_per_s": timer.timed_steps * batch / seconds, "s_per_step": seconds / timer.timed_steps,
+           "peak_mem_MiB": peak_mib}
+    if search and search.calls:
+        n, k, d, device = search.shape
+        row.update({"search_path": active_backend(device, d=d), "search_NxKxD": f"{n}x{k}x{d}",
+                    "search_ms_per_step": 1e3 * search.seconds / timer.timed_steps,
+                    "search_share_%": 100 * search.seconds / seconds})
+    return row
 
 
 def main() -> None:
@@ -78,18 +122,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--image-size", type=int, default=None, help="training crop size (--data.image_size)")
+    parser.add_argument("--profile-search", action="store_true",
+                        help="time the nearest-codeword searches and report their share of a step")
     args, extra = parser.parse_known_args()  # anything else goes to the training CLI, e.g. --data.batch_size 4
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.image_size:
+        extra += ["--data.image_size", str(args.image_size)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for config in args.configs.split(","):
-            rows.append(measure(config, args.steps, args.warmup, args.accelerator, extra, Path(tmp)))
-    header = list(rows[0])
+            rows.append(measure(config, args.steps, args.warmup, args.accelerator, extra, Path(tmp), args.profile_search))
+    header = list(dict.fromkeys(key for row in rows for key in row))
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        print("| " + " | ".join(f"{row[h]:.3g}" if isinstance(row.get(h), float) else str(row.get(h, "")) for h in header) + " |")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if args.accelerator == "gpu" else ""))
 

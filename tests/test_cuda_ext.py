@@ -213,3 +213,37 @@ def test_tensor_core_kernel_matches_the_torch_path(n, k, d, dtype):
     assert torch.allclose(dist.cpu(), ref_dist, rtol=1e-4, atol=1e-5)
     dup = torch.cat([c[:5], c[:5]])  # exact duplicates: the lower index wins
     assert int(module.nearest_codeword(c[:5].contiguous(), dup, True)[0].max()) < 5
+
+
+# -- scripts/gpu_check.sh, as far as a machine without a GPU can check it ---------------------
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+
+
+def test_gpu_check_script_parses_and_names_its_steps():
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)], capture_output=True).returncode == 0
+    text = GPU_CHECK.read_text()
+    for needed in ("build-ext --cuda-only", "pytest -q -m cuda", "--gpu-grid", "vq_small", "--image-size 256",
+                   "--profile-search", 'OUT=${OUT:-'):
+        assert needed in text, needed
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_line_and_fails(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OUT": str(tmp_path / "out"), "PYTHON": os.sys.executable}
+    out = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0], out.stderr
+    assert (tmp_path / "out" / "no_gpu.txt").read_text().startswith("gpu_check: no CUDA GPU")
+
+
+def test_gpu_check_benchmark_and_training_options_exist():
+    # The options the script passes are accepted (parsed only: the runs themselves need the GPU).
+    root = GPU_CHECK.parents[1]
+    for script, opts in (("benchmarks/nearest_codeword.py", ["--gpu-grid", "--paths", "--repeats"]),
+                         ("benchmarks/train_throughput.py", ["--image-size", "--profile-search", "--accelerator"])):
+        out = subprocess.run([os.sys.executable, str(root / script), "--help"], capture_output=True, text=True,
+                             timeout=120, cwd=root)
+        assert out.returncode == 0, out.stderr[-2000:]
+        for opt in opts:
+            assert opt in out.stdout, (script, opt)

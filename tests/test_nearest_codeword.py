@@ -98,7 +98,7 @@ def test_unknown_metric_raises():
 
 
 def test_cpu_tensors_take_the_chunked_path_and_autocast_is_ignored():
-    assert active_backend("cpu") == "torch_chunked"
+    assert active_backend("cpu") == "cpu_ext"
     z, c = torch.randn(100, 8), torch.randn(64, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         idx, dist = nearest_codeword(z, c)
@@ -134,3 +134,14 @@ def test_mixed_dtypes_are_searched_in_fp32():
     idx, dist = nearest_codeword(z, c)
     assert dist.dtype == torch.float32
     assert torch.equal(idx, reference(z.float(), c)[0])
+
+
+def test_the_finite_check_never_syncs_a_cuda_device_unless_asked(monkeypatch):
+    # `bool(isfinite(t).all())` on a CUDA tensor waits for the device: skipped there by default.
+    from tokbench.ops.nearest_codeword import _check_finite_on_device
+
+    monkeypatch.delenv("TOKBENCH_CHECK_FINITE", raising=False)
+    assert _check_finite_on_device(torch.device("cpu"))
+    assert not _check_finite_on_device(torch.device("cuda"))
+    monkeypatch.setenv("TOKBENCH_CHECK_FINITE", "1")
+    assert _check_finite_on_device(torch.device("cuda"))

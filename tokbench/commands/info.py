@@ -25,6 +25,23 @@ def cuda_ext_status() -> str:
     return loader.extension_status()
 
 
+def cpu_ext_status() -> str:
+    try:
+        from tokbench.cuda_ext import cpu_loader
+    except ImportError as err:
+        return f"unavailable ({err})"
+    return cpu_loader.extension_status()
+
+
+def layout_dim(tokenizer) -> int:
+    """The codeword length of the tokenizer's first quantizer (8 when it has none)."""
+    for module in tokenizer.modules():
+        codebook = getattr(module, "codebook", None)
+        if callable(codebook):
+            return int(codebook().shape[1])
+    return 8
+
+
 def run(args: argparse.Namespace) -> int:
     from tokbench.registry import with_weights
 
@@ -44,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
            if upstream else {}),
         "checkpoint_sha256": checkpoint_sha256(args.checkpoint),
         "nearest_codeword": {
-            "cpu": active_backend("cpu"),
+            "cpu": active_backend("cpu", d=layout_dim(tokenizer)),
             "cuda": active_backend("cuda") if torch.cuda.is_available() else "no CUDA device",
+            "cpu_ext": cpu_ext_status(),
             "cuda_ext": cuda_ext_status(),
         },
     }

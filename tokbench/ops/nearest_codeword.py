@@ -1,8 +1,15 @@
 """`nearest_codeword`: the one codebook search every quantizer uses.
 
 For each row of ``z (N, D)`` find the nearest row of ``codebook (K, D)``. CUDA tensors
-go to the fused extension (`tokbench.cuda_ext`), everything else to the chunked PyTorch
-path below. Neither ever holds the full ``N x K`` distance matrix.
+go to the fused CUDA extension (`tokbench.cuda_ext.loader`); CPU tensors with D up to
+``cpu_loader.MAX_FUSED_DIM`` to the fused CPU kernel (`tokbench.cuda_ext.cpu_loader`, same
+numerics, built on first use); everything else, and any tensor whose extension is disabled
+or failed to build, to the chunked PyTorch path below. None ever holds the full ``N x K``
+distance matrix.
+
+Input checks: shapes, dtypes and devices always; NaN/Inf always on the CPU, but on CUDA
+tensors only when ``TOKBENCH_CHECK_FINITE=1`` -- the check reads a flag back from the
+device, which would synchronize every search (each training step) with the host.
 
 Numerics of the PyTorch path (exact in fp32, ties to the lowest index):
 
@@ -26,6 +33,11 @@ METRICS = ("l2", "cosine")
 DEFAULT_CHUNK_BYTES = int(os.environ.get("TOKBENCH_NN_CHUNK_BYTES", 4 * 2**20))
 
 
+def _check_finite_on_device(device: torch.device) -> bool:
+    """NaN/Inf checks on ``device``: always on the CPU (free), on accelerators only on request."""
+    return device.type == "cpu" or os.environ.get("TOKBENCH_CHECK_FINITE") == "1"
+
+
 def _check_inputs(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -42,6 +54,8 @@ def _check_inputs(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> None:
         raise ValueError("the codebook is empty (K = 0)")
     if z.device != codebook.device:
         raise ValueError(f"z is on {z.device} but the codebook is on {codebook.device}; put both on one device")
+    if not _check_finite_on_device(z.device):
+        return  # `bool(isfinite(t).all())` would stall the host until the device catches up
     for name, t in (("z", z), ("codebook", codebook)):
         if t.numel() and not torch.isfinite(t).all():
             raise ValueError(f"{name} contains NaN or infinite values")
@@ -150,10 +164,27 @@ def _cuda_extension_search():
     return loader.nearest_codeword_cuda if loader.load_extension() is not None else None
 
 
-def active_backend(device: torch.device | str) -> str:
-    """Which implementation `nearest_codeword` uses for tensors on ``device``."""
-    if torch.device(device).type == "cuda" and _cuda_extension_search() is not None:
+def _cpu_extension_search(d: int):
+    """The fused CPU kernel's entry point for codewords of length ``d``, or None (chunked path)."""
+    try:
+        from tokbench.cuda_ext import cpu_loader
+    except ImportError:
+        return None
+    if not cpu_loader.uses_fused_kernel(d) or cpu_loader.load_extension() is None:
+        return None
+    return cpu_loader.nearest_codeword_cpu
+
+
+def active_backend(device: torch.device | str, d: int = 8) -> str:
+    """Which implementation `nearest_codeword` uses for tensors on ``device`` with codewords of length ``d``.
+
+    May build the extension for that device (once per process, cached across processes).
+    """
+    kind = torch.device(device).type
+    if kind == "cuda" and _cuda_extension_search() is not None:
         return "cuda_ext"
+    if kind == "cpu" and _cpu_extension_search(d) is not None:
+        return "cpu_ext"
     return "torch_chunked"
 
 
@@ -178,4 +209,8 @@ def nearest_codeword(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2"
                 # takes one dtype, so search in the more precise of the two.
                 dtype = torch.promote_types(z.dtype, codebook.dtype)
                 return search(z.detach().to(dtype), codebook.detach().to(dtype), metric)
+        elif z.device.type == "cpu":
+            search = _cpu_extension_search(z.shape[1])
+            if search is not None:
+                return search(z.detach(), codebook.detach(), metric)
         return nearest_codeword_torch(z.detach(), codebook.detach(), metric)
