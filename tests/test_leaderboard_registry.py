@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import time
 
-from test_leaderboard_api import HTTP, lb, post  # noqa: F401  (lb is a fixture)
+import httpx
+import pytest
+from test_leaderboard_api import lb  # noqa: F401  (a fixture: a live server on loopback)
 from test_results_schema import make_results
 
 from tokbench.leaderboard.validation import check_submission, default_accepted_versions
+
+HTTP = httpx.Client(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http_client():
+    yield
+    HTTP.close()
+
+
+def post(url: str, body: str, token: str) -> httpx.Response:
+    return HTTP.post(f"{url}/api/submissions", content=body, headers={"authorization": f"Bearer {token}"})
 
 
 def test_a_submission_that_flips_a_direction_is_ranked_by_the_registry(lb):  # noqa: F811
