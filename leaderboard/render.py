@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from tokbench.leaderboard.plot import Point, build_plot
 from tokbench.leaderboard.query import primary_metric
 from tokbench.leaderboard.store import Entry
-from tokbench.metrics.registry import get_metric, is_registered, registration_order
+from tokbench.metrics.registry import get_metric, metric_label, registration_order
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -63,7 +63,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = number
-    env.filters["metric_label"] = lambda name: get_metric(name).label() if is_registered(name) else name
+    env.filters["metric_label"] = metric_label
     env.filters["higher_is_better"] = lambda name: get_metric(name).higher_is_better
     return env
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tokbench.atomic import atomic_write_text
-from tokbench.metrics.registry import get_metric, is_registered, registration_order
+from tokbench.metrics.registry import get_metric, is_registered, metric_label, registration_order
 from tokbench.task_registry import get_task
 
 IDENTITY_COLUMN = "identity (OCR on the original)"
@@ -37,11 +37,6 @@ def format_entry(entry: dict | None) -> str:
     if lo == hi == entry["mean"]:
         return significant(entry["mean"])
     return f"{significant(entry['mean'])} [{significant(lo, 3)}, {significant(hi, 3)}]"
-
-
-def metric_label(name: str) -> str:
-    """The registered title and unit (``PSNR (dB)``); an unregistered name as it is."""
-    return get_metric(name).label() if is_registered(name) else name
 
 
 def _rate_rows(run: dict) -> dict[str, str]:

@@ -20,3 +20,23 @@ def photo(name: str = "astronaut", size: int | tuple[int, int] = 64) -> torch.Te
 
 def photo_batch(size: int = 64) -> torch.Tensor:
     return torch.cat([photo(n, size) for n in SKIMAGE_PHOTOS])
+
+
+def fit_autoencoder(model, x: torch.Tensor, steps: int, lr: float) -> list[float]:
+    """Adam on ``MSE + the tokenizer's own losses`` over one fixed batch, seeded; the losses per step.
+
+    Leaves the model in eval mode, ready to encode and decode.
+    """
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = model.autoencode(x)
+        loss = (out.reconstruction - x).square().mean() + sum(out.losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import fit_autoencoder
 
 import tokbench
 from tokbench.cuda_ext import cpu_loader
@@ -156,18 +157,9 @@ def test_a_failed_build_falls_back_to_the_chunked_path_with_one_warning(monkeypa
 
 def _train_tiny_vq(steps: int) -> list[float]:
     torch.manual_seed(0)
-    model = tokbench.create("vq:size=tiny").train()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model = tokbench.create("vq:size=tiny")
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    losses = []
-    for _ in range(steps):
-        out = model.autoencode(x)
-        loss = (out.reconstruction - x).square().mean() + sum(out.losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return fit_autoencoder(model, x, steps, lr=2e-3)
 
 
 def test_vq_training_on_the_cpu_goes_through_the_kernel_and_matches_the_chunked_path(ext, monkeypatch):

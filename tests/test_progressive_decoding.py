@@ -5,22 +5,9 @@ a few scikit-image photos (a few hundred Adam steps), then checks that decoding 
 scales / more tokens brings the reconstruction error down.
 """
 import torch
-from helpers import photo, photo_batch
+from helpers import fit_autoencoder, photo, photo_batch
 
 import tokbench
-
-
-def fit(model, x, steps, lr):
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        out = model.autoencode(x)
-        loss = (out.reconstruction - x).square().mean() + sum(out.losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 def test_residual_scale_error_falls_as_more_scales_are_decoded():
@@ -28,7 +15,8 @@ def test_residual_scale_error_falls_as_more_scales_are_decoded():
     # ch=16 halves the conv widths of the tiny model so 200 steps stay cheap on 2 cores.
     torch.manual_seed(0)
     x = photo("astronaut", 64)
-    model = fit(tokbench.create("residual_scale:size=tiny,ch=16"), x, steps=200, lr=2e-3)
+    model = tokbench.create("residual_scale:size=tiny,ch=16")
+    fit_autoencoder(model, x, steps=200, lr=2e-3)
     tokens = model.encode(x)
     mse = [float((model.decode_scales(tokens, k) - x).square().mean()) for k in (1, 2, 3, 4)]
     assert all(a > b for a, b in zip(mse, mse[1:])), mse
@@ -37,7 +25,8 @@ def test_residual_scale_error_falls_as_more_scales_are_decoded():
 def test_holistic_1d_full_sequence_beats_its_first_quarter():
     torch.manual_seed(0)
     x = photo_batch(32)
-    model = fit(tokbench.create("holistic_1d:size=tiny,num_tokens=8,base_grid=4"), x, steps=250, lr=2e-3)
+    model = tokbench.create("holistic_1d:size=tiny,num_tokens=8,base_grid=4")
+    fit_autoencoder(model, x, steps=250, lr=2e-3)
     tokens = model.encode(x)
     quarter = float((model.decode_prefix(tokens, 2) - x).square().mean())
     full = float((model.decode(tokens) - x).square().mean())

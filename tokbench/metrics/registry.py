@@ -23,14 +23,15 @@ from tokbench.metrics.declaration import Metric, register_metric, register_metri
 from tokbench.task_registry import load_all_tasks
 
 __all__ = ["Metric", "register_metric", "register_metrics", "get_metric", "is_registered", "all_metrics",
-           "registration_order"]
+           "metric_label", "registration_order"]
 
 _loaded_for_path: tuple[str, ...] | None = None
 
 
 def _ensure_plugins() -> None:
     """Load every installed task once -- again only if ``sys.path`` changed (a plug-in added
-    at run time), so looking up many unknown names costs one entry-point scan, not many."""
+    at run time), so looking up many unknown names costs one entry-point scan, not many.
+    Look-ups of names already registered skip this: the store only grows."""
     global _loaded_for_path
     if _loaded_for_path != tuple(sys.path):
         _loaded_for_path = tuple(sys.path)
@@ -44,16 +45,22 @@ def all_metrics() -> dict[str, Metric]:
 
 
 def is_registered(name: str) -> bool:
-    _ensure_plugins()
+    if name not in registered():
+        _ensure_plugins()
     return name in registered()
 
 
 def get_metric(name: str) -> Metric:
     """The declaration of ``name``; ``KeyError`` naming the registered metrics otherwise."""
-    _ensure_plugins()
-    if name not in registered():
+    if not is_registered(name):
         raise KeyError(f"unknown metric {name!r}; registered: {', '.join(registered())}")
     return registered()[name]
+
+
+def metric_label(name: str) -> str:
+    """The registered title and unit (``PSNR (dB)``); a name not registered here as it is
+    (results of a plug-in that is not installed)."""
+    return get_metric(name).label() if is_registered(name) else name
 
 
 def registration_order(names: Iterable[str]) -> list[str]:
