@@ -20,7 +20,7 @@ from tokbench.metrics.registry import get_metric, metric_label, registration_ord
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-TASK_ORDER = ("reconstruction", "detail", "text", "generation")
+TASK_ORDER = ("reconstruction", "detail", "text", "faces", "generation")
 
 
 @dataclass(frozen=True)

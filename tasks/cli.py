@@ -99,9 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
     p.add_argument("--weights", help="released weights of a public tokenizer named by --tokenizer (llamagen-vq16 ...)")
     p.add_argument("--tasks", default="reconstruction,detail,text",
-                   help="comma-separated task names: reconstruction,detail,text,generation and any installed plug-in's")
-    p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
-    p.add_argument("--suite", help="built-in suite for every task: photos, detail or text (default: each task's own)")
+                   help="comma-separated task names: reconstruction,detail,text,faces,generation and any installed plug-in's")
+    p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text; "
+                                   "faces.json/csv with face boxes)")
+    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text or faces (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

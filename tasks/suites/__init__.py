@@ -5,10 +5,12 @@ from functools import lru_cache
 
 from tokbench.tasks.data import Dataset
 from tokbench.tasks.suites.detail import build_detail_suite
+from tokbench.tasks.suites.faces import build_faces_suite
 from tokbench.tasks.suites.photos import build_photos_suite
 from tokbench.tasks.suites.text import build_text_suite
 
-BUILDERS = {"photos": build_photos_suite, "detail": build_detail_suite, "text": build_text_suite}
+BUILDERS = {"photos": build_photos_suite, "detail": build_detail_suite, "text": build_text_suite,
+            "faces": build_faces_suite}
 
 
 @lru_cache(maxsize=None)

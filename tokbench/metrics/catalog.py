@@ -51,6 +51,16 @@ TEXT = (
       for b in TEXT_SIZE_BUCKETS),
 )
 
+_FACE_BUCKET = {"small": "small faces", "medium": "medium faces", "large": "large faces"}
+FACES = (
+    *(Metric(f"face_sim_{b}", f"F-Sim, {_FACE_BUCKET[b]}", f"cosine similarity of dlib's 128-d face descriptor, "
+             f"original vs reconstruction at the original's landmarks, pooled over the dataset's {b} faces "
+             "(TokBench's size buckets)", True, low=-1.0, high=1.0, aggregation="dataset") for b in _FACE_BUCKET),
+    Metric("face_sim_mean", "F-Sim, mean", "mean of the per-bucket face similarities (small, medium, large; buckets "
+           "without faces left out), as TokBench's table averages its buckets", True, low=-1.0, high=1.0,
+           aggregation="dataset"),
+)
+
 GENERATION = (
     Metric("nll_bits_per_image", "prior NLL per image", "negative log-likelihood of held-out images' tokens under "
            "the AR prior fitted on the other images' tokens", False, unit="bits", low=0.0),
@@ -62,4 +72,4 @@ GENERATION = (
            low=0.0, aggregation="dataset"),
 )
 
-register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *GENERATION))
+register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *FACES, *GENERATION))
