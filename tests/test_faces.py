@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,13 @@ def test_builtin_suite_holds_the_astronaut_and_lfw_mosaics_of_three_sizes():
     assert [it.id for it in items] == ["skimage/astronaut", "lfw/large_2x2", "lfw/medium_4x4", "lfw/small_8x8"]
     assert all(it.image.shape == (256, 256, 3) and it.image.dtype == np.uint8 for it in items[1:])
     assert [it.meta["face_px"] for it in items[1:]] == [96, 48, 25]
+
+
+def test_missing_extra_stops_the_task_with_a_clear_message(monkeypatch):
+    from tokbench.metrics.faces import load_face_models
+
+    load_face_models.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib-bin were not installed
+    with pytest.raises(FaceModelsMissingError, match=r"pip install 'tokbench\[faces\]'"):
+        FacesTask().check_applicable(None, None)
+    load_face_models.cache_clear()  # a failed load is not cached; the next test loads dlib again

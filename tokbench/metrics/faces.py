@@ -11,7 +11,7 @@ and what this module keeps of it:
 * The score is the **cosine similarity** of the two embeddings (TokBench's definition).
   TokBench's recognizer is insightface's ArcFace (antelopev2); tokbench uses dlib's ResNet
   descriptor, which ships offline as a pip package. The two are not on the same scale:
-  dlib's descriptors of *different* faces are far from orthogonal (over the 78 faces of the
+  dlib's descriptors of *different* faces are far from orthogonal (over the 76 faces found in the
   built-in suite, pairwise cosine similarity 0.86 on average, 0.80-0.91 for 90% of pairs;
   dlib itself separates identities by a Euclidean distance of 0.6), so a dlib F-Sim near
   0.86 means "identity lost", and it is not numerically comparable with a published ArcFace
@@ -27,6 +27,7 @@ and are checked against :data:`MODEL_SHA256` before use.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,13 +82,16 @@ def sha256_file(path: Path) -> str:
 
 
 def model_paths() -> dict[str, Path]:
-    """The two model files of the installed ``face-recognition-models`` package."""
-    try:
-        import face_recognition_models as frm
-    except ImportError as err:
-        raise FaceModelsMissingError(f"the faces task needs dlib's face models: {FACES_EXTRA_HINT}") from err
-    return {"shape_predictor_5_face_landmarks.dat": Path(frm.pose_predictor_five_point_model_location()),
-            "dlib_face_recognition_resnet_model_v1.dat": Path(frm.face_recognition_model_location())}
+    """The two model files of the installed ``face-recognition-models`` package.
+
+    Found through the package's location, without importing it: its ``__init__`` imports
+    ``pkg_resources``, which new environments may lack (it is deprecated in setuptools).
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FaceModelsMissingError(f"the faces task needs dlib's face models: {FACES_EXTRA_HINT}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    return {name: folder / name for name in MODEL_SHA256}
 
 
 def check_model_files(paths: dict[str, Path]) -> None:
