@@ -26,13 +26,20 @@ RES = 32
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine, OpenMP threads spinning against other jobs
-    made the tiny convolutions ~10x slower."""
-    before = torch.get_num_threads()
+def one_thread_no_kernel_build():
+    """One intra-op thread (on the shared 2-core machine OpenMP threads spinning against other jobs
+    made the tiny convolutions ~10x slower), and the chunked nearest-codeword path in this process and
+    in the torchrun ranks alike: the fused CPU kernel's JIT build (a minute, whenever another checkout
+    rebuilt the shared cache) is tested in test_cpu_kernel.py and gives the same ids."""
+    before, env_before = torch.get_num_threads(), os.environ.get("TOKBENCH_DISABLE_CPU_EXT")
     torch.set_num_threads(1)
+    os.environ["TOKBENCH_DISABLE_CPU_EXT"] = "1"
     yield
     torch.set_num_threads(before)
+    if env_before is None:
+        os.environ.pop("TOKBENCH_DISABLE_CPU_EXT")
+    else:
+        os.environ["TOKBENCH_DISABLE_CPU_EXT"] = env_before
 
 
 def _write_images(folder: Path, names: list[str], seed: int = 0) -> None:
@@ -214,14 +221,12 @@ def test_other_settings_against_an_existing_dataset_are_refused(classes_dir, fla
         encode_dataset("vq:size=tiny", extra, out, resolution=RES, progress=False)
 
 
-def test_two_ranks_write_the_same_dataset_as_one(classes_dir, tmp_path):
-    one = tmp_path / "one"
-    encode_dataset("vq:size=tiny", classes_dir, one, resolution=RES, flip=True, batch_size=2, progress=False)
-    two = tmp_path / "two"
+def _torchrun_encode(data: Path, out: Path) -> str:
+    """``tokbench gen encode`` on 2 CPU ranks (Gloo) under torchrun; its stdout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tokbench", "gen", "encode", "--tokenizer", "vq:size=tiny", "--data", str(classes_dir),
-           "--out", str(two), "--resolution", str(RES), "--flip", "--batch-size", "2", "--workers", "0"]
+           "-m", "tokbench", "gen", "encode", "--tokenizer", "vq:size=tiny", "--data", str(data),
+           "--out", str(out), "--resolution", str(RES), "--flip", "--batch-size", "2", "--workers", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
@@ -232,9 +237,25 @@ def test_two_ranks_write_the_same_dataset_as_one(classes_dir, tmp_path):
             proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("wrote") == 1  # rank 0 reports
+    return stdout
+
+
+def test_two_ranks_write_the_same_dataset_as_one_and_resume_a_one_rank_run(classes_dir, tmp_path):
+    one = tmp_path / "one"
+    encode_dataset("vq:size=tiny", classes_dir, one, resolution=RES, flip=True, batch_size=2, progress=False)
+    two = tmp_path / "two"
+    _torchrun_encode(classes_dir, two)
     for a, b in zip(_arrays(one), _arrays(two)):
         np.testing.assert_array_equal(a, b)
     assert json.loads((two / "meta.json").read_text()) == json.loads((one / "meta.json").read_text())
+
+    resumed = tmp_path / "resumed"  # 3 of 9 images on one rank, the other 6 shared by two
+    with pytest.raises(Interrupt):
+        encode_dataset("vq:size=tiny", classes_dir, resumed, resolution=RES, flip=True, batch_size=3,
+                       progress=False, on_batch=_stop_after(1))
+    assert "3 found done by an earlier run" in _torchrun_encode(classes_dir, resumed)
+    for a, b in zip(_arrays(one), _arrays(resumed)):
+        np.testing.assert_array_equal(a, b)
 
 
 def _cli_error(capsys, *argv: str) -> str:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tokbench.atomic import atomic_path, atomic_write_text
-from tokbench.distributed import barrier, is_distributed, rank_and_world
+from tokbench.distributed import barrier, rank_and_world
 from tokbench.generation.image_labels import LabelledImages, labelled_images
 from tokbench.generation.token_data import (FORMAT, LABELS_NAME, META_NAME, PROGRESS_DIR, TOKENS_NAME, VERSION,
                                             check_encodable, layout_to_meta, read_meta, token_dtype, token_shape,
@@ -192,12 +192,41 @@ def _merge(ranges: list[list[int]], start: int, end: int) -> None:
         ranges.append([start, end])
 
 
-def _any_rank_failed(failed: bool, device: str) -> bool:
-    if not is_distributed():
-        return failed
-    flag = torch.tensor([1.0 if failed else 0.0], device=device if device.startswith("cuda") else "cpu")
-    torch.distributed.all_reduce(flag)
-    return bool(flag.item() > 0)
+class RowWriter:
+    """Writes rows of a C-ordered ``.npy`` file in place and syncs them to disk. Positioned
+    writes rather than a writable memory map: the pages written never count against this
+    process's memory, and nothing but the batch is held."""
+
+    def __init__(self, path: Path) -> None:
+        header = np.load(path, mmap_mode="r")  # reads the header; maps without touching pages
+        self.offset, self.dtype, row_shape = int(header.offset), header.dtype, header.shape[1:]
+        del header
+        self.row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, first_rows: np.ndarray, block_BK: np.ndarray) -> None:
+        """Write ``block_BK[b]`` (``K`` consecutive rows) from row ``first_rows[b]`` on; one
+        write per run of adjacent blocks."""
+        data = np.ascontiguousarray(block_BK, dtype=self.dtype)
+        k = data.shape[1]
+        start = 0
+        for b in range(1, len(first_rows) + 1):
+            if b == len(first_rows) or first_rows[b] != first_rows[b - 1] + k:
+                payload = memoryview(data[start:b].tobytes())
+                position = self.offset + int(first_rows[start]) * self.row_bytes
+                while payload:
+                    written = os.pwrite(self.fd, payload, position)
+                    payload, position = payload[written:], position + written
+                start = b
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def encode_dataset(tokenizer: str, data: str | os.PathLike, out: str | os.PathLike, *, resolution: int = 256,
@@ -244,46 +273,38 @@ def encode_dataset(tokenizer: str, data: str | os.PathLike, out: str | os.PathLi
     progress_path = out / PROGRESS_DIR / f"rank{rank:04d}-{time.time_ns()}-{os.getpid()}.json"
     ranges: list[list[int]] = []
     loader = DataLoader(CenterCrops(data, images.files, mine, resolution), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, persistent_workers=False)
+                        num_workers=workers, pin_memory=device.startswith("cuda"))
     bar = tqdm(total=len(mine), unit="img", disable=not progress or rank != 0,
                desc=f"encoding (rank 0 of {world})" if world > 1 else "encoding")
-    failure: BaseException | None = None
     encoded = 0
     try:
-        tokens_mm = np.load(out / TOKENS_NAME, mmap_mode="r+")  # this rank writes only its images' rows
-        for n, (x_B3RR, index_B, errors) in enumerate(loader, start=1):
-            bad = [(int(i), e) for i, e in zip(index_B, errors) if e]
-            if bad:
-                i, reason = bad[0]
-                raise BadImageError(f"{data / images.files[i]}: {reason}; fix or replace this file (same name) and "
-                                    "rerun the same command to resume (removing it changes the image list, which "
-                                    "needs a new --out)")
-            if flip:  # image, its mirror, next image, ...: rows in the dataset's order
-                x_B3RR = torch.stack([x_B3RR, x_B3RR.flip(-1)], dim=1).flatten(0, 1)
-            rows = tokens_to_rows(model.encode(x_B3RR.to(device)), dtype)
-            if rows.shape[1:] != shape:
-                raise RuntimeError(f"the tokenizer gave tokens of shape {rows.shape[1:]}, expected {shape} "
-                                   f"(from its layout at {resolution}x{resolution})")
-            index_B = index_B.numpy()
-            tokens_mm[(index_B[:, None] * per_image + np.arange(per_image)).ravel()] = rows
-            tokens_mm.flush()  # rows on disk before the progress file says so
-            for i in index_B.tolist():
-                _merge(ranges, i, i + 1)
-            atomic_write_text(progress_path, json.dumps({"done": ranges}))
-            encoded += len(index_B)
-            bar.update(len(index_B))
-            if on_batch is not None:
-                on_batch(n)
-    except BaseException as err:  # noqa: BLE001 -- re-raised below, after telling the other ranks
-        failure = err
-    finally:
+        with RowWriter(out / TOKENS_NAME) as writer:
+            for n, (x_B3RR, index_B, errors) in enumerate(loader, start=1):
+                bad = [(int(i), e) for i, e in zip(index_B, errors) if e]
+                if bad:
+                    i, reason = bad[0]
+                    raise BadImageError(f"{data / images.files[i]}: {reason}; fix or replace this file (same name) "
+                                        "and rerun the same command to resume (removing it changes the image list, "
+                                        "which needs a new --out)")
+                if flip:  # image, its mirror, next image, ...: rows in the dataset's order
+                    x_B3RR = torch.stack([x_B3RR, x_B3RR.flip(-1)], dim=1).flatten(0, 1)
+                rows = tokens_to_rows(model.encode(x_B3RR.to(device, non_blocking=True)), dtype)
+                if rows.shape[1:] != shape:
+                    raise RuntimeError(f"the tokenizer gave tokens of shape {rows.shape[1:]}, expected {shape} "
+                                       f"(from its layout at {resolution}x{resolution})")
+                index_B = index_B.numpy()
+                writer.write(index_B * per_image, rows.reshape(len(index_B), per_image, *shape))
+                writer.sync()  # rows on disk before the progress file says so
+                for i in index_B.tolist():
+                    _merge(ranges, i, i + 1)
+                atomic_write_text(progress_path, json.dumps({"done": ranges}))
+                encoded += len(index_B)
+                bar.update(len(index_B))
+                if on_batch is not None:
+                    on_batch(n)
+    finally:  # an error stops this rank; torchrun stops the others, and every finished batch is kept
         bar.close()
         del loader
-    if _any_rank_failed(failure is not None, device):
-        if failure is not None:
-            raise failure
-        raise RuntimeError("another rank failed while encoding (see its error); the rows written so far are kept, "
-                           "rerun the same command to resume")
     barrier()  # every rank's rows and progress are on disk
     missing = np.flatnonzero(~_read_done(out, meta["num_images"]))
     barrier()  # every rank has read the progress before rank 0 removes it

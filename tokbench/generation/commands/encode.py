@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -15,7 +16,9 @@ def run_encode(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     init_from_env(device)
-    summary = encode_dataset(with_weights(args.tokenizer, args.weights), args.data, args.out,
+    # The spec is recorded in the dataset for `gen fit`/`gen sample`: keep paths valid from any folder.
+    weights = str(Path(args.weights).resolve()) if args.weights and Path(args.weights).exists() else args.weights
+    summary = encode_dataset(with_weights(args.tokenizer, weights), args.data, args.out,
                              resolution=args.resolution, flip=args.flip, labels=args.labels,
                              batch_size=args.batch_size, device=device, workers=args.workers)
     if rank_and_world()[0] == 0:
