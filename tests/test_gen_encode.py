@@ -17,10 +17,11 @@ from PIL import Image
 import tokbench
 from tokbench.cli import main as cli_main
 from tokbench.generation.sequence import to_sequence
-from tokbench.generation.token_data import TokenDataset, split_rows
+from tokbench.generation.token_data import TokenDataset, split_rows, token_dtype, tokens_to_rows
 from tokbench.generation.token_encoding import encode_dataset
 from tokbench.imageio import read_image, resize_center_crop, uint8_to_tensor
 from tokbench.tasks.data import prepare
+from tokbench.tokens import TokenLayout, Tokens
 
 RES = 32
 
@@ -76,7 +77,7 @@ def _arrays(out: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.load(out / "tokens.npy"), np.load(out / "labels.npy")
 
 
-@pytest.mark.parametrize("spec", ["vq:size=tiny", "residual_scale:size=tiny"])
+@pytest.mark.parametrize("spec", ["vq:size=tiny", "residual_scale:size=tiny", "holistic_1d:size=tiny"])
 def test_streamed_ids_equal_in_memory_encoding_with_flips(classes_dir, tmp_path, spec):
     out = tmp_path / "tok"
     summary = encode_dataset(spec, classes_dir, out, resolution=RES, flip=True, batch_size=4, progress=False)
@@ -96,6 +97,14 @@ def test_streamed_ids_equal_in_memory_encoding_with_flips(classes_dir, tmp_path,
     row, label = ds[3]
     assert row.dtype == torch.int64 and torch.equal(row, torch.from_numpy(flipped_BL[1]).long())
     assert ds.layout == tok.layout_for(RES, RES) and ds.meta["token_shape"] == [ids_BL.shape[1]]
+
+
+def test_large_vocabularies_are_stored_as_int32():
+    big = TokenLayout("grid", (2, 2), vocab_size=40_000)
+    assert token_dtype(big) == "int32" and token_dtype(TokenLayout("grid", (2, 2), vocab_size=32_767)) == "int16"
+    ids = torch.tensor([[[0, 32_768], [39_999, 7]]])
+    rows = tokens_to_rows(Tokens(big, (16, 16), ids=ids), token_dtype(big))
+    assert rows.dtype == np.int32 and rows.tolist() == [[0, 32_768, 39_999, 7]]
 
 
 def test_crop_is_the_eval_resolution_policy(classes_dir):
@@ -304,6 +313,12 @@ def test_bad_inputs_give_clear_errors(flat_dir, tmp_path, capsys):
     assert "b.png" in err and "fix or replace this file" in err
     with pytest.raises(ValueError, match="not a token dataset"):
         TokenDataset(tmp_path)
+    (tmp_path / "meta.json").write_text('{"format": "something-else", "version": 1}')
+    with pytest.raises(ValueError, match="expected 'tokbench-token-dataset'"):
+        TokenDataset(tmp_path)
+    err = _cli_error(capsys, *base, "--data", str(flat_dir), "--out", str(tmp_path))  # never written over
+    assert "format 'something-else', expected 'tokbench-token-dataset'" in err
+    assert json.loads((tmp_path / "meta.json").read_text())["format"] == "something-else"
 
 
 def test_split_by_image_and_pickling_for_loader_workers(classes_dir, tmp_path):
