@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from torch.utils.data import Dataset
 
 from tokbench.generation.sequence import to_sequence
 from tokbench.tokens import TokenLayout, Tokens
+
+if TYPE_CHECKING:
+    from tokbench.tokenizer import Tokenizer
 
 FORMAT = "tokbench-token-dataset"
 VERSION = 1
@@ -237,7 +240,7 @@ class TokenDataset(Dataset):
         """``(train_rows, held_out_rows)`` split by image; see `split_rows`."""
         return split_rows(self.num_images, self.items_per_image, held_out_every)
 
-    def load_tokenizer(self, device: str = "cpu"):
+    def load_tokenizer(self, device: str = "cpu") -> "Tokenizer":
         """The tokenizer that made the tokens, checked against the recorded weights' SHA-256."""
         import tokbench
         from tokbench.provenance import checkpoint_sha256
