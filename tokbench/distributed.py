@@ -30,3 +30,29 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def init_from_env(device: str) -> None:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group, Gloo on CPU, NCCL on GPU.
+
+    A no-op in a single process or when the group is already initialized.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)  # NCCL's object collectives use the current device
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside a process group."""
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op on one process)."""
+    if is_distributed():
+        dist.barrier()
