@@ -291,3 +291,32 @@ def test_sample_quality_metrics_are_declared_once_in_the_registry():
         assert get_metric(name).weights == "rfid"
         assert get_metric(name).network == "tokbench.metrics.fid:load_inception_generation_features"
     assert get_metric("precision").bounds == (0.0, 1.0) and get_metric("inception_score").low == 1.0
+
+
+def test_gen_score_with_the_real_inception_loading_code(tmp_path):
+    """The rFID Inception (random-init weights under the real file name): 2048-d pool features
+    and 1008 bias-free logits reach the scores and the results."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    from tokbench import weights
+
+    with pytest.MonkeyPatch.context() as mp:  # torch-fidelity loads weights in its constructor: turn that off once
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        torch.manual_seed(0)
+        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    (tmp_path / "w").mkdir()
+    torch.save(model.state_dict(), tmp_path / "w" / weights.WEIGHT_FILES["rfid"].filename)
+    del model
+    _write_folder(tmp_path / "samples", _images(10, seed=12, size=32))
+    _write_folder(tmp_path / "ref", _images(5, seed=13, size=32))
+    assert main(["gen", "score", str(tmp_path / "samples"), "--ref", str(tmp_path / "ref"), "--out",
+                 str(tmp_path / "out"), "--weights-dir", str(tmp_path / "w"), "--ref-cache", str(tmp_path / "cache"),
+                 "--tokenizer-kind", "continuous", "--batch-size", "10"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert validate_results(results) == []
+    extra = results["tasks"]["generation"]["extra"]
+    assert extra["feature_dim"] == 2048 and "inception-v3-compat 2048+logits_unbiased" in extra["reference"]["feature_extractor"]
+    assert results["tokenizer"]["name"] == "unknown" and results["tokenizer"]["kind"] == "continuous"
+    assert extra["generator_preset"] == "unknown" and extra["samples"]["manifest"] is False
+    assert 1.0 <= results["tasks"]["generation"]["metrics"]["inception_score"]["mean"] <= 1008
