@@ -135,6 +135,11 @@ def test_samples_are_streamed_in_bounded_batches(tmp_path):
     scores = score_samples(tmp_path / "samples.npz", reference, recording, batch_size=5)
     assert seen == [5, 5, 5, 5, 3] and scores.num_samples == 23
     assert (scores.precision, scores.recall) == (1.0, 1.0)  # the npz rows were read in order, unchanged
+    # single images of two sizes: batches never mix sizes and never exceed batch_size
+    seen.clear()
+    mixed = [*_images(4, seed=3), *_images(3, seed=4, size=24), *_images(2, seed=5)]
+    assert score_samples(mixed, reference, recording, batch_size=3, is_splits=3).num_samples == 9
+    assert seen == [3, 1, 3, 2]
 
 
 # --------------------------------------------------------------------------- references
@@ -205,6 +210,12 @@ def test_folder_reference_is_cached_and_recomputed_when_a_file_changes(tmp_path)
     assert third.fingerprint != first.fingerprint and third.content_sha256 != first.content_sha256
     assert not np.allclose(third.features[3], first.features[3])
     np.testing.assert_allclose(third.features[4:], first.features[4:])
+
+    # a torn cache file is recomputed, not trusted
+    cached = next((tmp_path / "cache").glob("*.npz"))
+    cached.write_bytes(cached.read_bytes()[:100])
+    calls.clear()
+    assert not load_reference(folder, counting, cache_dir=tmp_path / "cache").from_cache and sum(calls) == 12
 
     # another feature extractor never reuses these features
     other = build_standin()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def _read_cache(path: Path, fingerprint: str) -> dict | None:
                 return None
             return {"features": features, "content_sha256": str(z["content_sha256"]),
                     "image_sizes": json.loads(str(z["image_sizes"]))}
-    except (OSError, KeyError, ValueError, EOFError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # absent, torn or from another version: recompute
 
 

@@ -105,9 +105,9 @@ def precision_recall(real_NF: np.ndarray, fake_NF: np.ndarray, k: int = DEFAULT_
         if x.shape[0] < k + 1:
             raise ValueError(f"precision/recall with k={k} needs at least {k + 1} {name} images "
                              f"(a k-th nearest neighbour besides the point itself), got {x.shape[0]}")
-    center = real.mean(0, dtype=np.float64)
-    real_t = torch.as_tensor(real - center, dtype=torch.float32, device=device)
-    fake_t = torch.as_tensor(fake - center, dtype=torch.float32, device=device)
+    center = torch.as_tensor(real.mean(0, dtype=np.float64), dtype=torch.float32, device=device)
+    real_t = torch.as_tensor(real, dtype=torch.float32, device=device) - center
+    fake_t = torch.as_tensor(fake, dtype=torch.float32, device=device) - center
     r_real, r_fake = knn_radii(real_t, k, block), knn_radii(fake_t, k, block)
     fake_in = torch.zeros(fake_t.shape[0], dtype=torch.bool, device=device)
     real_in = torch.zeros(real_t.shape[0], dtype=torch.bool, device=device)
