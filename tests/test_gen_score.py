@@ -16,8 +16,8 @@ from PIL import Image
 
 from tokbench.cli import main
 from tokbench.generation.reference import Reference, load_reference
-from tokbench.generation.scoring import (fid_from_statistics, feature_statistics, inception_score, precision_recall,
-                                         score_samples)
+from tokbench.generation.scoring import (feature_statistics, fid_from_statistics, fid_of_features, inception_score,
+                                         precision_recall, score_samples)
 from tokbench.metrics.registry import get_metric
 from tokbench.results import validate_results
 
@@ -80,6 +80,23 @@ def test_fid_of_two_gaussians_matches_the_closed_form():
     assert rotated == pytest.approx(expected, rel=1e-7)
     with pytest.raises(ValueError, match="do not match"):
         fid_from_statistics(mu1, np.diag(s1), mu2[:5], np.diag(s2[:5]))
+
+
+def test_fid_of_fewer_points_than_dimensions_equals_the_full_computation():
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(80, 40)) @ rng.normal(size=(40, 40)) + 1.0
+    mu, sigma = feature_statistics(ref)
+    for n in (3, 20, 39):  # the N x N Gram form
+        x = rng.normal(size=(n, 40)) * 2 + 0.5
+        # (the F x F form takes square roots of the round-off-sized eigenvalues of the samples'
+        # null space: about 1e-8 of the value here)
+        assert fid_of_features(x, mu, sigma) == pytest.approx(fid_from_statistics(*feature_statistics(x), mu, sigma),
+                                                              rel=1e-7)
+    x = rng.normal(size=(60, 40))  # enough points: the F x F form itself
+    assert fid_of_features(x, mu, sigma) == fid_from_statistics(*feature_statistics(x), mu, sigma)
+    assert fid_of_features(ref[:30], *feature_statistics(ref[:30])) == pytest.approx(0, abs=1e-7)
+    with pytest.raises(ValueError, match="do not match"):
+        fid_of_features(x[:5], mu[:39], sigma[:39, :39])
 
 
 SQUARE = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=float)  # k=3 radius of each corner: sqrt(2)
@@ -327,7 +344,8 @@ def test_gen_score_with_the_real_inception_loading_code(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert validate_results(results) == []
     extra = results["tasks"]["generation"]["extra"]
-    assert extra["feature_dim"] == 2048 and "inception-v3-compat 2048+logits_unbiased" in extra["reference"]["feature_extractor"]
+    assert extra["feature_dim"] == 2048
+    assert "inception-v3-compat 2048+logits_unbiased" in extra["reference"]["feature_extractor"]
     assert results["tokenizer"]["name"] == "unknown" and results["tokenizer"]["kind"] == "continuous"
     assert extra["generator_preset"] == "unknown" and extra["samples"]["manifest"] is False
     assert 1.0 <= results["tasks"]["generation"]["metrics"]["inception_score"]["mean"] <= 1008

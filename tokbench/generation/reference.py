@@ -34,7 +34,7 @@ from tokbench.generation.sources import Samples, open_samples
 CACHE_FORMAT = "tokbench-gen-reference-1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reference:
     """Reference features and FID statistics, with what identifies them."""
 

@@ -158,6 +158,33 @@ def fid_from_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, si
     return max(0.0, frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
+def fid_of_features(features_NF: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """FID of a feature set against statistics ``mu``/``sigma``: `fid_from_statistics`, or, when the
+    set has fewer points than dimensions, the same value through its N x N Gram form.
+
+    With ``S1 = A^T A / (N - 1)`` (``A`` the centered features), the non-zero eigenvalues of
+    ``S1 S2`` are those of the symmetric ``A S2 A^T / (N - 1)``, so ``Tr((S1 S2)^(1/2))`` needs one
+    N x N eigendecomposition instead of two F x F ones (20 samples of 2048-d features: a
+    20 x 20 problem, not 2048 x 2048).
+    """
+    x = _features_2d("features", features_NF).astype(np.float64)
+    n, f = x.shape
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 images for a covariance, got {n}")
+    if n - 1 >= f:
+        return fid_from_statistics(*feature_statistics(x), mu, sigma)
+    mu, sigma = np.atleast_1d(np.asarray(mu, np.float64)), np.atleast_2d(np.asarray(sigma, np.float64))
+    if mu.shape != (f,) or sigma.shape != (f, f):
+        raise ValueError(f"FID statistics do not match: {f}-d features against mean {mu.shape} / covariance "
+                         f"{sigma.shape} (were they computed with the same network?)")
+    mean = x.mean(0)
+    a = x - mean
+    inner = np.linalg.eigvalsh(a @ sigma @ a.T / (n - 1))
+    diff = mean - mu
+    value = diff @ diff + (a * a).sum() / (n - 1) + np.trace(sigma) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+    return max(0.0, float(value))
+
+
 # --------------------------------------------------------------------------- streaming
 
 def extract_features(batches: Iterable[np.ndarray], feature_fn: FeatureFn) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +229,7 @@ def score_features(sample_pool: np.ndarray, sample_logits: np.ndarray, reference
     if sample_pool.shape[1] != reference.features.shape[1]:
         raise ValueError(f"sample features are {sample_pool.shape[1]}-d but the reference's are "
                          f"{reference.features.shape[1]}-d (computed with another feature extractor?)")
-    mu, sigma = feature_statistics(sample_pool)
-    gfid = fid_from_statistics(mu, sigma, reference.mu, reference.sigma)
+    gfid = fid_of_features(sample_pool, reference.mu, reference.sigma)
     is_mean, is_std = inception_score(sample_logits, is_splits)
     precision, recall = precision_recall(reference.features, sample_pool, k, device=device)
     return GenerationScores(gfid=gfid, inception_score=is_mean, inception_score_std=is_std, precision=precision,

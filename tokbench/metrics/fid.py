@@ -60,9 +60,10 @@ def load_inception_features(weights_path: Path, device: str | torch.device = "cp
 
 
 GENERATION_FEATURES = ("2048", "logits_unbiased")
+PoolAndLogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # uint8 (B,3,H,W) -> (pool, logits)
 
 
-def load_inception_generation_features(weights_path: Path, device: str | torch.device = "cpu"):
+def load_inception_generation_features(weights_path: Path, device: str | torch.device = "cpu") -> PoolAndLogitsFn:
     """The feature extractor of gFID / IS / precision-recall (see `tokbench.generation.scoring`):
     the same Inception as rFID, returning ``(pool features (B, 2048), bias-free logits (B, 1008))``
     for uint8 ``(B, 3, H, W)`` -- torch-fidelity's ``"2048"`` and ``"logits_unbiased"`` features,
@@ -78,5 +79,6 @@ def load_inception_generation_features(weights_path: Path, device: str | torch.d
         pool, logits = model(images_B3HW_uint8.to(device))
         return pool.cpu(), logits.cpu()
 
-    features.extractor_id = f"torch-fidelity inception-v3-compat {'+'.join(GENERATION_FEATURES)} {Path(weights_path).name}"
+    features.extractor_id = (f"torch-fidelity inception-v3-compat {'+'.join(GENERATION_FEATURES)} "
+                             f"{Path(weights_path).name}")
     return features

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("score", help="gFID / IS / precision-recall of samples against a reference")
     p.add_argument("samples", help="folder of sample images (manifest.json optional) or ADM .npz (arr_0: uint8 NHWC)")
-    p.add_argument("--ref", required=True, help="reference: image folder, or ADM reference batch .npz (arr_0, mu, sigma)")
+    p.add_argument("--ref", required=True,
+                   help="reference: image folder, or ADM reference batch .npz (arr_0, mu, sigma)")
     p.add_argument("--out", help="write OUT/results.json (a 'generation' task block)")
     p.add_argument("--weights-dir", help="folder holding the Inception weights (default: the torch hub cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (features and precision/recall distances)")
