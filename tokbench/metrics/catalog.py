@@ -72,4 +72,20 @@ GENERATION = (
            low=0.0, aggregation="dataset"),
 )
 
-register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *FACES, *GENERATION))
+# Scores of generated samples against a reference set (`tokbench gen score`,
+# `tokbench.generation.scoring`), with the same Inception as rFID.
+_GEN_INCEPTION = dict(aggregation="dataset", weights="rfid",
+                      network="tokbench.metrics.fid:load_inception_generation_features")
+SAMPLE_QUALITY = (
+    Metric("inception_score", "IS", "Inception Score exp(E KL(p(y|x) || p(y))) of generated samples from the "
+           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits", True, low=1.0,
+           high=1008.0, **_GEN_INCEPTION),
+    Metric("precision", "precision", "share of generated samples inside the k=3 nearest-neighbour balls of the "
+           "real images' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,
+           high=1.0, **_GEN_INCEPTION),
+    Metric("recall", "recall", "share of real images inside the k=3 nearest-neighbour balls of the generated "
+           "samples' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,
+           high=1.0, **_GEN_INCEPTION),
+)
+
+register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *FACES, *GENERATION, *SAMPLE_QUALITY))
