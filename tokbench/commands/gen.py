@@ -14,7 +14,7 @@ import argparse
 import importlib
 
 # One module per sub-command, in the order `tokbench gen --help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = ("fit", "sample")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
