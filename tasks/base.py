@@ -103,6 +103,16 @@ class Task:
         """Settings of this task that a resumed run must share with the first one."""
         return {}
 
+    # -- command line -------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """Add this task's own options to ``tokbench eval`` (an ``argparse`` parser)."""
+
+    @classmethod
+    def options_from_args(cls, args) -> dict:
+        """This task's options from the parsed ``tokbench eval`` arguments (``EvalConfig.task_options``)."""
+        return {}
+
     # -- per-image tasks ----------------------------------------------------------------
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         """One row per pair: ``{metric: value, ...}`` (keys starting with ``_`` hold arrays)."""

@@ -47,7 +47,7 @@ class EvalConfig:
     weights_dir: str | None = None
     limit: int | None = None  # score this many images per dataset, spread evenly (quick looks, tests)
     fid_min_images: int = 1000
-    gen_steps: int = 300  # training steps of the generation task's AR prior
+    task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (Task.add_arguments)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
 

@@ -14,7 +14,7 @@ import argparse
 import importlib
 
 # One module per sub-command, in the order `tokbench gen --help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("encode", "score")
+SUBCOMMANDS: tuple[str, ...] = ("encode", "fit", "sample", "score")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

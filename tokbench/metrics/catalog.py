@@ -68,6 +68,9 @@ GENERATION = (
            False, unit="bits", low=0.0),
     Metric("nll_fraction_of_raw", "prior NLL / raw bits", "the prior's held-out NLL over the raw size "
            "tokens x log2(vocabulary): comparable across vocabularies", False, low=0.0),
+    Metric("unigram_bits_per_image", "unigram NLL per image", "negative log-likelihood of held-out images' tokens "
+           "under the training tokens' add-one smoothed frequencies: the cost without any learned structure",
+           False, unit="bits", low=0.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )

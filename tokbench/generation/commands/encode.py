@@ -8,14 +8,11 @@ from pathlib import Path
 
 def run_encode(args: argparse.Namespace) -> int:
     """Encode ``--data`` into ``--out`` (every rank under torchrun); print a summary on rank 0."""
-    from tokbench.distributed import init_from_env, rank_and_world
+    from tokbench.distributed import init_from_environment, rank_and_world
     from tokbench.generation.token_encoding import encode_dataset
     from tokbench.registry import with_weights
 
-    device = args.device
-    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    init_from_env(device)
+    device = init_from_environment(args.device)
     # The spec is recorded in the dataset for `gen fit`/`gen sample`: keep paths valid from any folder.
     weights = str(Path(args.weights).resolve()) if args.weights and Path(args.weights).exists() else args.weights
     summary = encode_dataset(with_weights(args.tokenizer, weights), args.data, args.out,
