@@ -131,6 +131,31 @@ def test_eval_generation_task_results_report_and_resume(tmp_path, monkeypatch):
     assert again["tasks"]["generation"] == block
 
 
+def test_eval_generation_computes_gfid_of_enough_samples_with_rfids_inception(tmp_path, monkeypatch):
+    from tokbench.tasks import generation as generation_task
+    from tokbench.tasks.runner import EvalConfig, run_eval
+
+    seen = []
+
+    def stand_in(images_B3HW_uint8):  # a fixed projection of the pixels in place of Inception
+        assert images_B3HW_uint8.dtype == torch.uint8
+        seen.append(images_B3HW_uint8.shape)
+        x = images_B3HW_uint8.double().flatten(1) / 255
+        return x @ torch.randn(x.shape[1], 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    monkeypatch.setattr(generation_task, "inception_features", lambda cfg, ctx: stand_in)
+    monkeypatch.setattr(generation_task, "require_weights", lambda names, where: {})
+    cfg = EvalConfig(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", fid_min_images=10,
+                     task_options={"generation": {"steps": 5, "crops": 4, "samples": 10}}, out=tmp_path / "out")
+    block = run_eval(cfg)["tasks"]["generation"]
+    assert seen == [(10, 3, 32, 32), (14, 3, 32, 32)]  # the samples, then the 14 photos' center crops
+    assert block["metrics"]["gfid"]["n"] == 10 and block["metrics"]["gfid"]["mean"] > 0
+    few = run_eval(EvalConfig(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", fid_min_images=11,
+                              task_options={"generation": {"steps": 5, "crops": 4, "samples": 10}},
+                              out=tmp_path / "few"))["tasks"]["generation"]
+    assert "gfid" not in few["metrics"] and "needs at least 11" in few["skipped_metrics"]["gfid"]
+
+
 @pytest.mark.parametrize("spec, reason", [("jpeg:q=50", "'bytes' layout"), ("vae:size=tiny", "continuous latents")])
 def test_eval_generation_refuses_tokenizers_without_discrete_sequences_before_any_work(tmp_path, spec, reason):
     from tokbench.tasks.runner import EvalConfig, run_eval
