@@ -119,8 +119,10 @@ def test_sampling_is_deterministic_for_a_seed_and_resumes(generator_dir, tmp_pat
     settings = SamplingSettings(cfg=2.0, top_k=50, seed=5)
     a = sample_to_folder(generator_dir, tmp_path / "a", 6, settings, batch_size=4, progress=False)
     b = sample_to_folder(generator_dir, tmp_path / "b", 6, settings, batch_size=4, npz=True, progress=False)
-    files = sorted(p.name for p in a.glob("*.png"))
+    files = sorted(p.name for p in a.glob("0*.png"))
     assert files == [f"{i:06d}.png" for i in range(6)]
+    # the per-class grid: 2 classes x 3 samples each (per_class 8, only 3 drawn) in rows of 8
+    assert Image.open(a / "grid_by_class.png").size == (8 * 34 + 2, 2 * 34 + 2)
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes()
     manifest = json.loads((a / "manifest.json").read_text())
@@ -169,3 +171,18 @@ def test_generator_checkpoints_round_trip(tmp_path):
     ids = torch.randint(0, 30, (2, 16))
     assert torch.equal(loaded(ids, torch.tensor([0, 1])), model.eval()(ids, torch.tensor([0, 1])))
     assert config["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_score_report_shows_the_per_class_grid(generator_dir, tmp_path, monkeypatch):
+    from tokbench.cli import main
+
+    sample_to_folder(generator_dir, tmp_path / "s", 10, SamplingSettings(seed=1), batch_size=4, progress=False)
+    sample_to_folder(generator_dir, tmp_path / "ref", 8, SamplingSettings(seed=2), batch_size=4, progress=False)
+    for name in ("grid_by_class.png", "manifest.json"):  # a plain folder of images as the reference
+        (tmp_path / "ref" / name).unlink()
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the stand-in Inception of test_gen_score
+    assert main(["gen", "score", str(tmp_path / "s"), "--ref", str(tmp_path / "ref"), "--out", str(tmp_path / "score"),
+                 "--features", "test_gen_score:build_standin", "--ref-cache", str(tmp_path / "cache")]) == 0
+    report = (tmp_path / "score" / "report.md").read_text()
+    assert "grids/generation.png" in report and "one row per class" in report
+    assert (tmp_path / "score" / "grids" / "generation.png").read_bytes() == (tmp_path / "s" / "grid_by_class.png").read_bytes()
