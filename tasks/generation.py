@@ -22,9 +22,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.utils import make_grid
 
 from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
-from tokbench.generation.presets import build_generator, preset_options
+from tokbench.generation.presets import build_generator, default_arch, preset_options
 from tokbench.generation.sampling import check_sampling
-from tokbench.generation.sequence import generation_order
 from tokbench.imageio import save_png
 from tokbench.metrics.fid import fid_from_features
 from tokbench.metrics.networks import load_networks
@@ -36,12 +35,14 @@ from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
 OPTIONS = {
     "steps": (int, "training steps of the generator (300)"),
     "preset": (str, "generator size: tiny (default, widened to 128), B, L, d16"),
-    "arch": (str, "gpt (next token; default) or next_scale (VAR; multi-scale residual tokenizers)"),
+    "arch": (str, "auto (default: gpt for discrete tokens, mar for continuous ones), gpt, next_scale (VAR; "
+                  "multi-scale residual tokenizers) or mar (MAR's diffusion head; continuous tokens)"),
     "crops": (int, "random crops per image for training and held-out scoring (64)"),
     "samples": (int, "samples to draw (8); gFID needs at least --fid-min-images"),
     "temperature": (float, "sampling temperature (1.0)"),
     "top_k": (int, "sampling: keep the k most likely tokens (0 = all)"),
     "top_p": (float, "sampling: nucleus mass (1 = off)"),
+    "diffusion_steps": (int, "continuous tokenizers: reverse-diffusion steps per sampled token (100)"),
 }
 FIELD = {"crops": "crops_per_image", "samples": "num_samples"}
 
@@ -56,7 +57,8 @@ def settings_for(cfg) -> GenerationSettings:
 
 class GenerationTask(Task):
     name, default_suite, primary = "generation", "photos", "nll_bits_per_image"
-    metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "unigram_bits_per_image", "gfid")
+    metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "unigram_bits_per_image",
+               "diffusion_loss", "gfid")
     scoring = "dataset"
     grid_caption = "samples of the AR generator fitted on the tokens, decoded"
 
@@ -85,8 +87,8 @@ class GenerationTask(Task):
             require_weights(["rfid"], cfg.weights_dir)  # before any work: gFID uses rFID's Inception
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
-            generation_order(layout)
-            build_generator(s.arch, layout, 0, s.preset, code_dim=getattr(tokenizer, "code_dim", None), width=s.width,
+            arch = default_arch(layout) if s.arch == "auto" else s.arch
+            build_generator(arch, layout, 0, s.preset, code_dim=getattr(tokenizer, "code_dim", None), width=s.width,
                             depth=s.depth, heads=s.heads) if s.preset == "tiny" else preset_options(s.preset)
         except ValueError as err:
             raise ValueError(f"--tasks generation: {err}") from None

@@ -156,13 +156,17 @@ def test_eval_generation_computes_gfid_of_enough_samples_with_rfids_inception(tm
     assert "gfid" not in few["metrics"] and "needs at least 11" in few["skipped_metrics"]["gfid"]
 
 
-@pytest.mark.parametrize("spec, reason", [("jpeg:q=50", "'bytes' layout"), ("vae:size=tiny", "continuous latents")])
-def test_eval_generation_refuses_tokenizers_without_discrete_sequences_before_any_work(tmp_path, spec, reason):
+@pytest.mark.parametrize("spec, arch, reason", [("jpeg:q=50", None, "'bytes' layout"),
+                                                ("vae:size=tiny", "gpt", "continuous latents"),
+                                                ("vq:size=tiny", "mar", "continuous latents on a grid or sequence"),
+                                                ("vq:size=tiny", "next_scale", "needs a 'scales' layout")])
+def test_eval_generation_refuses_tokens_its_generator_cannot_model_before_any_work(tmp_path, spec, arch, reason):
     from tokbench.tasks.runner import EvalConfig, run_eval
 
+    options = {"generation": {"arch": arch}} if arch else {}
     with pytest.raises(ValueError, match=f"--tasks generation: .*{reason}"):
         run_eval(EvalConfig(tokenizer=spec, tasks=["reconstruction", "generation"], skip_metrics=["lpips", "rfid"],
-                            out=tmp_path / "out"))
+                            task_options=options, out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

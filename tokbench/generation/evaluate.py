@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from tokbench.generation.sequence import from_sequence, generation_order, to_sequence
+from tokbench.generation.presets import default_arch
+from tokbench.generation.sequence import (from_sequence, generation_order, latents_from_sequence,
+                                          latents_to_sequence, to_sequence)
 from tokbench.generation.training import fit_in_memory
 
 
@@ -35,7 +37,7 @@ class GenerationSettings:
     val_every: int = 4  # every 4th image is held out
     steps: int = 300
     batch_size: int = 32
-    arch: str = "gpt"  # or "next_scale" for multi-scale residual tokenizers
+    arch: str = "auto"  # gpt (discrete) / mar (continuous); or next_scale for multi-scale residual tokenizers
     preset: str = "tiny"
     width: int | None = 128  # overrides of the preset's size (None: the preset's)
     depth: int | None = None
@@ -45,6 +47,7 @@ class GenerationSettings:
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
+    diffusion_steps: int = 100  # continuous tokenizers: reverse-diffusion steps per sampled token
     seed: int = 0
 
 
@@ -73,7 +76,11 @@ def random_crops(image_HW3: np.ndarray, size: int, count: int, generator: torch.
 
 @torch.no_grad()
 def encode_sequences(tokenizer, images_B3HW: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
-    seqs = [to_sequence(tokenizer.encode(images_B3HW[i : i + batch_size].to(device))).cpu()
+    """``(N, L)`` ids in generation order, or ``(N, L, C)`` latents in raster order."""
+    def sequence(tokens):
+        return latents_to_sequence(tokens) if tokens.latents is not None else to_sequence(tokens)
+
+    seqs = [sequence(tokenizer.encode(images_B3HW[i : i + batch_size].to(device))).cpu()
             for i in range(0, len(images_B3HW), batch_size)]
     return torch.cat(seqs)
 
@@ -90,19 +97,11 @@ def evaluate_generation(tokenizer, images: list[np.ndarray], settings: Generatio
     """Fit the generator on the training images' tokens; held-out likelihood and samples."""
     s = settings or GenerationSettings()
     layout = tokenizer.layout_for(s.image_size, s.image_size)
-    order = generation_order(layout)  # continuous or codec tokenizers stop here, with the reason
-    if len(images) < 2:
-        raise ValueError(f"the generation measure needs at least 2 images (training and held out), got {len(images)}")
-    held_out = [i for i in range(len(images)) if i % s.val_every == s.val_every - 1] or [len(images) - 1]
-    train = [i for i in range(len(images)) if i not in held_out]
-    gen = torch.Generator().manual_seed(s.seed)
-    crops = {i: random_crops(images[i], s.image_size, s.crops_per_image, gen) for i in range(len(images))}
-    train_NL = encode_sequences(tokenizer, torch.cat([crops[i] for i in train]), 16, device)
-    module = fit_in_memory(train_NL, layout, arch=s.arch, preset=s.preset, steps=s.steps, batch_size=s.batch_size,
-                           lr=s.lr, seed=s.seed, accelerator="gpu" if str(device).startswith("cuda") else "cpu",
-                           tokenizer=tokenizer if s.arch == "next_scale" else None,
-                           model_options={k: v for k, v in (("width", s.width), ("depth", s.depth), ("heads", s.heads))
-                                          if v is not None}).to(device)
+    arch = default_arch(layout) if s.arch == "auto" else s.arch
+    if arch == "mar":
+        return evaluate_continuous(tokenizer, images, s, device)
+    order = generation_order(layout)  # codec tokenizers stop here, with the reason
+    held_out, train, crops, train_NL, module = _fit(tokenizer, images, layout, arch, s, device)
     per_image_bits, per_image_unigram = [], []
     for i in held_out:
         seqs = encode_sequences(tokenizer, crops[i], 16, device).to(device)
@@ -118,15 +117,59 @@ def evaluate_generation(tokenizer, images: list[np.ndarray], settings: Generatio
     }
     samples = draw_samples(module, tokenizer, layout, s, device)
     generator = module.ema
-    extra = {"order": order if s.arch == "gpt" else "next-scale (VAR): one map at a time",
+    extra = {"order": order if arch == "gpt" else "next-scale (VAR): one map at a time",
              "tokens_per_image": layout.num_tokens, "vocab_size": layout.vocab_size, "raw_bits_per_image": raw_bits,
              "train_images": len(train), "held_out_images": len(held_out), "train_sequences": int(train_NL.shape[0]),
-             "generator": {"arch": s.arch, "preset": s.preset, "config": generator.config,
+             "generator": {"arch": arch, "preset": s.preset, "config": generator.config,
                            "parameters": sum(p.numel() for p in generator.parameters()), "steps": s.steps},
              "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "top_k": s.top_k,
                           "top_p": s.top_p, "cfg": 1.0, "seed": s.seed + 1},
              "settings": asdict(s)}
     return GenerationResult(metrics, samples, extra)
+
+
+def _fit(tokenizer, images: list[np.ndarray], layout, arch: str, s: GenerationSettings, device: str):
+    """Split by image, crop, encode, and fit the generator on the training images' tokens."""
+    if len(images) < 2:
+        raise ValueError(f"the generation measure needs at least 2 images (training and held out), got {len(images)}")
+    held_out = [i for i in range(len(images)) if i % s.val_every == s.val_every - 1] or [len(images) - 1]
+    train = [i for i in range(len(images)) if i not in held_out]
+    gen = torch.Generator().manual_seed(s.seed)
+    crops = {i: random_crops(images[i], s.image_size, s.crops_per_image, gen) for i in range(len(images))}
+    train_NL = encode_sequences(tokenizer, torch.cat([crops[i] for i in train]), 16, device)
+    module = fit_in_memory(train_NL, layout, arch=arch, preset=s.preset, steps=s.steps, batch_size=s.batch_size,
+                           lr=s.lr, seed=s.seed, accelerator="gpu" if str(device).startswith("cuda") else "cpu",
+                           tokenizer=tokenizer if arch == "next_scale" else None,
+                           model_options={k: v for k, v in (("width", s.width), ("depth", s.depth), ("heads", s.heads))
+                                          if v is not None}).to(device)
+    return held_out, train, crops, train_NL, module
+
+
+def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettings, device: str) -> GenerationResult:
+    """The continuous route (KL-VAE latents, MAR's diffusion head): held-out denoising loss and samples.
+
+    The loss is the head's mean squared noise error per normalised latent channel, with
+    timesteps and noise drawn from a fixed seed for every image and run; it is not a
+    likelihood and is not comparable with the discrete routes' bits.
+    """
+    layout = tokenizer.layout_for(s.image_size, s.image_size)
+    held_out, train, crops, train_NLC, module = _fit(tokenizer, images, layout, "mar", s, device)
+    losses = [float(module.held_out_loss(encode_sequences(tokenizer, crops[i], 16, device).to(device), seed=s.seed).mean())
+              for i in held_out]
+    samples = draw_samples(module, tokenizer, layout, s, device)
+    generator = module.ema
+    extra = {"order": "raster (continuous tokens, one diffusion-head draw each)", "tokens_per_image": layout.num_tokens,
+             "latent_channels": layout.latent_channels, "train_images": len(train), "held_out_images": len(held_out),
+             "train_sequences": int(train_NLC.shape[0]),
+             "generator": {"arch": "mar", "preset": s.preset, "config": generator.config,
+                           "parameters": sum(p.numel() for p in generator.parameters()), "steps": s.steps,
+                           "head": {"kind": "diffusion (MAR)", "width": generator.config["head_width"],
+                                    "depth": generator.config["head_depth"], "train_steps": 1000,
+                                    "schedule": "cosine", "diffusion_batch_mul": generator.diffusion_batch_mul}},
+             "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "cfg": 1.0,
+                          "diffusion_steps": s.diffusion_steps, "seed": s.seed + 1},
+             "settings": asdict(s)}
+    return GenerationResult({"diffusion_loss": losses}, samples, extra)
 
 
 @torch.no_grad()
@@ -138,7 +181,11 @@ def draw_samples(module, tokenizer, layout, s: GenerationSettings, device: str) 
     out = []
     for start in range(0, s.num_samples, 32):
         n = min(32, s.num_samples - start)
-        if s.arch == "next_scale":
+        if module.hparams.arch == "mar":
+            x_BLC = module.ema.generate(num=n, temperature=s.temperature, diffusion_steps=s.diffusion_steps, generator=g)
+            out.append(tokenizer.decode(latents_from_sequence(x_BLC, layout, (s.image_size, s.image_size))).clamp(0, 1).cpu())
+            continue
+        if module.hparams.arch == "next_scale":
             ids_BL = module.ema.generate(tokenizer, layout, num=n, **sampling)
         else:
             ids_BL = module.ema.generate(num=n, **sampling)

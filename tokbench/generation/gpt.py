@@ -21,27 +21,22 @@ from tokbench.generation.rope import angles_1d, angles_2d, with_prefix
 from tokbench.generation.sampling import check_sampling, draw, guided, in_interval
 
 
-class TokenGPT(nn.Module):
-    arch = "gpt"
+class CausalBackbone(nn.Module):
+    """The shared part of the next-token generators: class prefix, causal RoPE blocks, final norm."""
 
-    def __init__(self, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 256, depth: int = 4,
-                 heads: int = 4, grid: tuple[int, int] | None = None, rope_base: float = 10_000.0) -> None:
+    def __init__(self, seq_len: int, num_classes: int, width: int, depth: int, heads: int,
+                 grid: tuple[int, int] | None, rope_base: float) -> None:
         super().__init__()
         if grid is not None and grid[0] * grid[1] != seq_len:
             raise ValueError(f"a {grid[0]}x{grid[1]} grid holds {grid[0] * grid[1]} tokens, not seq_len={seq_len}")
-        self.vocab_size, self.seq_len, self.num_classes = vocab_size, seq_len, num_classes
-        self.config = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, width=width, depth=depth,
-                           heads=heads, grid=list(grid) if grid else None, rope_base=rope_base)
+        self.seq_len, self.num_classes = seq_len, num_classes
         self.class_embed = nn.Embedding(num_classes + 1, width)  # + "no class"
-        self.token_embed = nn.Embedding(vocab_size, width)
         self.blocks = nn.ModuleList(GPTBlock(width, heads) for _ in range(depth))
         self.norm = nn.RMSNorm(width, eps=1e-5)
-        self.head = nn.Linear(width, vocab_size, bias=False)
         head_dim = width // heads
         # Input position p (0 = class token) carries token p-1, so it takes that token's place.
         grid_angles = angles_2d(tuple(grid), head_dim, rope_base) if grid else angles_1d(seq_len, head_dim, rope_base)
         self.register_buffer("angles_LP", with_prefix(grid_angles, 1)[:seq_len], persistent=False)
-        init_weights(self)
 
     @property
     def null_class(self) -> int:
@@ -57,12 +52,33 @@ class TokenGPT(nn.Module):
                              f"got [{int(labels_B.min())}, {int(labels_B.max())}]")
         return torch.where(labels_B < 0, self.null_class, labels_B)
 
-    def _run(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
+    def hidden(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
+        """Normed outputs of inputs at positions ``start ..`` (after the cached ones)."""
         angles = self.angles_LP[start:start + x_BLC.shape[1]]
         causal = cache is None or cache.length == 0  # a cached step (one position) sees every key
         for i, block in enumerate(self.blocks):
             x_BLC = block(x_BLC, angles, None, cache, i, causal=causal)
-        return self.head(self.norm(x_BLC))
+        return self.norm(x_BLC)
+
+    def prefix(self, classes_B: torch.Tensor) -> torch.Tensor:
+        return self.class_embed(classes_B)[:, None]
+
+
+class TokenGPT(CausalBackbone):
+    arch = "gpt"
+
+    def __init__(self, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 256, depth: int = 4,
+                 heads: int = 4, grid: tuple[int, int] | None = None, rope_base: float = 10_000.0) -> None:
+        super().__init__(seq_len, num_classes, width, depth, heads, grid, rope_base)
+        self.vocab_size = vocab_size
+        self.config = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, width=width, depth=depth,
+                           heads=heads, grid=list(grid) if grid else None, rope_base=rope_base)
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.head = nn.Linear(width, vocab_size, bias=False)
+        init_weights(self)
+
+    def _run(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
+        return self.head(self.hidden(x_BLC, start, cache))
 
     def forward(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, L, V)`` logits: at ``t`` the distribution of ``ids[:, t]`` given the class and ``ids[:, :t]``."""

@@ -80,10 +80,40 @@ class GeneratorModule(L.LightningModule):
             tokenizer.to(ids_BL.device)
         return tokenizer.next_scale_inputs(ids_BL, self.layout)
 
-    def _loss(self, model, ids_BL: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
+    def _loss(self, model, tokens: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
         if self.hparams.arch == "next_scale":
-            return model.loss(self._inputs(ids_BL), ids_BL, labels_B)
-        return model.loss(ids_BL, labels_B)
+            return model.loss(self._inputs(tokens.long()), tokens.long(), labels_B)
+        if self.hparams.arch == "mar":
+            return model.loss(tokens.float(), labels_B)
+        return model.loss(tokens.long(), labels_B)
+
+    @property
+    def continuous(self) -> bool:
+        return self.hparams.arch == "mar"
+
+    @torch.no_grad()
+    def held_out_loss(self, latents_BLC: torch.Tensor, labels_B: torch.Tensor | None = None,
+                      seed: int = 0) -> torch.Tensor:
+        """``(B,)`` the (EMA) continuous generator's denoising loss of each sequence, with noise and
+        timesteps fixed by ``seed`` so that runs and checkpoints compare on the same draws."""
+        g = torch.Generator(device=latents_BLC.device).manual_seed(seed)
+        return torch.stack([self.ema.loss(x[None].float(), None if labels_B is None else labels_B[i:i + 1], g)
+                            for i, x in enumerate(latents_BLC)])
+
+    @torch.no_grad()
+    def set_latent_normalization(self, latents_NLC: torch.Tensor) -> None:
+        """Measure the continuous generator's per-channel latent mean/std (and copy them to the EMA)."""
+        self.model.set_normalization(latents_NLC.to(self.model.latent_mean.device))
+        self.ema.set_normalization(latents_NLC.to(self.ema.latent_mean.device))
+        self._normalized = True
+
+    def on_fit_start(self) -> None:
+        # A fresh continuous run measures its latent normalisation on (up to 4,096 of) its training
+        # tokens; a resumed one has it in the checkpoint's buffers.
+        if self.continuous and self.global_step == 0 and not getattr(self, "_normalized", False):
+            train_set = self.trainer.datamodule.train_set
+            rows = [train_set[i][0] for i in range(min(len(train_set), 4096))]
+            self.set_latent_normalization(torch.stack(rows).float())
 
     def nll_bits(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
         """``(B,)`` bits of each sequence under the (EMA) generator."""
@@ -102,8 +132,10 @@ class GeneratorModule(L.LightningModule):
         ids_BL, labels_B = batch
         drop_B = torch.rand(labels_B.shape) < self.hparams.label_dropout
         labels_B = torch.where(drop_B.to(labels_B.device), torch.full_like(labels_B, -1), labels_B)
-        loss = self._loss(self.model, ids_BL.long(), labels_B)
-        self.log("train/bits_per_token", loss.detach() / math.log(2), prog_bar=True, batch_size=ids_BL.shape[0])
+        loss = self._loss(self.model, ids_BL, labels_B)
+        name, value = ("train/diffusion_loss", loss.detach()) if self.continuous else \
+            ("train/bits_per_token", loss.detach() / math.log(2))
+        self.log(name, value, prog_bar=True, batch_size=ids_BL.shape[0])
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -116,6 +148,11 @@ class GeneratorModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         ids_BL, labels_B = batch
+        if self.continuous:
+            loss_B = self.held_out_loss(ids_BL, labels_B, seed=batch_idx)
+            self.log("val/diffusion_loss", loss_B.mean(), prog_bar=True, on_epoch=True, batch_size=ids_BL.shape[0],
+                     sync_dist=True)
+            return
         bits_B = self.nll_bits(ids_BL.long(), labels_B)
         self.log("val/nll_bits_per_image", bits_B.mean(), prog_bar=True, on_epoch=True, batch_size=ids_BL.shape[0],
                  sync_dist=True)
@@ -127,6 +164,7 @@ class GeneratorModule(L.LightningModule):
         total = schedule_length(h.max_steps, self.trainer.max_steps, self.trainer.estimated_stepping_batches)
         # No weight decay on norms, biases and embeddings (nanoGPT's rule: only matrices of linear layers decay).
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n and "positions" not in n]
+        # (the diffusion head's time/condition embeddings are linear maps: they decay too, as in MAR)
         no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embed" not in n
                                                                         and "positions" not in n)]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

@@ -73,9 +73,9 @@ class NextScaleGPT(nn.Module):
         return self.num_classes
 
     def class_ids(self, labels_B: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        from tokbench.generation.gpt import TokenGPT
+        from tokbench.generation.gpt import CausalBackbone
 
-        return TokenGPT.class_ids(self, labels_B, batch, device)  # same rule: -1/None = no class
+        return CausalBackbone.class_ids(self, labels_B, batch, device)  # same rule: -1/None = no class
 
     def _embed(self, x_BLC: torch.Tensor, start: int) -> torch.Tensor:
         stop = start + x_BLC.shape[1]

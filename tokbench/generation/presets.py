@@ -8,13 +8,16 @@
 | ``d16`` | 16 x 1024, 16 | VAR-d16 (310M; width = 64 x depth, heads = depth) |
 
 ``gpt`` (next token; raster order for grids -- 2D RoPE -- and 1D order for sequences and,
-as the raster baseline, for scale maps) or ``next_scale`` (VAR's next-scale prediction;
-``scales`` layouts only, needs the tokenizer's ``code_dim``).
+as the raster baseline, for scale maps), ``next_scale`` (VAR's next-scale prediction;
+``scales`` layouts only, needs the tokenizer's ``code_dim``) or ``mar`` (continuous tokens:
+the GPT backbone with MAR's diffusion head; its size per preset in ``DIFFUSION_HEADS``,
+MAR-B's head being 6 blocks x 1024).
 """
 from __future__ import annotations
 
 from torch import nn
 
+from tokbench.generation.continuous import ContinuousGPT
 from tokbench.generation.gpt import TokenGPT
 from tokbench.generation.next_scale import NextScaleGPT
 from tokbench.generation.sequence import generation_order
@@ -26,7 +29,14 @@ PRESETS: dict[str, dict] = {
     "L": dict(width=1024, depth=24, heads=16),
     "d16": dict(width=1024, depth=16, heads=16),
 }
-ARCHS = {"gpt": TokenGPT, "next_scale": NextScaleGPT}
+# (head width, head depth) of the diffusion head per preset: MAR-B 1024 x 6, MAR-L 1280 x 8.
+DIFFUSION_HEADS = {"tiny": (64, 2), "B": (1024, 6), "L": (1280, 8), "d16": (1024, 6)}
+ARCHS = {"gpt": TokenGPT, "next_scale": NextScaleGPT, "mar": ContinuousGPT}
+
+
+def default_arch(layout: TokenLayout) -> str:
+    """``mar`` for continuous tokens, ``gpt`` for discrete ones."""
+    return "mar" if layout.kind == "continuous" else "gpt"
 
 
 def preset_options(preset: str, **overrides) -> dict:
@@ -39,8 +49,19 @@ def build_generator(arch: str, layout: TokenLayout, num_classes: int, preset: st
                     code_dim: int | None = None, **overrides) -> nn.Module:
     """A generator of ``arch`` and ``preset`` size for tokens of ``layout`` (``num_classes`` 0:
     unconditional)."""
-    generation_order(layout)  # clear error for continuous or codec tokens
     options = preset_options(preset, **overrides)
+    if arch == "mar":
+        if layout.kind != "continuous" or layout.arrangement not in ("grid", "sequence"):
+            raise ValueError(f"the continuous (mar) generator models continuous latents on a grid or sequence, got "
+                             f"{layout.kind} tokens in a {layout.arrangement!r} layout; use arch 'gpt' or 'next_scale'")
+        head_width, head_depth = DIFFUSION_HEADS[preset]
+        options = {"head_width": head_width, "head_depth": head_depth, **options}
+        grid = layout.grid if layout.arrangement == "grid" else None
+        return ContinuousGPT(layout.latent_channels, layout.num_tokens, num_classes, grid=grid, **options)
+    if layout.kind == "continuous":
+        raise ValueError(f"arch {arch!r} models discrete tokens; this tokenizer's tokens are continuous latents "
+                         "(use arch 'mar')")
+    generation_order(layout)  # clear error for codec tokens
     if arch == "gpt":
         grid = layout.grid if layout.arrangement == "grid" else None
         return TokenGPT(layout.vocab_size, layout.num_tokens, num_classes, grid=grid, **options)
@@ -59,7 +80,7 @@ def rebuild(arch: str, config: dict) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"unknown generator arch {arch!r}; expected one of {', '.join(ARCHS)}")
     options = dict(config)
-    if arch == "gpt" and options.get("grid"):
+    if arch in ("gpt", "mar") and options.get("grid"):
         options["grid"] = tuple(options["grid"])
     if arch == "next_scale":
         options["scale_shapes"] = [tuple(s) for s in options["scale_shapes"]]

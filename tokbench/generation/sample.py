@@ -22,7 +22,7 @@ from tokbench.distributed import barrier
 from tokbench.generation.checkpoint import load_generator
 from tokbench.generation.module import layout_from_dict
 from tokbench.generation.sampling import check_sampling
-from tokbench.generation.sequence import from_sequence
+from tokbench.generation.sequence import from_sequence, latents_from_sequence
 from tokbench.imageio import save_png
 
 MANIFEST = "manifest.json"
@@ -37,6 +37,7 @@ class SamplingSettings:
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
+    diffusion_steps: int = 100  # continuous (mar) generators: reverse-diffusion steps per token
     seed: int = 0
 
 
@@ -82,6 +83,11 @@ def load_matching_tokenizer(config: dict, override: str | None, device: str):
 def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int, s: SamplingSettings,
                generator: torch.Generator, image_size: tuple[int, int]) -> torch.Tensor:
     """``(B, 3, H, W)`` decoded samples in [0, 1]."""
+    if model.arch == "mar":
+        x_BLC = model.generate(labels_B, num=num, cfg=s.cfg, cfg_interval=tuple(s.cfg_interval),
+                               temperature=s.temperature, diffusion_steps=s.diffusion_steps, generator=generator)
+        with torch.no_grad():
+            return tokenizer.decode(latents_from_sequence(x_BLC, layout, image_size)).clamp(0, 1)
     common = dict(cfg=s.cfg, temperature=s.temperature, top_k=s.top_k or None,
                   top_p=s.top_p if s.top_p < 1 else None, generator=generator)
     if model.arch == "next_scale":

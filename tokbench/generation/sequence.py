@@ -39,3 +39,22 @@ def from_sequence(seq_BL: torch.Tensor, layout: TokenLayout, image_size: tuple[i
         raise ValueError(f"expected (B, {layout.num_tokens}) ids for this layout, got {tuple(seq_BL.shape)}")
     shape = (seq_BL.shape[0], *layout.shape) if layout.arrangement == "grid" else tuple(seq_BL.shape)
     return Tokens(layout, image_size, ids=seq_BL.reshape(shape).long())
+
+
+def latents_to_sequence(tokens: Tokens) -> torch.Tensor:
+    """``(B, L, C)`` continuous tokens in raster order (grid latents ``(B, C, h, w)``; sequences as they are)."""
+    if tokens.latents is None or tokens.layout.arrangement not in ("grid", "sequence"):
+        raise ValueError("expected continuous latents in a 'grid' or 'sequence' layout")
+    if tokens.layout.arrangement == "grid":
+        return tokens.latents.flatten(2).transpose(1, 2)
+    return tokens.latents
+
+
+def latents_from_sequence(x_BLC: torch.Tensor, layout: TokenLayout, image_size: tuple[int, int]) -> Tokens:
+    """The inverse of `latents_to_sequence`, ready for ``decode``."""
+    if x_BLC.dim() != 3 or x_BLC.shape[1:] != (layout.num_tokens, layout.latent_channels):
+        raise ValueError(f"expected (B, {layout.num_tokens}, {layout.latent_channels}) latents, got {tuple(x_BLC.shape)}")
+    if layout.arrangement == "grid":
+        h, w = layout.grid
+        return Tokens(layout, image_size, latents=x_BLC.transpose(1, 2).reshape(-1, layout.latent_channels, h, w).float())
+    return Tokens(layout, image_size, latents=x_BLC.float())

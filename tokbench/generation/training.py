@@ -24,9 +24,14 @@ def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.
                   num_classes: int = 0, arch: str = "gpt", preset: str = "tiny", steps: int = 300,
                   batch_size: int = 32, lr: float = 3e-3, seed: int = 0, accelerator: str = "cpu",
                   tokenizer=None, tokenizer_info: dict | None = None, **module_options) -> GeneratorModule:
-    """Train a generator for ``steps`` steps on ``ids_NL`` (ids in generation order); returns the
+    """Train a generator for ``steps`` steps on ``ids_NL`` (ids in generation order, or ``(N, L, C)``
+    latents for ``arch="mar"``); returns the
     module in eval mode (its EMA copy is ``.ema``). ``tokenizer``: needed by ``next_scale``."""
-    check_ids(ids_NL, layout.vocab_size)
+    if layout.kind == "continuous":
+        if ids_NL.dim() != 3 or not ids_NL.is_floating_point() or ids_NL.shape[-1] != layout.latent_channels:
+            raise ValueError(f"expected (N, L, {layout.latent_channels}) float latents, got {tuple(ids_NL.shape)}")
+    else:
+        check_ids(ids_NL, layout.vocab_size)
     labels_N = torch.full((len(ids_NL),), -1, dtype=torch.long) if labels_N is None else labels_N.long()
     info = {"layout": layout_to_dict(layout), "num_classes": num_classes, "classes": None,
             "tokenizer": tokenizer_info or {"spec": None, "sha256": None}}
@@ -38,6 +43,8 @@ def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.
     module = GeneratorModule(info=info, arch=arch, preset=preset, lr=lr, max_steps=steps, **module_options)
     if tokenizer is not None:
         module.attach_tokenizer(tokenizer)
+    if arch == "mar":
+        module.set_latent_normalization(ids_NL.float())
     loader = DataLoader(TensorDataset(ids_NL.cpu(), labels_N.cpu()), batch_size=min(batch_size, len(ids_NL)),
                         shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
     # A step inside `tokbench eval`: keep Lightning's start-up banner out of the benchmark's output.

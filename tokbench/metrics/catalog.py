@@ -71,6 +71,9 @@ GENERATION = (
     Metric("unigram_bits_per_image", "unigram NLL per image", "negative log-likelihood of held-out images' tokens "
            "under the training tokens' add-one smoothed frequencies: the cost without any learned structure",
            False, unit="bits", low=0.0),
+    Metric("diffusion_loss", "diffusion loss", "held-out denoising loss of the continuous generator's diffusion "
+           "head (mean squared noise error per normalised latent channel, fixed timesteps and noise): lower = "
+           "latents easier to model; not a likelihood, not comparable with the discrete NLL", False, low=0.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )

@@ -21,7 +21,8 @@ def run_sample(args: argparse.Namespace) -> int:
     device = init_from_environment(args.device)
     rank, world = rank_and_world()
     settings = SamplingSettings(cfg=args.cfg, cfg_interval=args.cfg_interval, cfg_schedule=args.cfg_schedule,
-                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                diffusion_steps=args.diffusion_steps, seed=args.seed)
     out = sample_to_folder(args.generator, args.out, args.num, settings, classes=args.classes,
                            batch_size=args.batch_size, device=device, tokenizer=args.tokenizer,
                            npz=args.format == "npz", rank=rank, world_size=world)
@@ -44,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--diffusion-steps", type=int, default=100,
+                   help="continuous (mar) generators: reverse-diffusion steps per token (MAR: 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--format", choices=("png", "npz"), default="png", help="npz: also pack ADM's samples.npz")
