@@ -38,7 +38,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
                      data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
                      batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
                      weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
-                     gen_steps=args.gen_steps, workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
+                     gen_steps=args.gen_steps, text_protocol=args.text_protocol, ocr=args.ocr,
+                     workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     _init_distributed(device)
     results = run_eval(cfg)
     if results is None:
@@ -112,6 +113,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
     p.add_argument("--gen-steps", type=int, default=300, help="training steps of the generation task's AR prior")
+    p.add_argument("--text-protocol", default="own", choices=["own", "tokbench"],
+                   help="text task's word scores: tokbench's own (default) or TokBench's T-ACC/T-NED rules")
+    p.add_argument("--ocr", default="tesseract", choices=["tesseract", "easyocr"],
+                   help="text task's recognizer: Tesseract (default) or EasyOCR's English model (tokbench[ocr])")
     p.set_defaults(func=run_eval_command)
 
     p = subparsers.add_parser("compare", help="one table and report across several eval runs")
