@@ -90,14 +90,15 @@ def _weights_only_torch_load():
 
 
 @functools.lru_cache(maxsize=None)
-def load_reader(device: str = "cpu"):
-    """An ``easyocr.Reader`` for English on ``device`` (built once per process and device)."""
+def load_reader(device: str = "cpu", detector: bool = False):
+    """An ``easyocr.Reader`` for English on ``device`` (built once per process, device and kind);
+    with the CRAFT detector only for page reading (word boxes are given)."""
     folder = verified_model_dir()
     import easyocr
 
     with _weights_only_torch_load():
         return easyocr.Reader(["en"], gpu=device.startswith("cuda") and device, model_storage_directory=str(folder),
-                              download_enabled=False, verbose=False)
+                              download_enabled=False, verbose=False, detector=detector)
 
 
 def _grey(image_HW3: np.ndarray) -> np.ndarray:
@@ -136,7 +137,7 @@ def read_words(image_HW3: np.ndarray, boxes: list[list[int]], device: str = "cpu
 
 def read_page(image_HW3: np.ndarray, device: str = "cpu") -> str:
     """Detect and read all text (CRAFT + recognizer); lines top to bottom, words left to right."""
-    reader = load_reader(device)
+    reader = load_reader(device, detector=True)
     found = reader.readtext(image_HW3, detail=1, batch_size=BATCH if device.startswith("cuda") else 1)
     items = []
     for corners, text, _conf in found:
