@@ -49,3 +49,15 @@ def test_reader_construction_loads_pickles_weights_only(tmp_path):
         with pytest.raises(pickle.UnpicklingError):
             torch.load(path, map_location="cpu", weights_only=False)  # what EasyOCR asks for
     assert isinstance(torch.load(path, weights_only=False)["x"], _Payload)  # restored afterwards
+
+
+def test_easyocr_reads_a_rendered_sign_as_a_page_and_word_by_word():
+    pytest.importorskip("easyocr_en_models", reason="EasyOCR's offline weights are a test extra")
+    from tokbench.metrics.text import normalize_text
+    from tokbench.tasks.suites import load_suite
+
+    sign = next(it for it in load_suite("text").items if it.meta["layout"] == "sign")
+    image, words = sign.image, sign.meta["words"]
+    assert easyocr_reader.read_words(image, [w["box"] for w in words]) == [w["text"] for w in words]
+    assert normalize_text(easyocr_reader.read_page(image)) == normalize_text(sign.meta["text"])
+    assert easyocr_reader.read_words(image, [[5, 5, 5, 9]]) == [""]  # an empty box reads as nothing
