@@ -1,7 +1,7 @@
 """Text: OCR of original and reconstruction, page-level CER/WER and word-level recognition.
 
-Two protocols for the word-level scores (``--text-protocol``; recorded in the results'
-``extra.text_protocol`` and pinned for resume):
+Two protocols for the word-level scores (``--text-protocol``; recorded with the recognizer
+in the results' ``extra.protocol`` and pinned for resume):
 
 * ``own`` (default): page level -- CER and WER of the reconstruction's OCR against the
   ground truth (``*_gt``) and against the OCR of the original (``*_ocr``; the only reference
@@ -160,6 +160,20 @@ def _settings(options: dict) -> tuple[str, str]:
     return protocol, engine
 
 
+def _recognizer(engine: str) -> str:
+    """The recognizer as the results record it: engine and version (EasyOCR: and its weights' MD5)."""
+    if engine == "easyocr":
+        from tokbench.metrics.easyocr_reader import recognizer_id
+
+        return recognizer_id()
+    import pytesseract
+
+    try:
+        return f"tesseract {pytesseract.get_tesseract_version()}"
+    except (OSError, RuntimeError, pytesseract.TesseractNotFoundError):
+        return "tesseract"
+
+
 IDENTITY_METRICS = ("cer_gt", "wer_gt", *OWN_WORD_METRICS)
 
 
@@ -229,8 +243,7 @@ class TextTask(Task):
     def aggregate(self, rows: list[dict], ctx: MetricContext) -> TaskSummary:
         protocol, engine = _settings(ctx.options)
         summary = super().aggregate(rows, ctx)
-        summary.extra["text_protocol"] = protocol
-        summary.extra["ocr"] = engine
+        summary.extra["protocol"] = {"text_protocol": protocol, "ocr": _recognizer(engine)}
         if protocol == "tokbench":
             self._aggregate_tokbench(rows, ctx, summary)
         else:

@@ -41,7 +41,9 @@ def tacc(results: dict, bucket: str) -> float:
 def test_identity_reads_the_large_words_and_names_the_protocol(evaluate, tmp_path_factory):
     results = evaluate("identity")
     block = results["tasks"]["text"]
-    assert block["extra"]["text_protocol"] == "tokbench" and block["extra"]["ocr"] == "easyocr"
+    protocol = block["extra"]["protocol"]
+    assert protocol["text_protocol"] == "tokbench"
+    assert protocol["ocr"].startswith("easyocr ") and "5864788e1821be9e454ec108d61b887d" in protocol["ocr"]
     tb = block["extra"]["tokbench"]
     assert tb["setting"] == 256 and min(tb["word_counts"][b] for b in ("small", "medium", "large")) >= 8
     assert tb["word_counts"]["dropped_size"] > 0  # the 12-17 px lines are under TokBench's smallest bucket at 256

@@ -69,7 +69,7 @@ def test_words_are_pooled_over_the_dataset_not_averaged_per_image():
     summary = TextTask().aggregate(rows, MetricContext(options={"text_protocol": "tokbench", "resolution": "256"}))
     assert summary.metrics["tacc_small"]["mean"] == pytest.approx(1 / 4)  # per image first would give 1/2
     assert summary.metrics["tacc_small"]["n"] == 4
-    assert summary.extra["text_protocol"] == "tokbench"
+    assert summary.extra["protocol"]["text_protocol"] == "tokbench"
 
 
 def test_headline_is_the_mean_of_the_three_bucket_means():
@@ -108,7 +108,8 @@ def test_an_empty_bucket_leaves_its_metrics_and_the_headline_out_with_a_reason()
 
 def test_own_protocol_reports_no_tokbench_metrics_and_says_why():
     summary = TextTask().aggregate([{"cer_gt": 0.0}], MetricContext())
-    assert summary.extra["text_protocol"] == "own"
+    assert summary.extra["protocol"]["text_protocol"] == "own"
+    assert summary.extra["protocol"]["ocr"].startswith("tesseract")
     assert not any(m.startswith("tacc_") for m in summary.metrics)
     assert "--text-protocol tokbench" in summary.skipped_metrics["tacc_mean"]
 
@@ -130,3 +131,19 @@ def test_unknown_protocol_or_recognizer_is_refused():
         TextTask().check_applicable(None, SimpleNamespace(text_protocol="paper", ocr="tesseract", resolution="256"))
     with pytest.raises(ValueError, match="--ocr must be one of tesseract, easyocr"):
         TextTask().check_applicable(None, SimpleNamespace(text_protocol="own", ocr="parseq", resolution="256"))
+
+
+def test_leaderboard_tells_results_of_other_protocols_apart():
+    from tokbench.leaderboard.validation import duplicate_key
+
+    def results(protocol=None):
+        block = {"metrics": {}, "extra": {} if protocol is None else {"protocol": protocol}}
+        return {"tokenizer": {"checkpoint_sha256": None, "name": "jpeg:q=50", "config": {"quality": 50}},
+                "datasets": [{"name": "text-sizes", "fingerprint": "f" * 64, "resolution": "256"}],
+                "tokbench": {"version": "0.1.0"}, "tasks": {"text": block}}
+
+    own = results({"text_protocol": "own", "ocr": "tesseract 5.3.0"})
+    assert duplicate_key(own) == duplicate_key(results({"text_protocol": "own", "ocr": "tesseract 5.3.0"}))
+    assert duplicate_key(own) != duplicate_key(results({"text_protocol": "tokbench", "ocr": "tesseract 5.3.0"}))
+    assert duplicate_key(own) != duplicate_key(results({"text_protocol": "own", "ocr": "easyocr 1.7.2"}))
+    assert duplicate_key(results()) != duplicate_key(own)  # results without a protocol keep their old key
