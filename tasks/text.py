@@ -60,18 +60,22 @@ def _ocr_cache_dir() -> Path:
     return Path(root) / "ocr"
 
 
-def _engine_settings(engine: str) -> list:
+def _engine_settings(engine: str, device: str) -> list:
+    """What a cached reading depends on beyond the image and boxes."""
     if engine == "tesseract":
         return [PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG]
-    from tokbench.metrics.easyocr_reader import WEIGHT_MD5, WORD_MARGIN
+    import easyocr
 
-    return [sorted(WEIGHT_MD5.values()), WORD_MARGIN]
+    from tokbench.metrics.easyocr_reader import BATCH, WEIGHT_MD5, WORD_MARGIN
+
+    # EasyOCR quantizes its recognizer on a CPU: CPU and GPU readings may differ
+    return [easyocr.__version__, sorted(WEIGHT_MD5.values()), WORD_MARGIN, BATCH, device.split(":")[0]]
 
 
 def cached_ocr(image_HW3, boxes: list, engine: str = "tesseract", page: bool = True, device: str = "cpu") -> dict:
     """Page text (when ``page``) and word readings of an image; the originals' are cached on disk across runs."""
     key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, engine, page,
-                                                            _engine_settings(engine), OCR_VERSION]).encode()).hexdigest()
+                                                            _engine_settings(engine, device), OCR_VERSION]).encode()).hexdigest()
     path = _ocr_cache_dir() / f"{key}.json"
     if path.is_file():
         try:
