@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default="reconstruction,detail,text",
                    help="comma-separated task names: reconstruction,detail,text,generation and any installed plug-in's")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
-    p.add_argument("--suite", help="built-in suite for every task: photos, detail or text (default: each task's own)")
+    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text or text-sizes (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
