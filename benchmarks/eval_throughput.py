@@ -34,7 +34,7 @@ def measure(tokenizer: str, task: str, args: argparse.Namespace, ocr: str = "tes
         os.environ["TOKBENCH_CACHE"] = str(Path(tmp) / "cache")  # no OCR of originals carried over
         cfg = EvalConfig(tokenizer=tokenizer, tasks=[task], out=Path(tmp) / "out", skip_metrics=["lpips", "rfid"],
                          limit=args.limit, batch_size=args.batch_size, device=args.device, suite=args.suite,
-                         ocr=ocr, text_protocol=args.text_protocol,
+                         task_options={"text": {"ocr": ocr, "text_protocol": args.text_protocol}},
                          workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
         t0 = time.perf_counter()
         results = run_eval(cfg)

@@ -5,7 +5,8 @@
   field named), 409 (duplicate, with a pointer to the existing entry).
 - ``GET /api/entries`` — filtered and sorted listing; ``GET /api/entries/{id}`` — one entry
   with its full results; ``GET /api/entries/{id}/results.json`` — the submitted file verbatim.
-- ``GET /`` — the leaderboard page; ``GET /entries/{id}`` — one entry's page.
+- ``GET /`` — the leaderboard page; ``GET /entries/{id}`` — one entry's page; ``GET /tokbench`` —
+  the TokBench-form view (`tokbench.leaderboard.tokbench_view`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokbench.leaderboard.limits import BodySizeLimit, RateLimiter
 from tokbench.leaderboard.query import MAX_ENTRY_ID, EntryQuery
-from tokbench.leaderboard.render import STATIC, SERVER_SITE, render_entry, render_index
+from tokbench.leaderboard.render import STATIC, SERVER_SITE, render_entry, render_index, render_tokbench
 from tokbench.leaderboard.store import Store
 from tokbench.leaderboard.validation import KnownSuite, Problem, Refused, check_submission, default_accepted_versions
 
@@ -162,6 +163,13 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
                             None, None, 1000, 0)
         filters = {"family": family, "max_tokens": max_tokens, "max_bits": max_bits}
         return HTMLResponse(render_index(store.list(query), SERVER_SITE, filters))
+
+    @app.get("/tokbench", response_class=HTMLResponse)
+    def tokbench_view(status: str = "all") -> HTMLResponse:
+        """T-ACC / T-NED / F-Sim per size bucket, TokBench's table form. All statuses by default:
+        runs on TokBench's own data come from ``--data`` folders, which are never verified."""
+        query = entry_query(None, [], None, status, None, None, None, None, None, None, None, 1000, 0)
+        return HTMLResponse(render_tokbench(store.list(query), SERVER_SITE))
 
     @app.get("/entries/{entry_id}", response_class=HTMLResponse)
     def entry_page(entry_id: int) -> HTMLResponse:

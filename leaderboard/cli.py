@@ -134,13 +134,14 @@ def _load_entries(args: argparse.Namespace, status: str):  # noqa: ANN202
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the leaderboard as a table, Markdown, CSV or HTML."""
-    from tokbench.leaderboard.table import format_table
+    from tokbench.leaderboard.table import format_table, format_tokbench
 
     entries, _, close = _load_entries(args, args.status)
     close()
+    safe = [_safe_entry(e) for e in entries]
     # Sanitized before formatting, so that columns stay aligned.
-    print(terminal_safe(format_table([_safe_entry(e) for e in entries], args.format, args.task).rstrip("\n"),
-                        keep_newlines=True))
+    text = format_tokbench(safe, args.format) if args.view == "tokbench" else format_table(safe, args.format, args.task)
+    print(terminal_safe(text.rstrip("\n"), keep_newlines=True))
     return 0
 
 
@@ -220,6 +221,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sort", help="column or metric name (a metric needs --task)")
     p.add_argument("--order", choices=["asc", "desc"])
     p.add_argument("--format", default="table", choices=["table", "markdown", "csv", "html"])
+    p.add_argument("--view", default="tasks", choices=["tasks", "tokbench"],
+                   help="tasks: every task's metrics; tokbench: T-ACC / T-NED / F-Sim per size bucket (TokBench's table)")
     p.set_defaults(func=run_show)
 
     p = sub.add_parser("export", help="write the leaderboard as a static HTML site")

@@ -1,6 +1,6 @@
 """``tokbench leaderboard export``: the leaderboard as a static site (no server needed to host it).
 
-Layout: ``index.html``, ``entries/<id>.html`` and ``entries/<id>.json`` (each submitted
+Layout: ``index.html``, ``tokbench.html`` (the TokBench-form view), ``entries/<id>.html`` and ``entries/<id>.json`` (each submitted
 results file verbatim), ``static/`` (the page's CSS and JS), ``entries.json`` (the listing).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tokbench.atomic import atomic_write_text
-from tokbench.leaderboard.render import STATIC, render_entry, render_index, static_site
+from tokbench.leaderboard.render import STATIC, render_entry, render_index, render_tokbench, static_site
 from tokbench.leaderboard.store import Entry
 
 
@@ -37,4 +37,5 @@ def export_site(entries: list[Entry], results_text: dict[int, str], out: str | P
         write(out / "entries" / f"{entry.id}.html", render_entry(entry, json.loads(text), static_site(1), generated))
     write(out / "entries.json", json.dumps({"generated": generated, "entries": [e.to_dict() for e in entries]}, indent=1))
     write(out / "index.html", render_index(entries, static_site(0), generated=generated))
+    write(out / "tokbench.html", render_tokbench(entries, static_site(0), generated=generated))
     return written

@@ -16,11 +16,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from tokbench.leaderboard.plot import Point, build_plot
 from tokbench.leaderboard.query import primary_metric
 from tokbench.leaderboard.store import Entry
+from tokbench.leaderboard.tokbench_view import tokbench_columns, tokbench_rows
 from tokbench.metrics.registry import get_metric, metric_label, registration_order
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-TASK_ORDER = ("reconstruction", "detail", "text", "generation")
+TASK_ORDER = ("reconstruction", "detail", "text", "faces", "generation")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Site:
     home: str
     entry_url: Callable[[int], str]
     results_url: Callable[[int], str]
+    tokbench: str = "/tokbench"  # the TokBench-form view (`tokbench.leaderboard.tokbench_view`)
 
 
 SERVER_SITE = Site(static="/static/", home="/", entry_url=lambda i: f"/entries/{i}",
@@ -41,7 +43,7 @@ def static_site(depth: int) -> Site:
     """Relative links for the static export, for a page ``depth`` folders below the site root."""
     up = "../" * depth
     return Site(static=f"{up}static/", home=f"{up}index.html", entry_url=lambda i: f"{up}entries/{i}.html",
-                results_url=lambda i: f"{up}entries/{i}.json")
+                results_url=lambda i: f"{up}entries/{i}.json", tokbench=f"{up}tokbench.html")
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -118,3 +120,12 @@ def render_entry(entry: Entry, results: dict[str, Any], site: Site = SERVER_SITE
     return environment().get_template("entry.html").render(
         site=site, entry=entry, results=results, tasks=tasks, extras=extras,
         config=json.dumps(results["tokenizer"]["config"], indent=1), generated=generated)
+
+
+def render_tokbench(entries: list[Entry], site: Site = SERVER_SITE, generated: str | None = None) -> str:
+    """The TokBench-form page: T-ACC / T-NED / F-Sim per size bucket, one row per entry that has any."""
+    columns = tokbench_columns(entries)
+    groups = [(g, sum(1 for c in columns if c.group == g)) for g in dict.fromkeys(c.group for c in columns)]
+    return environment().get_template("tokbench.html").render(
+        site=site, columns=columns, groups=groups, rows=tokbench_rows(entries, columns), total=len(entries),
+        generated=generated)

@@ -5,6 +5,7 @@ import pandas as pd
 
 from tokbench.leaderboard.render import metric_order, number, task_order
 from tokbench.leaderboard.store import Entry
+from tokbench.leaderboard.tokbench_view import tokbench_frame
 
 BASE_COLUMNS = ["id", "tokenizer", "family", "kind", "status", "tokens_per_image", "bits_per_image", "parameters"]
 FORMATS = ("table", "markdown", "csv", "html")
@@ -56,3 +57,19 @@ def format_table(entries: list[Entry], fmt: str, task: str | None = None) -> str
     if fmt == "html":
         return shown.to_html(index=False, escape=True, border=0, classes="tokbench-leaderboard")
     return shown.to_string(index=False) if len(shown) else "(no entries)"
+
+
+def format_tokbench(entries: list[Entry], fmt: str) -> str:
+    """The TokBench-form view (`tokbench.leaderboard.tokbench_view`) in one of :data:`FORMATS`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}")
+    frame = tokbench_frame(entries)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    shown = frame.astype(object).map(lambda v: "—" if v is None or (isinstance(v, float) and pd.isna(v))
+                                     else number(v) if isinstance(v, float) else str(v))
+    if fmt == "markdown":
+        return shown.to_markdown(index=False)
+    if fmt == "html":
+        return shown.to_html(index=False, escape=True, border=0, classes="tokbench-view")
+    return shown.to_string(index=False) if len(shown) else "(no entries report T-ACC, T-NED or F-Sim)"

@@ -2,7 +2,8 @@
 # Debian packages tokbench needs beyond Python: Tesseract (text task), fonts (built-in
 # text suite); for the tests also Chromium (leaderboard browser test) and a PostgreSQL
 # server (the leaderboard store's PostgreSQL test starts a throw-away one). Installs what is missing when run as
-# root with apt-get; otherwise says what to install and carries on.
+# root with apt-get; otherwise says what to install and carries on. The faces task needs no
+# Debian package: the dlib-bin wheel links only libc/libstdc++ (tokbench[faces] from pip).
 set -u
 need=()
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)

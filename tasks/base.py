@@ -56,7 +56,8 @@ class MetricContext:
     workers: int = 0  # worker processes for CPU-heavy per-image work (OCR); 0: in this process
     pools: dict = field(default_factory=dict)  # name -> executor, created on first use
     timers: dict = field(default_factory=dict)  # seconds spent in stages a task times itself (ocr_s)
-    options: dict = field(default_factory=dict)  # task settings of the run: resolution, text_protocol, ocr
+    resolution: str = "256"  # the run's --resolution
+    task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (EvalConfig's)
 
     def close(self) -> None:
         """Shut down the worker pools (at the end of a run, also after an error)."""
@@ -102,6 +103,16 @@ class Task:
     @classmethod
     def pinned(cls, cfg) -> dict:
         """Settings of this task that a resumed run must share with the first one."""
+        return {}
+
+    # -- command line -------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """Add this task's own options to ``tokbench eval`` (an ``argparse`` parser)."""
+
+    @classmethod
+    def options_from_args(cls, args) -> dict:
+        """This task's options from the parsed ``tokbench eval`` arguments (``EvalConfig.task_options``)."""
         return {}
 
     # -- per-image tasks ----------------------------------------------------------------

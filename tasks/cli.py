@@ -13,34 +13,26 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _init_distributed(device: str) -> None:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (Gloo on CPU, NCCL on GPU)."""
-    import torch.distributed as dist
+def _task_options(args: argparse.Namespace) -> dict[str, dict]:
+    from tokbench.task_registry import load_all_tasks
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.set_device(device)  # NCCL's object collectives use the current device
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return {name: options for name, task in load_all_tasks().items() if (options := task.options_from_args(args))}
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
     from tokbench.tasks.report import summary_frame
     from tokbench.tasks.runner import EvalConfig, run_eval
 
-    device = args.device
-    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    from tokbench.distributed import init_from_environment
     from tokbench.registry import with_weights
+
+    device = init_from_environment(args.device)
 
     cfg = EvalConfig(tokenizer=with_weights(args.tokenizer, args.weights), tasks=_split(args.tasks), out=Path(args.out),
                      data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
                      batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
                      weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
-                     gen_steps=args.gen_steps, text_protocol=args.text_protocol, ocr=args.ocr,
-                     workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
-    _init_distributed(device)
+                     task_options=_task_options(args), workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     results = run_eval(cfg)
     if results is None:
         return 0
@@ -100,9 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
     p.add_argument("--weights", help="released weights of a public tokenizer named by --tokenizer (llamagen-vq16 ...)")
     p.add_argument("--tasks", default="reconstruction,detail,text",
-                   help="comma-separated task names: reconstruction,detail,text,generation and any installed plug-in's")
-    p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text)")
-    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text or text-sizes (default: each task's own)")
+                   help="comma-separated task names: reconstruction,detail,text,faces,generation and any installed plug-in's")
+    p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text; "
+                                   "faces.json/csv with face boxes)")
+    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text, text-sizes or faces (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -112,11 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
-    p.add_argument("--gen-steps", type=int, default=300, help="training steps of the generation task's AR prior")
-    p.add_argument("--text-protocol", default="own", choices=["own", "tokbench"],
-                   help="text task's word scores: tokbench's own (default) or TokBench's T-ACC/T-NED rules")
-    p.add_argument("--ocr", default="tesseract", choices=["tesseract", "easyocr"],
-                   help="text task's recognizer: Tesseract (default) or EasyOCR's English model (tokbench[ocr])")
+    from tokbench.task_registry import load_all_tasks
+
+    for task in load_all_tasks().values():  # each task's own options (the generation task's --gen-*)
+        task.add_arguments(p)
     p.set_defaults(func=run_eval_command)
 
     p = subparsers.add_parser("compare", help="one table and report across several eval runs")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokbench.imageio import IMAGE_SUFFIXES, BadImageError, read_image, resize, uint8_to_tensor
+from tokbench.tasks.face_manifest import read_face_manifest
 
 __all__ = ["BadImageError", "Item", "Dataset", "subset", "load_folder", "parse_resolution", "Prepared", "prepare",
            "crop_content"]
@@ -107,7 +108,8 @@ def read_manifest(folder: Path) -> dict[str, dict]:
 
 
 def load_folder(folder: str | Path, name: str | None = None) -> Dataset:
-    """Every image file under ``folder`` (recursive, sorted), with its manifest text if any.
+    """Every image file under ``folder`` (recursive, sorted), with its manifest text and
+    face boxes (`tokbench.tasks.face_manifest`) if any.
 
     Files are only listed here; unreadable ones are found when decoded and then skipped
     with a reason (see `tokbench.imageio.read_image`). A folder without image files is an error.
@@ -116,14 +118,18 @@ def load_folder(folder: str | Path, name: str | None = None) -> Dataset:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such data folder")
     manifest = read_manifest(folder)
+    faces = read_face_manifest(folder)  # None: no face boxes given (the faces task detects them)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     items = []
     for path in files:
         rel = path.relative_to(folder).as_posix()
-        items.append(Item(rel, None, dict(manifest.get(rel, {})), path))
-    unknown = sorted(set(manifest) - {it.id for it in items})
+        meta = dict(manifest.get(rel, {}))
+        if faces is not None:
+            meta["faces"] = faces.get(rel, [])
+        items.append(Item(rel, None, meta, path))
+    unknown = sorted((set(manifest) | set(faces or {})) - {it.id for it in items})
     if unknown:
         raise ValueError(f"{folder}: manifest names {len(unknown)} file(s) not in the folder (first: {unknown[0]})")
     return Dataset(name or folder.name, "folder", "1", items)

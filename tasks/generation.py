@@ -1,9 +1,12 @@
-"""The `generation` task: how well a small AR prior models the tokenizer's tokens.
+"""The `generation` task: how well a small AR generator models the tokenizer's tokens -- the
+quick, fixed-protocol version of `tokbench gen` (encode, fit, sample, score).
 
-Unlike the other tasks it is not scored image by image: the prior is fitted on the tokens of
-most of the dataset's images and scored on the held-out rest (`tokbench.generation.evaluate`).
+Unlike the other tasks it is not scored image by image: the generator is fitted on the tokens
+of most of the dataset's images and scored on the held-out rest (`tokbench.generation.evaluate`).
 It runs on rank 0 only (a small CPU/GPU job), after the per-image tasks, and caches its block
-in ``OUT/cache/generation.json`` so that a resumed run does not fit the prior again.
+in ``OUT/cache/generation.json`` so that a resumed run does not fit again. gFID of its samples
+is computed where at least ``--fid-min-images`` samples are requested (``--gen-samples``),
+against the dataset's images at the same resolution.
 """
 from __future__ import annotations
 
@@ -12,37 +15,75 @@ import json
 import torch
 
 from tokbench.atomic import atomic_write_text
+from dataclasses import asdict
+
+import numpy as np
+import torchvision.transforms.v2.functional as TF
+from torchvision.utils import make_grid
+
 from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
+from tokbench.generation.presets import build_generator, preset_options
+from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import generation_order
 from tokbench.imageio import save_png
-from tokbench.tasks.base import MetricContext, Task, metric_entry
+from tokbench.metrics.fid import fid_from_features
+from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
 
-GFID_REASON = "gFID of the prior's samples is not computed yet (it needs thousands of samples)"
+# --gen-X option -> GenerationSettings field, type, help
+OPTIONS = {
+    "steps": (int, "training steps of the generator (300)"),
+    "preset": (str, "generator size: tiny (default, widened to 128), B, L, d16"),
+    "arch": (str, "gpt (next token; default) or next_scale (VAR; multi-scale residual tokenizers)"),
+    "crops": (int, "random crops per image for training and held-out scoring (64)"),
+    "samples": (int, "samples to draw (8); gFID needs at least --fid-min-images"),
+    "temperature": (float, "sampling temperature (1.0)"),
+    "top_k": (int, "sampling: keep the k most likely tokens (0 = all)"),
+    "top_p": (float, "sampling: nucleus mass (1 = off)"),
+}
+FIELD = {"crops": "crops_per_image", "samples": "num_samples"}
 
 
 def settings_for(cfg) -> GenerationSettings:
     _, size = parse_resolution(cfg.resolution)
-    return GenerationSettings(image_size=size or 256, steps=cfg.gen_steps)
+    options = {FIELD.get(k, k): v for k, v in cfg.task_options.get("generation", {}).items()}
+    if options.get("preset") not in (None, "tiny"):
+        options.setdefault("width", None)  # a named size keeps its own width
+    return GenerationSettings(image_size=size or 256, **options)
 
 
 class GenerationTask(Task):
     name, default_suite, primary = "generation", "photos", "nll_bits_per_image"
-    metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "gfid")
+    metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "unigram_bits_per_image", "gfid")
     scoring = "dataset"
-    grid_caption = "samples of the AR prior fitted on the tokens, decoded"
+    grid_caption = "samples of the AR generator fitted on the tokens, decoded"
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        group = parser.add_argument_group("generation task (--tasks generation)")
+        for name, (kind, text) in OPTIONS.items():
+            group.add_argument(f"--gen-{name.replace('_', '-')}", dest=f"gen_{name}", type=kind, help=text)
+
+    @classmethod
+    def options_from_args(cls, args) -> dict:
+        return {name: value for name in OPTIONS if (value := getattr(args, f"gen_{name}", None)) is not None}
 
     @classmethod
     def pinned(cls, cfg) -> dict:
-        return {"gen_steps": cfg.gen_steps}
+        return {"generation": asdict(settings_for(cfg))}
 
     def check_applicable(self, tokenizer, cfg) -> None:
-        """Fails before any work for tokenizers without discrete, fixed-length tokens."""
-        if cfg.gen_steps < 1:
-            raise ValueError(f"--gen-steps must be >= 1, got {cfg.gen_steps}")
-        size = settings_for(cfg).image_size
+        """Fails before any work for tokenizers without discrete, fixed-length tokens, or bad options."""
+        s = settings_for(cfg)
+        if s.steps < 1 or s.crops_per_image < 1 or s.num_samples < 1:
+            raise ValueError(f"--gen-steps, --gen-crops and --gen-samples must be >= 1, got {s.steps}, "
+                             f"{s.crops_per_image} and {s.num_samples}")
+        check_sampling(s.temperature, s.top_k, s.top_p, 1.0)
         try:
-            generation_order(tokenizer.layout_for(size, size))
+            layout = tokenizer.layout_for(s.image_size, s.image_size)
+            generation_order(layout)
+            build_generator(s.arch, layout, 0, s.preset, code_dim=getattr(tokenizer, "code_dim", None), width=s.width,
+                            depth=s.depth, heads=s.heads) if s.preset == "tiny" else preset_options(s.preset)
         except ValueError as err:
             raise ValueError(f"--tasks generation: {err}") from None
 
@@ -57,10 +98,45 @@ class GenerationTask(Task):
                 images.append(item.pixels())
             except BadImageError as err:
                 skipped.append({"file": item.id, "reason": str(err).splitlines()[0]})
-        result = evaluate_generation(tokenizer, images, settings_for(cfg), device=cfg.device)
-        save_png(torch.cat(list(result.samples_B3HW), dim=-1), cfg.out / grids[self.name])  # samples side by side
+        settings = settings_for(cfg)
+        result = evaluate_generation(tokenizer, images, settings, device=cfg.device)
+        save_png(sample_grid(result.samples_B3HW[:64]), cfg.out / grids[self.name])
+        metrics = {name: metric_entry(name, values) for name, values in result.metrics.items()}
+        skipped_metrics = {}
+        if settings.num_samples < cfg.fid_min_images:
+            skipped_metrics["gfid"] = (f"{settings.num_samples} samples (--gen-samples); gFID needs at least "
+                                       f"{cfg.fid_min_images} (--fid-min-images)")
+        elif "rfid" not in ctx.networks:
+            skipped_metrics["gfid"] = "the Inception network of rFID/gFID is not loaded (skipped or weights missing)"
+        else:
+            metrics["gfid"] = dataset_metric_entry("gfid", sample_fid(result.samples_B3HW, images, settings.image_size,
+                                                                     ctx.networks["rfid"]), len(result.samples_B3HW))
         block = {"dataset": dataset.name, "num_images": len(images), "num_skipped": len(skipped), "skipped": skipped,
-                 "metrics": {name: metric_entry(name, values) for name, values in result.metrics.items()},
-                 "skipped_metrics": {"gfid": GFID_REASON}, "extra": result.extra}
+                 "metrics": metrics, "skipped_metrics": skipped_metrics, "extra": result.extra}
         atomic_write_text(cache, json.dumps(block, indent=2))
         return block, grids
+
+
+def sample_grid(samples_B3HW: torch.Tensor) -> torch.Tensor:
+    """Samples in rows of 8."""
+    return make_grid(samples_B3HW, nrow=min(8, len(samples_B3HW)), padding=2, pad_value=1.0)
+
+
+def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """The dataset's images as the generator sees them: shorter side to ``size``, center crop."""
+    out = []
+    for image in images:
+        x_3HW = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        x_3HW = TF.center_crop(TF.resize(x_3HW, size, antialias=True), [size, size])
+        out.append(x_3HW)
+    return torch.stack(out)
+
+
+def sample_fid(samples_B3HW: torch.Tensor, images: list[np.ndarray], size: int, features) -> float:
+    """gFID of the samples against the dataset's center crops (same Inception as rFID)."""
+    from tokbench.imageio import to_uint8
+
+    fake = torch.cat([features(to_uint8(samples_B3HW[i:i + 64])) for i in range(0, len(samples_B3HW), 64)])
+    real_u8 = center_crops(images, size)
+    real = torch.cat([features(real_u8[i:i + 64]) for i in range(0, len(real_u8), 64)])
+    return fid_from_features(real.numpy(), fake.numpy())

@@ -47,9 +47,7 @@ class EvalConfig:
     weights_dir: str | None = None
     limit: int | None = None  # score this many images per dataset, spread evenly (quick looks, tests)
     fid_min_images: int = 1000
-    gen_steps: int = 300  # training steps of the generation task's AR prior
-    text_protocol: str = "own"  # text task's word-level protocol: "own" or "tokbench" (tokbench.tasks.text)
-    ocr: str = "tesseract"  # text task's recognizer: "tesseract" or "easyocr"
+    task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (Task.add_arguments)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
 
@@ -110,7 +108,7 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
                              cfg.device)
     return MetricContext(networks=networks, skipped={m: "skipped with --skip-metric" for m in cfg.skip_metrics},
                          device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers,
-                         options={"resolution": cfg.resolution, "text_protocol": cfg.text_protocol, "ocr": cfg.ocr})
+                         resolution=cfg.resolution, task_options=cfg.task_options)
 
 
 def load_dataset(cfg: EvalConfig, task: type[Task]) -> Dataset:

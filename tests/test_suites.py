@@ -14,9 +14,9 @@ from tokbench.tasks.suites.detail import GRATING_FREQUENCIES, GRATING_ORIENTATIO
 
 def test_builtin_suites_are_deterministic_and_fingerprinted():
     fingerprints = builtin_fingerprints()
-    assert set(fingerprints) == {"photos", "detail", "text", "text-sizes"}
+    assert set(fingerprints) == {"photos", "detail", "text", "text-sizes", "faces"}
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for fp in fingerprints.values())
-    assert len(set(fingerprints.values())) == 4
+    assert len(set(fingerprints.values())) == 5
     for name, build in BUILDERS.items():  # a fresh build (not the cached one) gives the same data
         assert build().fingerprint() == fingerprints[name], name
 

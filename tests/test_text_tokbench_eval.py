@@ -27,7 +27,8 @@ def evaluate(tmp_path_factory):
     def run(tokenizer: str, resolution: str = "256") -> dict:
         out = root / f"{tokenizer.replace(':', '_')}_{resolution}"
         return run_eval(EvalConfig(tokenizer=tokenizer, tasks=["text"], suite="text-sizes", out=out, resolution=resolution,
-                                   text_protocol="tokbench", ocr="easyocr", limit=LIMIT, skip_metrics=["lpips"],
+                                   task_options={"text": {"text_protocol": "tokbench", "ocr": "easyocr"}}, limit=LIMIT,
+                                   skip_metrics=["lpips"],
                                    workers=0))
 
     yield run
@@ -55,7 +56,7 @@ def test_identity_reads_the_large_words_and_names_the_protocol(evaluate, tmp_pat
     assert validate_results(results) == []
     out = next(p for p in tmp_path_factory.getbasetemp().glob("tokbench_protocol*/identity_256"))
     pinned = json.loads((out / "cache" / "run.json").read_text())
-    assert (pinned["text_protocol"], pinned["ocr"]) == ("tokbench", "easyocr")
+    assert pinned["text"] == {"text_protocol": "tokbench", "ocr": "easyocr"}
     assert "_tokbench_words" not in (out / "per_image.csv").read_text().splitlines()[0]
 
 

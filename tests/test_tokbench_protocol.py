@@ -66,7 +66,7 @@ def test_words_are_pooled_over_the_dataset_not_averaged_per_image():
     # image A: one small word, read right; image B: three small words, all wrong.
     rows = [{WORDS_KEY: [["Stone", 0.025, "Stone", "Stone"]]},
             {WORDS_KEY: [[t, 0.025, t, "?"] for t in ("north", "River", "TEA")]}]
-    summary = TextTask().aggregate(rows, MetricContext(options={"text_protocol": "tokbench", "resolution": "256"}))
+    summary = TextTask().aggregate(rows, MetricContext(resolution="256", task_options={"text": {"text_protocol": "tokbench"}}))
     assert summary.metrics["tacc_small"]["mean"] == pytest.approx(1 / 4)  # per image first would give 1/2
     assert summary.metrics["tacc_small"]["n"] == 4
     assert summary.extra["protocol"]["text_protocol"] == "tokbench"
@@ -118,19 +118,21 @@ def test_own_protocol_reports_no_tokbench_metrics_and_says_why():
 def test_tokbench_protocol_refuses_resolutions_without_thresholds(resolution):
     from types import SimpleNamespace
 
-    cfg = SimpleNamespace(text_protocol="tokbench", ocr="tesseract", resolution=resolution)
+    cfg = SimpleNamespace(task_options={"text": {"text_protocol": "tokbench"}}, resolution=resolution)
     with pytest.raises(ValueError, match="256, 512 or 1024"):
         TextTask().check_applicable(None, cfg)
-    TextTask().check_applicable(None, SimpleNamespace(text_protocol="tokbench", ocr="tesseract", resolution="letterbox:512"))
+    TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"text_protocol": "tokbench"}},
+                                                      resolution="letterbox:512"))
 
 
 def test_unknown_protocol_or_recognizer_is_refused():
     from types import SimpleNamespace
 
     with pytest.raises(ValueError, match="--text-protocol must be one of own, tokbench"):
-        TextTask().check_applicable(None, SimpleNamespace(text_protocol="paper", ocr="tesseract", resolution="256"))
+        TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"text_protocol": "paper"}},
+                                                          resolution="256"))
     with pytest.raises(ValueError, match="--ocr must be one of tesseract, easyocr"):
-        TextTask().check_applicable(None, SimpleNamespace(text_protocol="own", ocr="parseq", resolution="256"))
+        TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"ocr": "parseq"}}, resolution="256"))
 
 
 def test_leaderboard_tells_results_of_other_protocols_apart():
@@ -147,3 +149,17 @@ def test_leaderboard_tells_results_of_other_protocols_apart():
     assert duplicate_key(own) != duplicate_key(results({"text_protocol": "tokbench", "ocr": "tesseract 5.3.0"}))
     assert duplicate_key(own) != duplicate_key(results({"text_protocol": "own", "ocr": "easyocr 1.7.2"}))
     assert duplicate_key(results()) != duplicate_key(own)  # results without a protocol keep their old key
+
+
+def test_eval_command_line_carries_the_text_options():
+    import argparse
+
+    from tokbench.tasks.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["eval", "--tokenizer", "identity", "--text-protocol", "tokbench", "--ocr", "easyocr"])
+    assert TextTask.options_from_args(args) == {"text_protocol": "tokbench", "ocr": "easyocr"}
+    assert TextTask.options_from_args(parser.parse_args(["eval", "--tokenizer", "identity"])) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--tokenizer", "identity", "--ocr", "parseq"])

@@ -30,3 +30,30 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def init_from_environment(device: str) -> str:
+    """Under torchrun (``WORLD_SIZE > 1``): join the process group (Gloo on CPU, NCCL on GPU)
+    and return this rank's device (``cuda`` -> ``cuda:LOCAL_RANK``); otherwise ``device``."""
+    import os
+
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)  # NCCL's object collectives use the current device
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)``; ``(0, 1)`` on one process."""
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op on one process)."""
+    if is_distributed():
+        dist.barrier()

@@ -6,7 +6,9 @@
 * `to_uint8` is the one place images are rounded to 8 bits (as a saved PNG would be);
   `quantize_8bit`, `tensor_to_uint8`, the metrics and the PNG writer go through it.
 * `resize` is the one resampling: bicubic with antialiasing, used by the evaluation's
-  resolution policy and by training crops alike.
+  resolution policy and by training crops alike; `resize_center_crop` is the evaluation's
+  default policy (shorter side to N, then the central N x N) on one image, also used by
+  ``tokbench gen encode``.
 """
 from __future__ import annotations
 
@@ -125,6 +127,21 @@ def resize(x_B3HW: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x_B3HW.shape[-2:]) == tuple(size):
         return x_B3HW
     return F.interpolate(x_B3HW, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def resize_center_crop(x_3HW: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` with `resize`, then take the central ``size x size``.
+
+    The same crop as ``tokbench eval --resolution N`` (``tokbench.tasks.data.prepare``).
+    """
+    if size < 1:
+        raise ValueError(f"the crop size must be a positive number of pixels, got {size}")
+    H, W = x_3HW.shape[-2:]
+    s = size / min(H, W)
+    h, w = max(size, round(H * s)), max(size, round(W * s))
+    x_3hw = resize(x_3HW[None], (h, w))[0]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x_3hw[:, top : top + size, left : left + size]
 
 
 def save_png(x_3HW: torch.Tensor, path: str | os.PathLike) -> None:

@@ -50,8 +50,11 @@ def weight_path(metric: str, override: str | os.PathLike | None = None) -> Path:
     return weights_dir(override) / WEIGHT_FILES[metric].filename
 
 
-def require(metrics: list[str], override: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Paths of the weights ``metrics`` need; one clear error naming every missing file."""
+def require(metrics: list[str], override: str | os.PathLike | None = None, skippable: bool = True) -> dict[str, Path]:
+    """Paths of the weights ``metrics`` need; one clear error naming every missing file.
+
+    ``skippable=False`` (commands that cannot run without them, e.g. ``tokbench gen score``)
+    leaves out the ``--skip-metric`` hint."""
     missing, found = [], {}
     for metric in metrics:
         if metric not in WEIGHT_FILES:
@@ -65,7 +68,8 @@ def require(metrics: list[str], override: str | os.PathLike | None = None) -> di
         raise MissingWeightsError(
             "missing pretrained weights: " + "; ".join(missing)
             + ". Run 'tokbench weights fetch' on a machine with network (then copy the files to that folder, "
-            "or pass --weights-dir), or run without them: --skip-metric " + ",".join(m.split(":")[0] for m in missing)
+            + ("or pass --weights-dir), or run without them: --skip-metric " + ",".join(m.split(":")[0] for m in missing)
+               if skippable else "or pass --weights-dir)")
         )
     return found
 

@@ -1,10 +1,13 @@
-"""The downstream AR prior: a small causal transformer trained on a tokenizer's tokens.
+"""The downstream AR generator: models trained on a tokenizer's tokens.
 
-A tokenizer is judged not only by how well it reconstructs but by how well its tokens can
-be modelled: the prior's validation negative log-likelihood (bits per image) says how much
-an AR model must learn to generate them, and its samples show what it learned.
+A tokenizer is judged not only by how well it reconstructs but by how well its tokens can be
+generated: `tokbench gen` encodes a dataset (`token_encoding`), trains a generator
+(`gpt.TokenGPT`: next token; `next_scale.NextScaleGPT`: VAR's next scale) with Lightning
+(`module`), samples it (`sample`) and scores the samples (`scoring`); the `generation` task of
+`tokbench eval` is the quick, fixed-protocol version (`evaluate`).
 """
-from tokbench.generation.prior import TokenPrior
+from tokbench.generation.gpt import TokenGPT
+from tokbench.generation.next_scale import NextScaleGPT
 from tokbench.generation.sequence import from_sequence, generation_order, to_sequence
 
-__all__ = ["TokenPrior", "to_sequence", "from_sequence", "generation_order"]
+__all__ = ["TokenGPT", "NextScaleGPT", "to_sequence", "from_sequence", "generation_order"]

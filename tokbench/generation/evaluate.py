@@ -1,11 +1,16 @@
-"""The generation measure: fit the AR prior on a tokenizer's tokens of some images, score the
-likelihood of held-out images' tokens, and draw samples.
+"""The generation measure of `tokbench eval`: fit a small generator on a tokenizer's tokens of
+some images, score the likelihood of held-out images' tokens, and draw samples.
 
 Images are split by image (never crops of one image on both sides): every ``k``-th image is
 held out. Each image gives ``crops_per_image`` random crops (35-100% of the shorter side,
 random flips) resized to ``image_size``, so a small suite still yields enough sequences to
-fit a small prior. The held-out score is each image's mean over its crops; the interval is
-over held-out images.
+fit a small generator. The held-out score is each image's mean over its crops; the interval
+is over held-out images. Next to it, the held-out bits under a unigram model of the training
+tokens (their frequencies, add-one smoothed): what a generator that learned no structure
+at all would pay, so a reader sees what the generator learned.
+
+Read the NLL next to the distortion: a tokenizer that drops information (a coarser grid, a
+smaller vocabulary, blurrier codes) has tokens that are easier to model, so its NLL falls.
 """
 from __future__ import annotations
 
@@ -17,26 +22,29 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from tokbench.generation.sequence import from_sequence, generation_order, to_sequence
-from tokbench.generation.training import fit_prior
+from tokbench.generation.training import fit_in_memory
 
 
 @dataclass
 class GenerationSettings:
-    # Defaults for small suites (the 14 built-in photos): many augmented crops and a small prior.
-    # With 16 crops per image a 4 x 256 prior overfit its 176 sequences within 500 steps (held-out
-    # NLL 1.5x the raw bits, vq_tiny at 32 px); 64 crops and 2 x 128 held out at 0.85x.
+    # Defaults for small suites (the 14 built-in photos): many augmented crops and a small
+    # generator. With 16 crops per image a 4 x 256 model overfit its 176 sequences within 500
+    # steps (held-out NLL 1.5x the raw bits, vq_tiny at 32 px); 64 crops and 2 x 128 held out at 0.85x.
     image_size: int = 256
     crops_per_image: int = 64
     val_every: int = 4  # every 4th image is held out
     steps: int = 300
     batch_size: int = 32
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
+    arch: str = "gpt"  # or "next_scale" for multi-scale residual tokenizers
+    preset: str = "tiny"
+    width: int | None = 128  # overrides of the preset's size (None: the preset's)
+    depth: int | None = None
+    heads: int | None = None
     lr: float = 1e-3
     num_samples: int = 8
     temperature: float = 1.0
-    top_k: int | None = None
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
     seed: int = 0
 
 
@@ -70,9 +78,16 @@ def encode_sequences(tokenizer, images_B3HW: torch.Tensor, batch_size: int, devi
     return torch.cat(seqs)
 
 
+def unigram_bits(train_NL: torch.Tensor, seqs_ML: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``(M,)`` bits of each sequence under the training tokens' add-one smoothed frequencies."""
+    counts_V = torch.bincount(train_NL.flatten(), minlength=vocab_size).double() + 1
+    bits_V = -torch.log2(counts_V / counts_V.sum())
+    return bits_V[seqs_ML].sum(1)
+
+
 def evaluate_generation(tokenizer, images: list[np.ndarray], settings: GenerationSettings | None = None,
                         device: str = "cpu") -> GenerationResult:
-    """Fit the prior on the training images' tokens; held-out likelihood and samples."""
+    """Fit the generator on the training images' tokens; held-out likelihood and samples."""
     s = settings or GenerationSettings()
     layout = tokenizer.layout_for(s.image_size, s.image_size)
     order = generation_order(layout)  # continuous or codec tokenizers stop here, with the reason
@@ -82,25 +97,50 @@ def evaluate_generation(tokenizer, images: list[np.ndarray], settings: Generatio
     train = [i for i in range(len(images)) if i not in held_out]
     gen = torch.Generator().manual_seed(s.seed)
     crops = {i: random_crops(images[i], s.image_size, s.crops_per_image, gen) for i in range(len(images))}
-    train_BL = encode_sequences(tokenizer, torch.cat([crops[i] for i in train]), 16, device)
-    prior = fit_prior(train_BL, layout.vocab_size, steps=s.steps, batch_size=s.batch_size, seed=s.seed,
-                      accelerator="gpu" if str(device).startswith("cuda") else "cpu",
-                      width=s.width, depth=s.depth, heads=s.heads, lr=s.lr).to(device)
-    per_image_bits = [float(prior.nll_bits(encode_sequences(tokenizer, crops[i], 16, device).to(device)).mean())
-                      for i in held_out]
+    train_NL = encode_sequences(tokenizer, torch.cat([crops[i] for i in train]), 16, device)
+    module = fit_in_memory(train_NL, layout, arch=s.arch, preset=s.preset, steps=s.steps, batch_size=s.batch_size,
+                           lr=s.lr, seed=s.seed, accelerator="gpu" if str(device).startswith("cuda") else "cpu",
+                           tokenizer=tokenizer if s.arch == "next_scale" else None,
+                           model_options={k: v for k, v in (("width", s.width), ("depth", s.depth), ("heads", s.heads))
+                                          if v is not None}).to(device)
+    per_image_bits, per_image_unigram = [], []
+    for i in held_out:
+        seqs = encode_sequences(tokenizer, crops[i], 16, device).to(device)
+        per_image_bits.append(float(module.nll_bits(seqs).mean()))
+        per_image_unigram.append(float(unigram_bits(train_NL, seqs.cpu(), layout.vocab_size).mean()))
     raw_bits = layout.num_tokens * math.log2(layout.vocab_size)
     metrics = {
         "nll_bits_per_image": per_image_bits,
         "nll_bits_per_token": [b / layout.num_tokens for b in per_image_bits],
-        # The share of the tokens' raw size the prior still needs: comparable across vocabularies.
+        # The share of the tokens' raw size the generator still needs: comparable across vocabularies.
         "nll_fraction_of_raw": [b / raw_bits for b in per_image_bits],
+        "unigram_bits_per_image": per_image_unigram,
     }
-    sample_gen = torch.Generator().manual_seed(s.seed + 1)
-    seq_BL = prior.sample(s.num_samples, s.temperature, s.top_k, generator=sample_gen)
-    with torch.no_grad():
-        samples = tokenizer.decode(from_sequence(seq_BL, layout, (s.image_size, s.image_size))).clamp(0, 1).cpu()
-    extra = {"order": order, "tokens_per_image": layout.num_tokens, "vocab_size": layout.vocab_size,
-             "raw_bits_per_image": raw_bits, "train_images": len(train), "held_out_images": len(held_out),
-             "train_sequences": int(train_BL.shape[0]), "prior_parameters": sum(p.numel() for p in prior.parameters()),
+    samples = draw_samples(module, tokenizer, layout, s, device)
+    generator = module.ema
+    extra = {"order": order if s.arch == "gpt" else "next-scale (VAR): one map at a time",
+             "tokens_per_image": layout.num_tokens, "vocab_size": layout.vocab_size, "raw_bits_per_image": raw_bits,
+             "train_images": len(train), "held_out_images": len(held_out), "train_sequences": int(train_NL.shape[0]),
+             "generator": {"arch": s.arch, "preset": s.preset, "config": generator.config,
+                           "parameters": sum(p.numel() for p in generator.parameters()), "steps": s.steps},
+             "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "top_k": s.top_k,
+                          "top_p": s.top_p, "cfg": 1.0, "seed": s.seed + 1},
              "settings": asdict(s)}
     return GenerationResult(metrics, samples, extra)
+
+
+@torch.no_grad()
+def draw_samples(module, tokenizer, layout, s: GenerationSettings, device: str) -> torch.Tensor:
+    """``num_samples`` decoded samples of the EMA generator, in batches of 32."""
+    g = torch.Generator(device=device).manual_seed(s.seed + 1)
+    sampling = dict(temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
+                    generator=g)
+    out = []
+    for start in range(0, s.num_samples, 32):
+        n = min(32, s.num_samples - start)
+        if s.arch == "next_scale":
+            ids_BL = module.ema.generate(tokenizer, layout, num=n, **sampling)
+        else:
+            ids_BL = module.ema.generate(num=n, **sampling)
+        out.append(tokenizer.decode(from_sequence(ids_BL, layout, (s.image_size, s.image_size))).clamp(0, 1).cpu())
+    return torch.cat(out)

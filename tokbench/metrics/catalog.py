@@ -68,6 +68,16 @@ TOKBENCH_TEXT = (
            True, low=0.0, high=1.0, aggregation="dataset"),
 )
 
+_FACE_BUCKET = {"small": "small faces", "medium": "medium faces", "large": "large faces"}
+FACES = (
+    *(Metric(f"face_sim_{b}", f"F-Sim, {_FACE_BUCKET[b]}", f"cosine similarity of dlib's 128-d face descriptor, "
+             f"original vs reconstruction at the original's landmarks, pooled over the dataset's {b} faces "
+             "(TokBench's size buckets)", True, low=-1.0, high=1.0, aggregation="dataset") for b in _FACE_BUCKET),
+    Metric("face_sim_mean", "F-Sim, mean", "mean of the per-bucket face similarities (small, medium, large; buckets "
+           "without faces left out), as TokBench's table averages its buckets", True, low=-1.0, high=1.0,
+           aggregation="dataset"),
+)
+
 GENERATION = (
     Metric("nll_bits_per_image", "prior NLL per image", "negative log-likelihood of held-out images' tokens under "
            "the AR prior fitted on the other images' tokens", False, unit="bits", low=0.0),
@@ -75,8 +85,27 @@ GENERATION = (
            False, unit="bits", low=0.0),
     Metric("nll_fraction_of_raw", "prior NLL / raw bits", "the prior's held-out NLL over the raw size "
            "tokens x log2(vocabulary): comparable across vocabularies", False, low=0.0),
+    Metric("unigram_bits_per_image", "unigram NLL per image", "negative log-likelihood of held-out images' tokens "
+           "under the training tokens' add-one smoothed frequencies: the cost without any learned structure",
+           False, unit="bits", low=0.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )
 
-register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *TOKBENCH_TEXT, *GENERATION))
+# Scores of generated samples against a reference set (`tokbench gen score`,
+# `tokbench.generation.scoring`), with the same Inception as rFID.
+_GEN_INCEPTION = dict(aggregation="dataset", weights="rfid",
+                      network="tokbench.metrics.fid:load_inception_generation_features")
+SAMPLE_QUALITY = (
+    Metric("inception_score", "IS", "Inception Score exp(E KL(p(y|x) || p(y))) of generated samples from the "
+           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits", True, low=1.0,
+           high=1008.0, **_GEN_INCEPTION),
+    Metric("precision", "precision", "share of generated samples inside the k=3 nearest-neighbour balls of the "
+           "real images' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,
+           high=1.0, **_GEN_INCEPTION),
+    Metric("recall", "recall", "share of real images inside the k=3 nearest-neighbour balls of the generated "
+           "samples' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,
+           high=1.0, **_GEN_INCEPTION),
+)
+
+register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *TOKBENCH_TEXT, *FACES, *GENERATION, *SAMPLE_QUALITY))

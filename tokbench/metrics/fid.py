@@ -57,3 +57,28 @@ def inception_feature_fn(weights_path: Path, device: str | torch.device = "cpu")
 def load_inception_features(weights_path: Path, device: str | torch.device = "cpu") -> FeatureFn:
     """The feature extractor of the ``rfid`` metric (see `tokbench.metrics.catalog`)."""
     return inception_feature_fn(weights_path, device)
+
+
+GENERATION_FEATURES = ("2048", "logits_unbiased")
+PoolAndLogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # uint8 (B,3,H,W) -> (pool, logits)
+
+
+def load_inception_generation_features(weights_path: Path, device: str | torch.device = "cpu") -> PoolAndLogitsFn:
+    """The feature extractor of gFID / IS / precision-recall (see `tokbench.generation.scoring`):
+    the same Inception as rFID, returning ``(pool features (B, 2048), bias-free logits (B, 1008))``
+    for uint8 ``(B, 3, H, W)`` -- torch-fidelity's ``"2048"`` and ``"logits_unbiased"`` features,
+    the ones its FID/PRC and IS use."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.load(weights_path, map_location="cpu", weights_only=True)  # refuse anything but tensors
+    model = FeatureExtractorInceptionV3("inception-v3-compat", list(GENERATION_FEATURES),
+                                        feature_extractor_weights_path=str(weights_path)).to(device).eval()
+
+    @torch.no_grad()
+    def features(images_B3HW_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pool, logits = model(images_B3HW_uint8.to(device))
+        return pool.cpu(), logits.cpu()
+
+    features.extractor_id = (f"torch-fidelity inception-v3-compat {'+'.join(GENERATION_FEATURES)} "
+                             f"{Path(weights_path).name}")
+    return features

@@ -151,6 +151,22 @@ class MultiScaleResidualQuantizer(Quantizer):
         finally:
             self.train(was_training)
 
+    def accumulate(self, f_hat_BChw: torch.Tensor | None, idx_Bhw: torch.Tensor, si: int, hw: tuple[int, int],
+                   num_scales: int) -> torch.Tensor:
+        """``f_hat`` after adding map ``si`` (``None`` before the first map)."""
+        h_BChw = self._codes_to_full_grid(idx_Bhw, si, hw, num_scales)
+        return h_BChw if f_hat_BChw is None else f_hat_BChw + h_BChw
+
+    @torch.no_grad()
+    def next_scale_inputs(self, ids: list[torch.Tensor], hw: tuple[int, int]) -> list[torch.Tensor]:
+        """What a next-scale generator reads to predict map ``k`` (``k = 1 .. K-1``): ``f_hat``
+        accumulated from maps ``< k``, area-downsampled to map ``k``'s size (VAR's teacher forcing)."""
+        inputs, f_hat = [], None
+        for si in range(len(ids) - 1):
+            f_hat = self.accumulate(f_hat, ids[si], si, hw, len(ids))
+            inputs.append(F.interpolate(f_hat, size=tuple(ids[si + 1].shape[-2:]), mode="area"))
+        return inputs
+
     def decode(self, ids: list[torch.Tensor], hw: tuple[int, int] | None = None,
                num_scales: int | None = None) -> torch.Tensor:
         """f_hat ``(B, C, H, W)`` from the first ``num_scales`` maps (all by default)."""

@@ -7,9 +7,9 @@ from importlib import resources
 from pathlib import Path
 
 
-def shipped_config(name: str) -> Path:
-    """``vq_tiny`` -> the YAML shipped in ``tokbench/training/configs``."""
-    path = Path(str(resources.files("tokbench.training").joinpath("configs", f"{name}.yaml")))
+def shipped_config(name: str, package: str = "tokbench.training") -> Path:
+    """``vq_tiny`` -> the YAML shipped in ``tokbench/training/configs`` (or ``package``'s ``configs``)."""
+    path = Path(str(resources.files(package).joinpath("configs", f"{name}.yaml")))
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise FileNotFoundError(f"no shipped config {name!r}; available: {', '.join(available)}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tokbench.nn.conv import ConvDecoder, ConvEncoder, stride_of
@@ -71,6 +72,34 @@ class ResidualScaleTokenizer(Tokenizer):
         """Decode from the first ``num_scales`` maps only (all later maps left out)."""
         partial = Tokens(tokens.layout, tokens.image_size, ids=tokens.ids, extra={**tokens.extra, "num_scales": num_scales})
         return self.decode(partial)
+
+    # The tokenizer <-> next-scale generator contract (`tokbench.generation.next_scale`):
+    # the generator reads the codes' feature space, not ids, to predict the next map.
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of the accumulated feature map ``f_hat`` a next-scale generator reads."""
+        return self.quantize.codes.code_dim
+
+    @torch.no_grad()
+    def next_scale_inputs(self, ids_BL: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """Teacher-forcing inputs ``(B, L - n_0, C)``: for every map after the first, ``f_hat``
+        accumulated from the maps before it, area-downsampled to its size, in raster order."""
+        maps = Tokens(layout, ids=ids_BL).ids_per_scale()
+        inputs = self.quantize.next_scale_inputs(maps, layout.grid)
+        return torch.cat([f_BChw.flatten(2).transpose(1, 2) for f_BChw in inputs], dim=1)
+
+    @torch.no_grad()
+    def next_scale_step(self, f_hat_BChw: torch.Tensor | None, ids_Bhw: torch.Tensor, si: int,
+                        layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """While sampling: add map ``si`` to ``f_hat``; returns it and the input ``(B, n_{si+1}, C)``
+        of the next map (``None`` after the last)."""
+        shapes = layout.scale_shapes()
+        f_hat_BChw = self.quantize.accumulate(f_hat_BChw, ids_Bhw, si, layout.grid, len(shapes))
+        if si + 1 == len(shapes):
+            return f_hat_BChw, None
+        next_BChw = F.interpolate(f_hat_BChw, size=shapes[si + 1], mode="area")
+        return f_hat_BChw, next_BChw.flatten(2).transpose(1, 2)
 
     def autoencode(self, x_B3HW: torch.Tensor) -> AutoencoderOutput:
         q = self.quantize(self.features(x_B3HW))

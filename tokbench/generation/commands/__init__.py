@@ -1,0 +1,1 @@
+"""The ``tokbench gen`` sub-commands, one module each (see `tokbench.commands.gen`)."""

@@ -1,0 +1,100 @@
+"""``tokbench gen fit --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]
+[--trainer.devices 8 --trainer.strategy ddp] [--section.key value ...]``.
+
+Lightning's CLI conventions, as ``tokbench train``: a shipped config by name (or a YAML file),
+``--tokens`` for ``--data.root``, ``--resume`` for the run's ``last.ckpt``. At the end rank 0
+writes the EMA weights as a generator checkpoint in ``<default_root_dir>/generator``.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+GENERATOR_DIR = "generator"
+
+
+def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
+    """``--config NAME`` -> the shipped YAML, ``--tokens DIR`` -> ``--data.root DIR``, ``--resume``."""
+    from tokbench.training.cli import shipped_config
+
+    out, resume, i = [], False, 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--resume":
+            resume = True
+        elif arg == "--config" and i + 1 < len(rest) and not rest[i + 1].endswith((".yaml", ".yml")):
+            out += ["--config", str(shipped_config(rest[i + 1], "tokbench.generation"))]
+            i += 1
+        elif arg == "--tokens" and i + 1 < len(rest):
+            out += ["--data.root", str(Path(rest[i + 1]).resolve())]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out, resume
+
+
+def build_cli(argv: list[str]):
+    """Parse ``argv`` as LightningCLI does and build the generator, data and trainer (no run)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from tokbench.generation.datamodule import TokenDataModule
+    from tokbench.generation.module import GeneratorModule
+    from tokbench.training.cli import logs_under_root_dir
+    from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
+
+    class GenFitCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.link_arguments("data.root", "model.tokens")  # the model sizes itself from the data's layout
+
+        def before_instantiate_classes(self) -> None:
+            logs_under_root_dir(self.config.trainer)
+
+    silence_expected_lightning_warnings()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return GenFitCLI(
+            GeneratorModule, TokenDataModule, args=argv, run=False, seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
+                              "enable_model_summary": False},
+            parser_kwargs={"prog": "tokbench gen fit", "description": "Train a generator on a token dataset."},
+        )
+
+
+def export_generator(module, root_dir: str | Path) -> Path:
+    """The EMA weights as ``<root_dir>/generator`` (a generator checkpoint)."""
+    from tokbench.generation.checkpoint import save_generator
+
+    h = module.hparams
+    return save_generator(module.ema, Path(root_dir) / GENERATOR_DIR, preset=h.preset, tokenizer=h.info["tokenizer"],
+                          train_steps=module.global_step,
+                          extra={"classes": h.info.get("classes"), "layout": h.info["layout"],
+                                 "resolution": h.info.get("resolution"), "weights": "ema", "ema_decay": h.ema_decay,
+                                 "token_dataset": h.get("tokens")})
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from tokbench.training.checkpointing import resume_checkpoint
+    from tokbench.training.schedule import schedule_length
+
+    argv, resume = translate_arguments(args.rest)
+    cli = build_cli(argv)
+    if cli.trainer.max_steps >= 0:
+        schedule_length(cli.model.hparams.max_steps, cli.trainer.max_steps)
+    ckpt_path = str(resume_checkpoint(cli.trainer.default_root_dir)) if resume else None
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
+    if cli.trainer.is_global_zero:
+        out = export_generator(cli.model, cli.trainer.default_root_dir)
+        print(f"wrote {out} ({cli.model.hparams.arch} {cli.model.hparams.preset}, "
+              f"{sum(p.numel() for p in cli.model.ema.parameters()):,} parameters, step {cli.model.global_step})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fit", add_help=False,
+        help="train a generator: --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]",
+        description="All other arguments go to Lightning's CLI: --trainer.*, --model.*, --data.*")
+    p.set_defaults(func=run_fit, passthrough=True)

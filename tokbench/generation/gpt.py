@@ -1,0 +1,117 @@
+"""`TokenGPT`: next-token prediction over a tokenizer's ids (LlamaGen-style).
+
+The sequence a class-conditional GPT reads is ``[class token, id_0, ..., id_{L-2}]`` and
+position ``t`` predicts ``id_t``. The class token is an embedding of the label; index
+``num_classes`` is "no class" (unconditional data, and the null condition of classifier-free
+guidance: labels are dropped to it with probability ``label_dropout`` in training). Positions
+are rotary: 2D over the token grid for ``grid`` layouts, 1D otherwise; the class token is
+unrotated. ``generate`` samples with a KV cache (or, for checking, by recomputing the whole
+prefix every step).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokbench.generation.blocks import GPTBlock, KVCache, init_weights
+from tokbench.generation.rope import angles_1d, angles_2d, with_prefix
+from tokbench.generation.sampling import check_sampling, draw, guided, in_interval
+
+
+class TokenGPT(nn.Module):
+    arch = "gpt"
+
+    def __init__(self, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 256, depth: int = 4,
+                 heads: int = 4, grid: tuple[int, int] | None = None, rope_base: float = 10_000.0) -> None:
+        super().__init__()
+        if grid is not None and grid[0] * grid[1] != seq_len:
+            raise ValueError(f"a {grid[0]}x{grid[1]} grid holds {grid[0] * grid[1]} tokens, not seq_len={seq_len}")
+        self.vocab_size, self.seq_len, self.num_classes = vocab_size, seq_len, num_classes
+        self.config = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, width=width, depth=depth,
+                           heads=heads, grid=list(grid) if grid else None, rope_base=rope_base)
+        self.class_embed = nn.Embedding(num_classes + 1, width)  # + "no class"
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.blocks = nn.ModuleList(GPTBlock(width, heads) for _ in range(depth))
+        self.norm = nn.RMSNorm(width, eps=1e-5)
+        self.head = nn.Linear(width, vocab_size, bias=False)
+        head_dim = width // heads
+        # Input position p (0 = class token) carries token p-1, so it takes that token's place.
+        grid_angles = angles_2d(tuple(grid), head_dim, rope_base) if grid else angles_1d(seq_len, head_dim, rope_base)
+        self.register_buffer("angles_LP", with_prefix(grid_angles, 1)[:seq_len], persistent=False)
+        init_weights(self)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def class_ids(self, labels_B: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """Labels as class-embedding indices; ``None`` or ``-1`` = no class."""
+        if labels_B is None:
+            return torch.full((batch,), self.null_class, dtype=torch.long, device=device)
+        labels_B = labels_B.long().to(device)
+        if labels_B.numel() and (labels_B.max() >= self.num_classes or labels_B.min() < -1):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}) or be -1 (no class), "
+                             f"got [{int(labels_B.min())}, {int(labels_B.max())}]")
+        return torch.where(labels_B < 0, self.null_class, labels_B)
+
+    def _run(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
+        angles = self.angles_LP[start:start + x_BLC.shape[1]]
+        causal = cache is None or cache.length == 0  # a cached step (one position) sees every key
+        for i, block in enumerate(self.blocks):
+            x_BLC = block(x_BLC, angles, None, cache, i, causal=causal)
+        return self.head(self.norm(x_BLC))
+
+    def forward(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, L, V)`` logits: at ``t`` the distribution of ``ids[:, t]`` given the class and ``ids[:, :t]``."""
+        B, L = ids_BL.shape
+        if L > self.seq_len:
+            raise ValueError(f"a sequence of {L} tokens is longer than the generator's {self.seq_len}")
+        cls_B1C = self.class_embed(self.class_ids(labels_B, B, ids_BL.device))[:, None]
+        x_BLC = torch.cat([cls_B1C, self.token_embed(ids_BL[:, :-1])], dim=1)
+        return self._run(x_BLC, 0, None)
+
+    def loss(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy per token, in nats (the training objective)."""
+        return F.cross_entropy(self(ids_BL, labels_B).flatten(0, 1).float(), ids_BL.flatten())
+
+    @torch.no_grad()
+    def nll_bits(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B,)`` negative log2-likelihood of each whole sequence."""
+        nll_BL = F.cross_entropy(self(ids_BL, labels_B).float().transpose(1, 2), ids_BL, reduction="none")
+        return nll_BL.sum(1) / math.log(2)
+
+    @torch.no_grad()
+    def generate(self, labels_B: torch.Tensor | None = None, num: int | None = None, cfg: float = 1.0,
+                 cfg_interval: tuple[float, float] = (0.0, 1.0), temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """``(B, seq_len)`` ids, token by token. ``labels_B`` (or ``num`` unconditional samples);
+        ``cfg > 1`` guides towards the class on the steps inside ``cfg_interval``."""
+        check_sampling(temperature, top_k, top_p, cfg)
+        device = self.head.weight.device
+        B = len(labels_B) if labels_B is not None else num
+        if not B:
+            raise ValueError("generate needs labels or a number of samples")
+        classes_B = self.class_ids(labels_B, B, device)
+        guide = cfg != 1.0
+        if guide:
+            classes_B = torch.cat([classes_B, torch.full_like(classes_B, self.null_class)])
+        ids_BL = torch.zeros(B, 0, dtype=torch.long, device=device)
+        cache = KVCache() if use_cache else None
+        x_BLC = self.class_embed(classes_B)[:, None]  # what is fed next
+        for t in range(self.seq_len):
+            if use_cache:
+                logits = self._run(x_BLC, t, cache)[:, -1]
+            else:
+                prefix = ids_BL.repeat(2, 1) if guide else ids_BL
+                full = torch.cat([self.class_embed(classes_B)[:, None], self.token_embed(prefix)], dim=1)
+                logits = self._run(full, 0, None)[:, -1]
+            if guide:
+                logits = guided(logits, cfg) if in_interval(t, self.seq_len, cfg_interval) else logits[:B]
+            next_B = draw(logits, temperature, top_k, top_p, generator)
+            ids_BL = torch.cat([ids_BL, next_B[:, None]], dim=1)
+            x_BLC = self.token_embed(next_B.repeat(2) if guide else next_B)[:, None]
+        return ids_BL

@@ -1,0 +1,143 @@
+"""`GeneratorModule`: training any generator (`TokenGPT`, `NextScaleGPT`) with Lightning.
+
+Next-token (or next-scale) cross-entropy with labels dropped to "no class" with probability
+``label_dropout`` (what classifier-free guidance samples against), AdamW with warm-up and a
+cosine decay, an EMA copy of the weights (the weights that are exported and sampled from),
+held-out negative log-likelihood logged as ``val/nll_bits_per_image``.
+
+The module is built from a token dataset's ``info`` -- its layout, number of classes and
+tokenizer -- so a checkpoint rebuilds without the data. A next-scale generator also needs the
+tokenizer itself (its ``next_scale_inputs``): loaded from the info's spec, or handed over with
+`attach_tokenizer`; it is not part of the generator's weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import lightning as L
+import torch
+
+from tokbench.generation.presets import build_generator
+from tokbench.tokens import TokenLayout
+from tokbench.training.ema import make_ema, update_ema
+from tokbench.training.schedule import schedule_length, warmup_cosine
+
+
+def layout_from_dict(d: dict) -> TokenLayout:
+    return TokenLayout(d["arrangement"], tuple(d["shape"]), vocab_size=d.get("vocab_size"),
+                       latent_channels=d.get("latent_channels"),
+                       scales=tuple(d["scales"]) if d.get("scales") else None)
+
+
+def layout_to_dict(layout: TokenLayout) -> dict:
+    return {"arrangement": layout.arrangement, "shape": list(layout.shape), "vocab_size": layout.vocab_size,
+            "latent_channels": layout.latent_channels, "scales": list(layout.scales) if layout.scales else None}
+
+
+class GeneratorModule(L.LightningModule):
+    def __init__(self, tokens: str | None = None, info: dict | None = None, arch: str = "gpt", preset: str = "tiny",
+                 model_options: dict | None = None, label_dropout: float = 0.1, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0,
+                 max_steps: int | None = None, min_lr_ratio: float = 0.0, ema_decay: float = 0.999) -> None:
+        """``tokens``: a token dataset folder (`tokbench gen encode`), or ``info``: its
+        ``{"layout", "num_classes", "tokenizer"}`` directly."""
+        super().__init__()
+        if info is None:
+            if not tokens:
+                raise ValueError("GeneratorModule needs a token dataset (tokens=TOKDIR) or its info")
+            from tokbench.generation.token_data import TokenDataset
+
+            info = dataset_info(TokenDataset(tokens))
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        self.save_hyperparameters({"info": info})
+        self.save_hyperparameters(ignore=["info"])
+        self.layout = layout_from_dict(info["layout"])
+        self.num_classes = int(info.get("num_classes") or 0)
+        self._tokenizer = None  # a plain attribute: not part of the generator's weights
+        code_dim = None
+        if arch == "next_scale":
+            code_dim = info.get("code_dim") or self.attach_tokenizer(None).code_dim
+        self.model = build_generator(arch, self.layout, self.num_classes, preset, code_dim=code_dim,
+                                     **(model_options or {}))
+        self.ema = make_ema(self.model)
+
+    def attach_tokenizer(self, tokenizer):
+        """The tokenizer a next-scale generator reads its inputs from (loaded from the info's
+        spec when ``None``). Returns it."""
+        if tokenizer is None and self._tokenizer is None:
+            import tokbench
+
+            tokenizer = tokbench.load(self.hparams.info["tokenizer"]["spec"])
+        if tokenizer is not None:
+            self._tokenizer = tokenizer.eval().requires_grad_(False)
+        return self._tokenizer
+
+    def _inputs(self, ids_BL: torch.Tensor) -> torch.Tensor:
+        tokenizer = self.attach_tokenizer(None)
+        if tokenizer.device != ids_BL.device:
+            tokenizer.to(ids_BL.device)
+        return tokenizer.next_scale_inputs(ids_BL, self.layout)
+
+    def _loss(self, model, ids_BL: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
+        if self.hparams.arch == "next_scale":
+            return model.loss(self._inputs(ids_BL), ids_BL, labels_B)
+        return model.loss(ids_BL, labels_B)
+
+    def nll_bits(self, ids_BL: torch.Tensor, labels_B: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
+        """``(B,)`` bits of each sequence under the (EMA) generator."""
+        model = self.ema if ema else self.model
+        if self.hparams.arch == "next_scale":
+            return model.nll_bits(self._inputs(ids_BL), ids_BL, labels_B)
+        return model.nll_bits(ids_BL, labels_B)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Label dropout is seeded from (run seed, step, rank): a resumed run draws what an
+        # uninterrupted one draws (as the tokenizer training module does).
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(((seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank) % 2**63)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        ids_BL, labels_B = batch
+        drop_B = torch.rand(labels_B.shape) < self.hparams.label_dropout
+        labels_B = torch.where(drop_B.to(labels_B.device), torch.full_like(labels_B, -1), labels_B)
+        loss = self._loss(self.model, ids_BL.long(), labels_B)
+        self.log("train/bits_per_token", loss.detach() / math.log(2), prog_bar=True, batch_size=ids_BL.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # With the usual warm-up of the decay, so that a short run's EMA is not its initial weights.
+        step = self.global_step
+        update_ema(self.ema, self.model, min(self.hparams.ema_decay, (1 + step) / (10 + step)))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        ids_BL, labels_B = batch
+        bits_B = self.nll_bits(ids_BL.long(), labels_B)
+        self.log("val/nll_bits_per_image", bits_B.mean(), prog_bar=True, on_epoch=True, batch_size=ids_BL.shape[0],
+                 sync_dist=True)
+        self.log("val/nll_bits_per_token", bits_B.mean() / ids_BL.shape[1], on_epoch=True,
+                 batch_size=ids_BL.shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        total = schedule_length(h.max_steps, self.trainer.max_steps, self.trainer.estimated_stepping_batches)
+        # No weight decay on norms, biases and embeddings (nanoGPT's rule: only matrices of linear layers decay).
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n and "positions" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embed" not in n
+                                                                        and "positions" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=h.lr, betas=tuple(h.betas))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, h.warmup_steps, total, h.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokbench_generator"] = {"arch": self.hparams.arch, "preset": self.hparams.preset,
+                                            "config": self.model.config}
+
+
+def dataset_info(dataset) -> dict:
+    """What a generator needs to know of its token dataset (JSON-able)."""
+    meta = dataset.meta
+    return {"layout": meta["layout"], "num_classes": len(meta["classes"] or []),
+            "tokenizer": meta["tokenizer"], "classes": meta["classes"], "resolution": meta["resolution"]}

@@ -1,0 +1,56 @@
+"""Turning logits into tokens: temperature, top-k, top-p (nucleus) and classifier-free guidance."""
+from __future__ import annotations
+
+import torch
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, cfg: float) -> None:
+    """Clear errors for settings with no meaning, before any work."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+    if cfg < 1:
+        raise ValueError(f"the guidance scale must be >= 1 (1 = no guidance), got {cfg}")
+
+
+def filter_logits(logits_BV: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf every logit outside the ``top_k`` largest (0/None: all) and outside the
+    smallest set whose probability reaches ``top_p`` (1/None: all). The most likely token is
+    always kept; ties at the k-th value are kept (LlamaGen's rule)."""
+    out = logits_BV
+    if top_k:
+        kth_B1 = out.topk(min(top_k, out.shape[-1]), dim=-1).values[:, -1:]
+        out = out.masked_fill(out < kth_B1, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_BV, order_BV = out.sort(dim=-1, descending=True)
+        cumulative_BV = sorted_BV.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens before it already reach top_p.
+        drop_sorted = (cumulative_BV - sorted_BV.softmax(dim=-1)) >= top_p
+        drop_sorted[:, 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(1, order_BV, drop_sorted)
+        out = out.masked_fill(drop, float("-inf"))
+    return out
+
+
+def guided(logits_2BV: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on a batch stacked ``[conditional; unconditional]``:
+    ``uncond + scale * (cond - uncond)`` (LlamaGen's convention: 1 = no guidance)."""
+    cond, uncond = logits_2BV.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+def draw(logits_BV: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """``(B,)`` tokens drawn from ``softmax(filter(logits / temperature))`` with ``generator``."""
+    probs_BV = filter_logits(logits_BV.float() / temperature, top_k, top_p).softmax(dim=-1)
+    device = generator.device if generator is not None else probs_BV.device
+    return torch.multinomial(probs_BV.to(device), 1, generator=generator).to(logits_BV.device)[:, 0]
+
+
+def in_interval(step: int, total: int, interval: tuple[float, float]) -> bool:
+    """Whether guidance applies at ``step`` of ``total``: ``interval`` is a fraction range
+    ``[start, end)`` of the steps (``(0, 1)``: all)."""
+    return interval[0] <= step / total < interval[1]
