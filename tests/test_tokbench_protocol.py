@@ -163,3 +163,33 @@ def test_eval_command_line_carries_the_text_options():
     assert TextTask.options_from_args(parser.parse_args(["eval", "--tokenizer", "identity"])) == {}
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "--tokenizer", "identity", "--ocr", "parseq"])
+
+
+def test_a_folder_with_word_boxes_is_scored_by_tokbench_rules(tmp_path, monkeypatch):
+    """TokBench-style data: images plus ground-truth word boxes in manifest.jsonl (Tesseract here)."""
+    import json
+
+    from PIL import Image
+
+    from tokbench.tasks.runner import EvalConfig, run_eval
+    from tokbench.tasks.suites import load_suite
+
+    monkeypatch.setenv("TOKBENCH_CACHE", str(tmp_path / "cache"))
+    page = load_suite("text-sizes").items[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(page.image).save(data / "page.png")
+    words = [{"text": w["text"], "box": w["box"]} for w in page.meta["words"]]
+    (data / "manifest.jsonl").write_text(json.dumps({"file": "page.png", "words": words}) + "\n")
+    results = run_eval(EvalConfig(tokenizer="identity", tasks=["text"], data=data, out=tmp_path / "out",
+                                  resolution="letterbox:512", skip_metrics=["lpips"], workers=0,
+                                  task_options={"text": {"text_protocol": "tokbench"}}))
+    block = results["tasks"]["text"]
+    counts = block["extra"]["tokbench"]["word_counts"]
+    assert counts["words"] == len(words) and counts["dropped_size"] == 0  # at 512 every line is in a bucket
+    assert sum(counts[b] for b in ("small", "medium", "large")) + counts["dropped_refine"] == len(words)
+    assert block["metrics"]["tacc_mean"]["mean"] == 1.0  # identity, after refine
+    (data / "manifest.jsonl").write_text(json.dumps({"file": "page.png", "words": [{"text": "x", "box": [5, 5, 2, 9]}]}))
+    with pytest.raises(ValueError, match=r"word 1 \('x'\) needs 'box'"):
+        run_eval(EvalConfig(tokenizer="identity", tasks=["text"], data=data, out=tmp_path / "out2", workers=0,
+                            skip_metrics=["lpips"], task_options={"text": {"text_protocol": "tokbench"}}))
