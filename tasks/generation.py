@@ -27,6 +27,8 @@ from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import generation_order
 from tokbench.imageio import save_png
 from tokbench.metrics.fid import fid_from_features
+from tokbench.metrics.networks import load_networks
+from tokbench.weights import require as require_weights
 from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
 
@@ -79,6 +81,8 @@ class GenerationTask(Task):
             raise ValueError(f"--gen-steps, --gen-crops and --gen-samples must be >= 1, got {s.steps}, "
                              f"{s.crops_per_image} and {s.num_samples}")
         check_sampling(s.temperature, s.top_k, s.top_p, 1.0)
+        if wants_gfid(cfg, s):
+            require_weights(["rfid"], cfg.weights_dir)  # before any work: gFID uses rFID's Inception
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
             generation_order(layout)
@@ -106,15 +110,26 @@ class GenerationTask(Task):
         if settings.num_samples < cfg.fid_min_images:
             skipped_metrics["gfid"] = (f"{settings.num_samples} samples (--gen-samples); gFID needs at least "
                                        f"{cfg.fid_min_images} (--fid-min-images)")
-        elif "rfid" not in ctx.networks:
-            skipped_metrics["gfid"] = "the Inception network of rFID/gFID is not loaded (skipped or weights missing)"
+        elif not wants_gfid(cfg, settings):
+            skipped_metrics["gfid"] = "--skip-metric rfid (gFID uses rFID's Inception)"
         else:
+            features = inception_features(cfg, ctx)
             metrics["gfid"] = dataset_metric_entry("gfid", sample_fid(result.samples_B3HW, images, settings.image_size,
-                                                                     ctx.networks["rfid"]), len(result.samples_B3HW))
+                                                                     features), len(result.samples_B3HW))
         block = {"dataset": dataset.name, "num_images": len(images), "num_skipped": len(skipped), "skipped": skipped,
                  "metrics": metrics, "skipped_metrics": skipped_metrics, "extra": result.extra}
         atomic_write_text(cache, json.dumps(block, indent=2))
         return block, grids
+
+
+def wants_gfid(cfg, settings: GenerationSettings) -> bool:
+    """Whether this run computes gFID: enough samples requested and the metric not skipped."""
+    return settings.num_samples >= cfg.fid_min_images and "rfid" not in cfg.skip_metrics
+
+
+def inception_features(cfg, ctx: MetricContext):
+    """rFID's Inception feature function (already loaded when the reconstruction task runs too)."""
+    return ctx.networks.get("rfid") or load_networks(["rfid"], [], cfg.weights_dir, cfg.device)["rfid"]
 
 
 def sample_grid(samples_B3HW: torch.Tensor) -> torch.Tensor:

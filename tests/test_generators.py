@@ -15,6 +15,16 @@ from tokbench.generation.training import fit_in_memory
 from tokbench.tokens import TokenLayout
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: bit-identical CPU arithmetic, and on a shared 2-core machine no OpenMP
+    threads spinning against other jobs (which made these tiny models ~5x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _same_draws(generate, **kwargs):
     a = generate(generator=torch.Generator().manual_seed(3), use_cache=True, **kwargs)
     b = generate(generator=torch.Generator().manual_seed(3), use_cache=False, **kwargs)

@@ -51,8 +51,8 @@ class GeneratorModule(L.LightningModule):
             info = dataset_info(TokenDataset(tokens))
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
-        self.save_hyperparameters({"info": info})
         self.save_hyperparameters(ignore=["info"])
+        self.hparams["info"] = info  # read from the data when not given: kept so a checkpoint rebuilds alone
         self.layout = layout_from_dict(info["layout"])
         self.num_classes = int(info.get("num_classes") or 0)
         self._tokenizer = None  # a plain attribute: not part of the generator's weights
@@ -106,8 +106,11 @@ class GeneratorModule(L.LightningModule):
         self.log("train/bits_per_token", loss.detach() / math.log(2), prog_bar=True, batch_size=ids_BL.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # With the usual warm-up of the decay, so that a short run's EMA is not its initial weights.
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: checkpoint callbacks run before that hook, and a
+        # checkpoint must hold the EMA of the step it saves. The decay warms up (as usual) so
+        # that a short run's EMA is not its initial weights.
         step = self.global_step
         update_ema(self.ema, self.model, min(self.hparams.ema_decay, (1 + step) / (10 + step)))
 

@@ -26,6 +26,7 @@ from tokbench.generation.sequence import from_sequence
 from tokbench.imageio import save_png
 
 MANIFEST = "manifest.json"
+CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the report shows
 
 
 @dataclass
@@ -134,11 +135,34 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
             save_png(x_3HW, out / files[i])
         bar.update(1)
     bar.close()
-    if npz:
-        barrier()  # every rank's PNGs are written
-        if rank == 0:
+    barrier()  # every rank's PNGs are written
+    if rank == 0:
+        write_class_grid(out, files, labels_N)
+        if npz:
             pack_npz(out, files, labels_N)
     return out
+
+
+def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None, classes: int = 16,
+                     per_class: int = 8) -> Path:
+    """``grid_by_class.png``: one row per class (the first ``classes`` sampled), ``per_class`` samples each;
+    an unconditional set gives rows of its first samples."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    load = lambda i: torch.from_numpy(np.asarray(Image.open(out / files[i]).convert("RGB"))).permute(2, 0, 1)  # noqa: E731
+    if labels_N is None:
+        images = [load(i) for i in range(min(len(files), classes * per_class))]
+        nrow = min(per_class, len(images))
+    else:
+        images = []
+        for c in list(dict.fromkeys(labels_N.tolist()))[:classes]:
+            row = [load(i) for i in (labels_N == c).nonzero().flatten().tolist()[:per_class]]
+            images += row + [torch.full_like(row[0], 255)] * (per_class - len(row))  # blank: a row is one class
+        nrow = per_class
+    grid = make_grid(torch.stack(images).float() / 255, nrow=nrow, padding=2, pad_value=1.0)
+    save_png(grid, out / CLASS_GRID)
+    return out / CLASS_GRID
 
 
 def pack_npz(out: Path, files: list[str], labels_N: torch.Tensor | None) -> Path:

@@ -64,8 +64,25 @@ def run(args: argparse.Namespace) -> int:
                                 elapsed_s=time.perf_counter() - started, tokenizer_kind=args.tokenizer_kind)
         out = Path(args.out) / "results.json"
         write_results(out, results)
-        print(f"wrote {out}")
+        write_score_report(Path(args.out), results, Path(args.samples))
+        print(f"wrote {out}, report.md, report.html")
     return 0
+
+
+def write_score_report(out: Path, results: dict, samples: Path) -> None:
+    """``report.md``/``.html`` of the scores, with the per-class sample grid `gen sample` drew."""
+    import shutil
+
+    from tokbench.generation.sample import CLASS_GRID
+    from tokbench.tasks.report import write_report
+
+    grids = {}
+    if samples.is_dir() and (samples / CLASS_GRID).is_file():
+        (out / "grids").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(samples / CLASS_GRID, out / "grids" / "generation.png")
+        grids["generation"] = {"path": "grids/generation.png",
+                               "caption": "samples, one row per class (the first classes), as gen sample drew them"}
+    write_report(out, [results], grids)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
