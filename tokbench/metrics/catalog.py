@@ -51,6 +51,23 @@ TEXT = (
       for b in TEXT_SIZE_BUCKETS),
 )
 
+# TokBench's T-ACC / T-NED (`tokbench.metrics.tokbench_text`), reported with --text-protocol tokbench.
+# The leaderboard's TokBench view shows exactly these names.
+_TB_RANGE = {"small": "TokBench's small", "medium": "TokBench's medium", "large": "TokBench's large"}
+TOKBENCH_TEXT = (
+    *(Metric(f"tacc_{b}", f"T-ACC, {b} text", f"share of ground-truth words in {_TB_RANGE[b]} size bucket read "
+             "exactly (case-sensitive, raw strings) from their box in the reconstruction, pooled over the dataset's "
+             "words (TokBench protocol)", True, low=0.0, high=1.0, aggregation="dataset")
+      for b in ("small", "medium", "large")),
+    Metric("tacc_mean", "T-ACC, mean", "unweighted mean of the small, medium and large T-ACC (TokBench's headline)",
+           True, low=0.0, high=1.0, aggregation="dataset"),
+    *(Metric(f"tned_{b}", f"T-NED, {b} text", f"1 - normalized edit distance (raw strings) of the words in "
+             f"{_TB_RANGE[b]} size bucket, pooled over the dataset's words (TokBench protocol)", True, low=0.0,
+             high=1.0, aggregation="dataset") for b in ("small", "medium", "large")),
+    Metric("tned_mean", "T-NED, mean", "unweighted mean of the small, medium and large T-NED (TokBench's headline)",
+           True, low=0.0, high=1.0, aggregation="dataset"),
+)
+
 _FACE_BUCKET = {"small": "small faces", "medium": "medium faces", "large": "large faces"}
 FACES = (
     *(Metric(f"face_sim_{b}", f"F-Sim, {_FACE_BUCKET[b]}", f"cosine similarity of dlib's 128-d face descriptor, "
@@ -94,4 +111,4 @@ SAMPLE_QUALITY = (
            high=1.0, **_GEN_INCEPTION),
 )
 
-register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *FACES, *GENERATION, *SAMPLE_QUALITY))
+register_metrics((*IMAGE_QUALITY, *RECONSTRUCTION, *DETAIL, *TEXT, *TOKBENCH_TEXT, *FACES, *GENERATION, *SAMPLE_QUALITY))

@@ -5,7 +5,8 @@ Normalization before any comparison: Unicode NFKC, case folding (``str.casefold`
 character Levenshtein distance over the reference length; WER is the Levenshtein distance
 over *words* (a true word error rate, not characters) over the reference word count.
 An empty reference (after normalization) has no CER/WER: ``None``, left out of the means.
-Word scores (TokBench's T-ACC / T-NED): exact match after normalization, and
+Word scores (tokbench's own protocol -- not TokBench's T-ACC / T-NED, whose rules are in
+`tokbench.metrics.tokbench_text`): exact match after normalization, and
 ``1 - distance / max(len(gt), len(pred))``.
 
 OCR settings: grayscale, inverted when the background is dark (Tesseract reads dark ink
