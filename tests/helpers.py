@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from skimage import data, transform
 
@@ -40,3 +41,13 @@ def fit_autoencoder(model, x: torch.Tensor, steps: int, lr: float) -> list[float
         losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for a test module (import it there): bit-identical CPU arithmetic, and on a
+    shared 2-core machine no OpenMP threads spinning against other jobs (which made tiny models ~5x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

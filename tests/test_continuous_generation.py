@@ -9,14 +9,7 @@ from tokbench.generation.continuous import ContinuousGPT
 from tokbench.generation.diffusion_head import DiffusionHead
 from tokbench.generation.sequence import latents_to_sequence
 from tokbench.generation.training import fit_in_memory
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _mixture(n: int, generator: torch.Generator) -> torch.Tensor:

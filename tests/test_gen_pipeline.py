@@ -16,14 +16,7 @@ from tokbench.generation.checkpoint import load_generator, save_generator
 from tokbench.generation.commands.fit import build_cli, export_generator, translate_arguments
 from tokbench.generation.sample import SamplingSettings, sample_to_folder
 from tokbench.generation.token_encoding import encode_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical CPU arithmetic, and no OpenMP spinning on a shared machine
-    yield
-    torch.set_num_threads(before)
+from helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

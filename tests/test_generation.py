@@ -10,16 +10,8 @@ from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
 from tokbench.generation.training import fit_in_memory
 from tokbench.tokens import TokenLayout
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: bit-identical CPU arithmetic, and on a shared 2-core machine no OpenMP
-    threads spinning against other jobs (which made these tiny models ~5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 from tokbench.tasks.suites import load_suite
+from helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.mark.parametrize("spec", ["vq:size=tiny", "residual_scale:size=tiny", "holistic_1d:size=tiny"])

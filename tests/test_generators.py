@@ -13,16 +13,7 @@ from tokbench.generation.presets import build_generator
 from tokbench.generation.sampling import filter_logits, guided
 from tokbench.generation.training import fit_in_memory
 from tokbench.tokens import TokenLayout
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: bit-identical CPU arithmetic, and on a shared 2-core machine no OpenMP
-    threads spinning against other jobs (which made these tiny models ~5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _same_draws(generate, **kwargs):
@@ -209,3 +200,10 @@ def test_bad_generator_settings_are_clear_errors():
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 10\)"):
         fit_in_memory(torch.full((4, 16), 11), layout, steps=1)
     assert cfg_at_scale(2.5, 0, 10, "linear") == 1 and cfg_at_scale(2.5, 9, 10, "linear") == 2.5
+
+
+def test_the_quick_fit_trains_on_the_device_it_is_given():
+    from tokbench.generation.training import lightning_device
+
+    assert lightning_device("cuda:1") == {"accelerator": "gpu", "devices": [1]}  # not GPU 0
+    assert lightning_device("cpu") == {"accelerator": "cpu", "devices": 1}

@@ -230,11 +230,13 @@ def test_show_and_submit_print_no_control_characters(tmp_path, capsys):
         assert "unverified because $.datasets[0].name" in printed
         for fmt in ("table", "markdown", "csv", "html"):
             for source in ({"db": db, "server": None}, {"db": None, "server": server.url}):
-                run_show(argparse.Namespace(**source, task=None, family=None, status="all", sort=None, order=None,
-                                            format=fmt))
-                out = capsys.readouterr().out
-                assert "\ufffd[2J" in out, (fmt, out)  # the name is there, defused
-                printed += out
+                for view in ("tasks", "tokbench"):
+                    run_show(argparse.Namespace(**source, task=None, family=None, status="all", sort=None, order=None,
+                                                format=fmt, view=view))
+                    out = capsys.readouterr().out
+                    if view == "tasks":  # (the TokBench view lists entries with text/face metrics only)
+                        assert "\ufffd[2J" in out, (fmt, view, out)  # the name is there, defused
+                    printed += out
     store.close()
     controls = {c for c in printed if (ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f or c == "\u202e"}
     assert controls == set()

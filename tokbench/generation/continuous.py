@@ -17,7 +17,7 @@ from torch import nn
 from tokbench.generation.blocks import KVCache, init_weights
 from tokbench.generation.diffusion_head import DiffusionHead
 from tokbench.generation.gpt import CausalBackbone
-from tokbench.generation.sampling import in_interval
+from tokbench.generation.sampling import guidance_batch, in_interval
 
 
 class ContinuousGPT(CausalBackbone):
@@ -76,13 +76,7 @@ class ContinuousGPT(CausalBackbone):
         if cfg < 1:
             raise ValueError(f"the guidance scale must be >= 1 (1 = no guidance), got {cfg}")
         device = self.input_proj.weight.device
-        B = len(labels_B) if labels_B is not None else num
-        if not B:
-            raise ValueError("generate needs labels or a number of samples")
-        classes_B = self.class_ids(labels_B, B, device)
-        guide = cfg != 1.0
-        if guide:
-            classes_B = torch.cat([classes_B, torch.full_like(classes_B, self.null_class)])
+        B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         tokens = []
         cache = KVCache() if use_cache else None
         x_BLC = self.prefix(classes_B)

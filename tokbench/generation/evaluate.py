@@ -138,7 +138,7 @@ def _fit(tokenizer, images: list[np.ndarray], layout, arch: str, s: GenerationSe
     crops = {i: random_crops(images[i], s.image_size, s.crops_per_image, gen) for i in range(len(images))}
     train_NL = encode_sequences(tokenizer, torch.cat([crops[i] for i in train]), 16, device)
     module = fit_in_memory(train_NL, layout, arch=arch, preset=s.preset, steps=s.steps, batch_size=s.batch_size,
-                           lr=s.lr, seed=s.seed, accelerator="gpu" if str(device).startswith("cuda") else "cpu",
+                           lr=s.lr, seed=s.seed, device=str(device),
                            tokenizer=tokenizer if arch == "next_scale" else None,
                            model_options={k: v for k, v in (("width", s.width), ("depth", s.depth), ("heads", s.heads))
                                           if v is not None}).to(device)

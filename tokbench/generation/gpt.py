@@ -18,7 +18,7 @@ from torch import nn
 
 from tokbench.generation.blocks import GPTBlock, KVCache, init_weights
 from tokbench.generation.rope import angles_1d, angles_2d, with_prefix
-from tokbench.generation.sampling import check_sampling, draw, guided, in_interval
+from tokbench.generation.sampling import check_sampling, draw, guidance_batch, guided, in_interval
 
 
 class CausalBackbone(nn.Module):
@@ -108,13 +108,7 @@ class TokenGPT(CausalBackbone):
         ``cfg > 1`` guides towards the class on the steps inside ``cfg_interval``."""
         check_sampling(temperature, top_k, top_p, cfg)
         device = self.head.weight.device
-        B = len(labels_B) if labels_B is not None else num
-        if not B:
-            raise ValueError("generate needs labels or a number of samples")
-        classes_B = self.class_ids(labels_B, B, device)
-        guide = cfg != 1.0
-        if guide:
-            classes_B = torch.cat([classes_B, torch.full_like(classes_B, self.null_class)])
+        B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         ids_BL = torch.zeros(B, 0, dtype=torch.long, device=device)
         cache = KVCache() if use_cache else None
         x_BLC = self.class_embed(classes_B)[:, None]  # what is fed next

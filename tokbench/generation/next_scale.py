@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokbench.generation.blocks import AdaLNBlock, KVCache, init_weights
-from tokbench.generation.sampling import check_sampling, draw, guided
+from tokbench.generation.sampling import check_sampling, draw, guidance_batch, guided
 from tokbench.tokens import TokenLayout
 
 
@@ -121,13 +121,7 @@ class NextScaleGPT(nn.Module):
         if [tuple(s) for s in layout.scale_shapes()] != self.scale_shapes:
             raise ValueError(f"the layout's maps {layout.scale_shapes()} are not the generator's {self.scale_shapes}")
         device = self.head.weight.device
-        B = len(labels_B) if labels_B is not None else num
-        if not B:
-            raise ValueError("generate needs labels or a number of samples")
-        classes_B = self.class_ids(labels_B, B, device)
-        guide = cfg != 1.0
-        if guide:
-            classes_B = torch.cat([classes_B, torch.full_like(classes_B, self.null_class)])
+        B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         cond_BC, x_BlC = self._start(classes_B)
         cache = KVCache() if use_cache else None
         seen_BLC, start, f_hat, maps = x_BlC[:, :0], 0, None, []

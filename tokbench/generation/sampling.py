@@ -35,6 +35,20 @@ def filter_logits(logits_BV: torch.Tensor, top_k: int | None = None, top_p: floa
     return out
 
 
+def guidance_batch(model, labels_B: torch.Tensor | None, num: int | None, cfg: float,
+                   device) -> tuple[int, torch.Tensor, bool]:
+    """``(B, class ids, guide)`` for a generator's ``generate``: ``B`` samples of ``labels_B`` (or
+    ``num`` unconditional ones); with guidance (``cfg != 1``) the class ids are ``[classes; no class]``."""
+    B = len(labels_B) if labels_B is not None else num
+    if not B:
+        raise ValueError("generate needs labels or a number of samples")
+    classes_B = model.class_ids(labels_B, B, device)
+    guide = cfg != 1.0
+    if guide:
+        classes_B = torch.cat([classes_B, torch.full_like(classes_B, model.null_class)])
+    return B, classes_B, guide
+
+
 def guided(logits_2BV: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance on a batch stacked ``[conditional; unconditional]``:
     ``uncond + scale * (cond - uncond)`` (LlamaGen's convention: 1 = no guidance)."""

@@ -20,9 +20,17 @@ def check_ids(ids_NL: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"token ids must lie in [0, {vocab_size}), got [{int(ids_NL.min())}, {int(ids_NL.max())}]")
 
 
+def lightning_device(device: str) -> dict:
+    """Trainer arguments for one torch device: ``cuda:1`` trains on GPU 1, not on GPU 0."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return {"accelerator": "gpu", "devices": [d.index if d.index is not None else torch.cuda.current_device()]}
+    return {"accelerator": "cpu", "devices": 1}
+
+
 def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.Tensor | None = None,
                   num_classes: int = 0, arch: str = "gpt", preset: str = "tiny", steps: int = 300,
-                  batch_size: int = 32, lr: float = 3e-3, seed: int = 0, accelerator: str = "cpu",
+                  batch_size: int = 32, lr: float = 3e-3, seed: int = 0, device: str = "cpu",
                   tokenizer=None, tokenizer_info: dict | None = None, **module_options) -> GeneratorModule:
     """Train a generator for ``steps`` steps on ``ids_NL`` (ids in generation order, or ``(N, L, C)``
     latents for ``arch="mar"``); returns the
@@ -53,7 +61,7 @@ def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.
     lightning_log.setLevel(logging.WARNING)
     silence_expected_lightning_warnings()
     try:
-        trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=False,
+        trainer = L.Trainer(max_steps=steps, **lightning_device(device), logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=1.0)
         trainer.fit(module, loader)

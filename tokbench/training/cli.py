@@ -50,29 +50,43 @@ def logs_under_root_dir(trainer_config) -> None:  # noqa: ANN001
             init_args.save_dir = str(root)
 
 
-def build_cli(argv: list[str]):
-    """Parse ``argv`` as LightningCLI does and build the model, data and trainer (no run)."""
+def lightning_cli(model_class, data_class, argv: list[str], prog: str, description: str,
+                  links: tuple[tuple[str, str], ...] = ()):
+    """LightningCLI with tokbench's conventions (atomic checkpoints, logs under the run's root,
+    no model summary), parsed from ``argv`` and built without running; ``links`` are
+    ``(source, target)`` argument links (a model that sizes itself from the data)."""
     from lightning.pytorch.cli import LightningCLI
 
-    from tokbench.training.data import ImageDataModule
     from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
-    from tokbench.training.module import AutoencoderModule
 
-    class TrainCLI(LightningCLI):
+    class TokbenchCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            for source, target in links:
+                parser.link_arguments(source, target)
+
         def before_instantiate_classes(self) -> None:
             logs_under_root_dir(self.config.trainer)
 
     silence_expected_lightning_warnings()
     with warnings.catch_warnings():
-        # `tokbench train` hands its own arguments over as `args`, which is what that warning is about.
+        # the command hands its own arguments over as `args`, which is what that warning is about.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return TrainCLI(
-            AutoencoderModule, ImageDataModule, args=argv, run=False, seed_everything_default=0,
+        return TokbenchCLI(
+            model_class, data_class, args=argv, run=False, seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
                               "enable_model_summary": False},
-            parser_kwargs={"prog": "tokbench train", "description": "Train a tokenizer (Lightning CLI conventions)."},
+            parser_kwargs={"prog": prog, "description": description},
         )
+
+
+def build_cli(argv: list[str]):
+    """Parse ``argv`` as LightningCLI does and build the model, data and trainer (no run)."""
+    from tokbench.training.data import ImageDataModule
+    from tokbench.training.module import AutoencoderModule
+
+    return lightning_cli(AutoencoderModule, ImageDataModule, argv, "tokbench train",
+                         "Train a tokenizer (Lightning CLI conventions).")
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ writes the EMA weights as a generator checkpoint in ``<default_root_dir>/generat
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 GENERATOR_DIR = "generator"
@@ -37,30 +36,13 @@ def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
 
 def build_cli(argv: list[str]):
     """Parse ``argv`` as LightningCLI does and build the generator, data and trainer (no run)."""
-    from lightning.pytorch.cli import LightningCLI
-
     from tokbench.generation.datamodule import TokenDataModule
     from tokbench.generation.module import GeneratorModule
-    from tokbench.training.cli import logs_under_root_dir
-    from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
+    from tokbench.training.cli import lightning_cli
 
-    class GenFitCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.link_arguments("data.root", "model.tokens")  # the model sizes itself from the data's layout
-
-        def before_instantiate_classes(self) -> None:
-            logs_under_root_dir(self.config.trainer)
-
-    silence_expected_lightning_warnings()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return GenFitCLI(
-            GeneratorModule, TokenDataModule, args=argv, run=False, seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
-                              "enable_model_summary": False},
-            parser_kwargs={"prog": "tokbench gen fit", "description": "Train a generator on a token dataset."},
-        )
+    # the model sizes itself from the token dataset's layout
+    return lightning_cli(GeneratorModule, TokenDataModule, argv, "tokbench gen fit",
+                         "Train a generator on a token dataset.", links=(("data.root", "model.tokens"),))
 
 
 def export_generator(module, root_dir: str | Path) -> Path:
