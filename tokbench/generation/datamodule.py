@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tokbench.generation.token_data import TokenDataset
 from tokbench.training.data import StepIndexedSampler
 
 
@@ -35,8 +36,6 @@ class TokenDataModule(L.LightningDataModule):
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
-        from tokbench.generation.token_data import TokenDataset
-
         h = self.hparams
         if not h.root:
             raise ValueError("no token dataset: give --tokens TOKDIR (written by `tokbench gen encode`)")

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 
 from tokbench.generation.presets import build_generator
+from tokbench.generation.token_data import TokenDataset
 from tokbench.tokens import TokenLayout
 from tokbench.training.ema import make_ema, update_ema
 from tokbench.training.schedule import schedule_length, warmup_cosine
@@ -46,8 +47,6 @@ class GeneratorModule(L.LightningModule):
         if info is None:
             if not tokens:
                 raise ValueError("GeneratorModule needs a token dataset (tokens=TOKDIR) or its info")
-            from tokbench.generation.token_data import TokenDataset
-
             info = dataset_info(TokenDataset(tokens))
         if not 0 <= label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")

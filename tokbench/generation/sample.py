@@ -24,6 +24,7 @@ from tokbench.generation.module import layout_from_dict
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import from_sequence, latents_from_sequence
 from tokbench.imageio import save_png
+from tokbench.provenance import checkpoint_sha256, file_sha256
 
 MANIFEST = "manifest.json"
 CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the report shows
@@ -68,8 +69,7 @@ def parse_classes(text: str, num_classes: int, names: list[str] | None) -> list[
 
 def load_matching_tokenizer(config: dict, override: str | None, device: str):
     """The generator's tokenizer (or ``override``), refused when its weights differ from the recorded ones."""
-    import tokbench
-    from tokbench.provenance import checkpoint_sha256
+    import tokbench  # the package's `load` (its __init__ imports the registry)
 
     recorded = config["tokenizer"]
     spec = override or recorded["spec"]
@@ -184,8 +184,6 @@ def pack_npz(out: Path, files: list[str], labels_N: torch.Tensor | None) -> Path
 
 
 def _weights_sha(generator_dir) -> str:
-    from tokbench.provenance import file_sha256
-
     return file_sha256(Path(generator_dir) / "model.safetensors")
 
 
