@@ -24,7 +24,8 @@ from tokbench.generation.module import layout_from_dict
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import from_sequence, latents_from_sequence
 from tokbench.imageio import save_png
-from tokbench.provenance import checkpoint_sha256, file_sha256
+from tokbench.generation.token_data import load_checked_tokenizer
+from tokbench.provenance import file_sha256
 
 MANIFEST = "manifest.json"
 CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the report shows
@@ -69,15 +70,9 @@ def parse_classes(text: str, num_classes: int, names: list[str] | None) -> list[
 
 def load_matching_tokenizer(config: dict, override: str | None, device: str):
     """The generator's tokenizer (or ``override``), refused when its weights differ from the recorded ones."""
-    import tokbench  # the package's `load` (its __init__ imports the registry)
-
     recorded = config["tokenizer"]
-    spec = override or recorded["spec"]
-    sha = checkpoint_sha256(spec)
-    if recorded.get("sha256") and sha and sha != recorded["sha256"]:
-        raise ValueError(f"tokenizer {spec}: weights SHA-256 {sha[:12]}... differ from those the generator was trained "
-                         f"on ({recorded['sha256'][:12]}...); its tokens would decode to noise")
-    return tokbench.load(spec).to(device).eval()
+    return load_checked_tokenizer(override or recorded["spec"], recorded.get("sha256"),
+                                  "the generator was trained on", device)
 
 
 def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int, s: SamplingSettings,

@@ -242,11 +242,18 @@ class TokenDataset(Dataset):
 
     def load_tokenizer(self, device: str = "cpu") -> "Tokenizer":
         """The tokenizer that made the tokens, checked against the recorded weights' SHA-256."""
-        import tokbench
-        from tokbench.provenance import checkpoint_sha256
+        return load_checked_tokenizer(self.tokenizer_spec, self.meta["tokenizer"].get("sha256"),
+                                      f"the token dataset {self.path} was encoded with", device)
 
-        spec, recorded = self.tokenizer_spec, self.meta["tokenizer"].get("sha256")
-        if recorded is not None and checkpoint_sha256(spec) != recorded:
-            raise ValueError(f"{spec}: its weights changed since the token dataset {self.path} was encoded "
-                             f"(SHA-256 {recorded[:12]}... recorded)")
-        return tokbench.load(spec).eval().to(device)
+
+def load_checked_tokenizer(spec: str, recorded_sha256: str | None, recorded_for: str, device: str = "cpu") -> "Tokenizer":
+    """``tokbench.load(spec)``, refused when its weights' SHA-256 is not the recorded one (tokens
+    decode to noise through other weights); ``recorded_for`` says where the hash was recorded."""
+    import tokbench  # the package's `load` (its __init__ imports the registry)
+    from tokbench.provenance import checkpoint_sha256
+
+    sha = checkpoint_sha256(spec)
+    if recorded_sha256 and sha and sha != recorded_sha256:
+        raise ValueError(f"tokenizer {spec}: weights SHA-256 {sha[:12]}... differ from those {recorded_for} "
+                         f"({recorded_sha256[:12]}...); its tokens would decode to noise")
+    return tokbench.load(spec).eval().to(device)
