@@ -130,7 +130,7 @@ def load_reference(path: str | os.PathLike, feature_fn: FeatureFn, *, batch_size
     entry = _read_cache(cached_at, fingerprint)
     from_cache = entry is not None
     if entry is None:
-        features, _ = extract_features(source.batches(batch_size), feature_fn)
+        features, _ = extract_features(source.batches(batch_size), feature_fn, progress="reference features")
         entry = {"features": features, "content_sha256": source.content_sha256, "image_sizes": source.image_sizes}
         _write_cache(cached_at, fingerprint, features, source.content_sha256, source.image_sizes)
     features = entry["features"].astype(np.float32)

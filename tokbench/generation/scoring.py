@@ -187,10 +187,16 @@ def fid_of_features(features_NF: np.ndarray, mu: np.ndarray, sigma: np.ndarray) 
 
 # --------------------------------------------------------------------------- streaming
 
-def extract_features(batches: Iterable[np.ndarray], feature_fn: FeatureFn) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``feature_fn`` on uint8 ``(B, H, W, 3)`` batches: ``(pool (N, F), logits (N, C))`` float32."""
+def extract_features(batches: Iterable[np.ndarray], feature_fn: FeatureFn,
+                     progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``feature_fn`` on uint8 ``(B, H, W, 3)`` batches: ``(pool (N, F), logits (N, C))`` float32.
+    ``progress``: a progress bar with this label (images per second) on stderr."""
+    from tqdm import tqdm
+
     pools, logits = [], []
+    bar = tqdm(desc=progress, unit="img", disable=progress is None)
     for batch in batches:
+        bar.update(len(batch))
         x = torch.from_numpy(np.require(batch, dtype=np.uint8, requirements=["C", "W"])).permute(0, 3, 1, 2)
         out = feature_fn(x)
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -198,6 +204,7 @@ def extract_features(batches: Iterable[np.ndarray], feature_fn: FeatureFn) -> tu
         pool, logit = (torch.as_tensor(t).detach().float().cpu().reshape(len(batch), -1).numpy() for t in out)
         pools.append(pool)
         logits.append(logit)
+    bar.close()
     if not pools:
         raise ValueError("no images to score (the set is empty)")
     return np.concatenate(pools), np.concatenate(logits)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"reference {reference.name}: {reference.num_images} images "
           f"({'cached features' if reference.from_cache else 'features computed and cached'}; "
           f"FID statistics from {reference.stats_source})")
-    pool, logits = extract_features(samples.batches(args.batch_size), feature_fn)
+    pool, logits = extract_features(samples.batches(args.batch_size), feature_fn, progress="sample features")
     scores = score_features(pool, logits, reference, k=DEFAULT_K, is_splits=DEFAULT_IS_SPLITS, device=args.device)
     print(f"samples {samples.name}: {scores.num_samples} images")
     print(f"  gFID       {scores.gfid:.4f}")
