@@ -51,3 +51,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def stop_at(step: int):
+    """A Lightning callback that stops a run after ``step`` steps, as an interruption would (the
+    learning-rate schedule still spans ``max_steps``)."""
+    import lightning as L
+
+    class StopAt(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step >= step:
+                trainer.should_stop = True
+
+    return StopAt()

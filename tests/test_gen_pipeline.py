@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,7 +15,7 @@ from tokbench.generation.checkpoint import load_generator, save_generator
 from tokbench.generation.commands.fit import build_cli, export_generator, translate_arguments
 from tokbench.generation.sample import SamplingSettings, sample_to_folder
 from tokbench.generation.token_encoding import encode_dataset
-from helpers import one_thread  # noqa: F401  (autouse fixture)
+from helpers import one_thread, stop_at  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +34,6 @@ def tokens_dir(tmp_path_factory) -> Path:
     return root / "tokens"
 
 
-class StopAt(L.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 def _fit(tokens: Path, root: Path, stop: int | None = None, resume: bool = False, config: str = "gpt_tiny"):
     argv, _ = translate_arguments(["--config", config, "--tokens", str(tokens), "--trainer.max_steps", "8",
                                    "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
@@ -53,7 +43,7 @@ def _fit(tokens: Path, root: Path, stop: int | None = None, resume: bool = False
                                                           '"init_args": {"every_n_train_steps": 4}}]'])
     cli = build_cli(argv)
     if stop:
-        cli.trainer.callbacks.append(StopAt(stop))
+        cli.trainer.callbacks.append(stop_at(stop))
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(root / "checkpoints" / "last.ckpt") if resume else None)
     return cli
 

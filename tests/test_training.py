@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import tokbench
+from helpers import stop_at
 from tokbench.training.cli import build_cli, shipped_config
 from tokbench.training.module import AutoencoderModule, NonFiniteLossError
 
@@ -76,17 +77,6 @@ def test_unknown_key_in_a_yaml_file_fails_naming_it(tmp_path, capsys):
     assert "learning_rat" in capsys.readouterr().err
 
 
-class StopAt(L.Callback):
-    """Stops the run after ``step`` steps, as an interruption would (the schedule still spans max_steps)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 def _fit(tmp_path, steps, resume=False):
     argv = ["--config", str(Path(tokbench.__file__).parent / "training/configs/residual_scale_tiny.yaml"), *SMALL,
             "--trainer.max_steps", "8", "--trainer.default_root_dir", str(tmp_path),
@@ -95,7 +85,7 @@ def _fit(tmp_path, steps, resume=False):
             "--trainer.callbacks", '[{"class_path": "tokbench.training.checkpointing.RunCheckpoint", '
                                    '"init_args": {"every_n_train_steps": 4}}]']
     cli = build_cli(argv)
-    cli.trainer.callbacks.append(StopAt(steps))
+    cli.trainer.callbacks.append(stop_at(steps))
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt") if resume else None
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt)
     return cli.model

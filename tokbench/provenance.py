@@ -14,13 +14,18 @@ from tokbench.registry import parse_spec
 WEIGHTS_FILE = "model.safetensors"  # what a tokbench checkpoint directory's hash covers
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``sha256``, or ``md5`` where an upstream publishes that), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file."""
+    return file_digest(path, "sha256")
 
 
 def checkpoint_sha256(path_or_name: str) -> str | None:

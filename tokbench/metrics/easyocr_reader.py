@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from tokbench.provenance import file_digest
 
 WEIGHT_MD5 = {"english_g2.pth": "5864788e1821be9e454ec108d61b887d", "craft_mlt_25k.pth": "2f8227d2def4037cdb3b34389dcf9ec1"}
 WORD_MARGIN = 2  # pixels around a ground-truth word box
@@ -42,14 +43,6 @@ def model_dir() -> Path:
     return Path(easyocr_en_models.model_dir())
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=None)
 def verified_model_dir() -> Path:
     """`model_dir` after checking every weights file against its pinned MD5 (once per process)."""
@@ -58,7 +51,7 @@ def verified_model_dir() -> Path:
         path = folder / name
         if not path.is_file():
             raise EasyOCRUnavailableError(f"EasyOCR weights file {path} is missing; reinstall: {INSTALL_HINT}")
-        found = _md5(path)
+        found = file_digest(path, "md5")
         if found != expected:
             raise EasyOCRUnavailableError(f"EasyOCR weights file {path} has MD5 {found}, expected {expected} "
                                           f"(corrupt or another release); reinstall: {INSTALL_HINT}")

