@@ -125,3 +125,12 @@ def test_runtime_registration_and_unknown_names():
         tokbench.create("nope")
     with pytest.raises(ValueError, match="bad options"):
         tokbench.create("jpeg:quality=5")
+
+
+@pytest.mark.parametrize("layout", [TokenLayout("grid", (4, 6), vocab_size=512),
+                                    TokenLayout("scales", (8, 8), vocab_size=256, scales=(1, 2, 4, 8)),
+                                    TokenLayout("sequence", (32,), latent_channels=12)])
+def test_layout_dicts_read_back_to_the_same_layout(layout):
+    import json
+
+    assert TokenLayout.from_dict(json.loads(json.dumps(layout.to_dict()))) == layout

@@ -110,7 +110,15 @@ class TokenLayout:
         what = f"vocab {self.vocab_size}" if self.vocab_size is not None else f"{self.latent_channels} latent channels"
         return f"{self.num_tokens} tokens ({where}), {what}"
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenLayout":
+        """The inverse of `to_dict` (its derived ``num_tokens`` and ``bits_per_image`` are ignored)."""
+        scales = d.get("scales")
+        return cls(d["arrangement"], tuple(d["shape"]), vocab_size=d.get("vocab_size"),
+                   latent_channels=d.get("latent_channels"), scales=tuple(scales) if scales is not None else None)
+
     def to_dict(self) -> dict:
+        """A JSON-ready description (read back with `from_dict`)."""
         return {
             "arrangement": self.arrangement,
             "shape": list(self.shape),

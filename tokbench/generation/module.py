@@ -25,17 +25,6 @@ from tokbench.training.ema import make_ema, update_ema
 from tokbench.training.schedule import schedule_length, warmup_cosine
 
 
-def layout_from_dict(d: dict) -> TokenLayout:
-    return TokenLayout(d["arrangement"], tuple(d["shape"]), vocab_size=d.get("vocab_size"),
-                       latent_channels=d.get("latent_channels"),
-                       scales=tuple(d["scales"]) if d.get("scales") else None)
-
-
-def layout_to_dict(layout: TokenLayout) -> dict:
-    return {"arrangement": layout.arrangement, "shape": list(layout.shape), "vocab_size": layout.vocab_size,
-            "latent_channels": layout.latent_channels, "scales": list(layout.scales) if layout.scales else None}
-
-
 class GeneratorModule(L.LightningModule):
     def __init__(self, tokens: str | None = None, info: dict | None = None, arch: str = "gpt", preset: str = "tiny",
                  model_options: dict | None = None, label_dropout: float = 0.1, lr: float = 1e-4,
@@ -52,7 +41,7 @@ class GeneratorModule(L.LightningModule):
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.save_hyperparameters(ignore=["info"])
         self.hparams["info"] = info  # read from the data when not given: kept so a checkpoint rebuilds alone
-        self.layout = layout_from_dict(info["layout"])
+        self.layout = TokenLayout.from_dict(info["layout"])
         self.num_classes = int(info.get("num_classes") or 0)
         self._tokenizer = None  # a plain attribute: not part of the generator's weights
         code_dim = None

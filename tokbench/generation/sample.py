@@ -20,12 +20,12 @@ import torch
 from tokbench.atomic import atomic_path, atomic_write_text
 from tokbench.distributed import barrier
 from tokbench.generation.checkpoint import load_generator
-from tokbench.generation.module import layout_from_dict
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import from_sequence, latents_from_sequence
 from tokbench.imageio import save_png
 from tokbench.generation.token_data import load_checked_tokenizer
 from tokbench.provenance import file_sha256
+from tokbench.tokens import TokenLayout
 
 MANIFEST = "manifest.json"
 CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the report shows
@@ -103,7 +103,7 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
         raise ValueError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
     model, config = load_generator(generator_dir, device)
     tok = load_matching_tokenizer(config, tokenizer, device)
-    layout = layout_from_dict(config["layout"])
+    layout = TokenLayout.from_dict(config["layout"])
     side = int(config.get("resolution") or 256)
     class_list = parse_classes(classes, model.num_classes, config.get("classes"))
     labels_N = None if class_list is None else torch.tensor([class_list[i % len(class_list)] for i in range(num)])

@@ -10,7 +10,8 @@
                             path) or a registered name such as "vq:size=tiny">,
                    "sha256": <checkpoint_sha256 of the weights, or null>,
                    "family": str, "kind": "discrete"|"continuous", "config": {...}},
-     "layout": {"arrangement", "shape", "vocab_size", "latent_channels", "scales"},
+     "layout": TokenLayout.to_dict() (arrangement, shape, vocab_size or latent_channels,
+                num_tokens, bits_per_image; scales for a "scales" layout),
      "token_shape": [L] (discrete) or [L, C] (continuous),
      "token_dtype": "int16"|"int32"|"float16",
      "resolution": int, "flip": bool, "num_images": int, "num_items": int,
@@ -88,19 +89,6 @@ def token_dtype(layout: TokenLayout) -> str:
     return "int16" if int(layout.vocab_size) <= INT16_MAX_VOCAB else "int32"  # type: ignore[arg-type]
 
 
-def layout_to_meta(layout: TokenLayout) -> dict[str, Any]:
-    return {"arrangement": layout.arrangement, "shape": list(layout.shape), "vocab_size": layout.vocab_size,
-            "latent_channels": layout.latent_channels,
-            "scales": list(layout.scales) if layout.scales is not None else None}
-
-
-def layout_from_meta(meta: dict[str, Any]) -> TokenLayout:
-    scales = meta.get("scales")
-    return TokenLayout(meta["arrangement"], tuple(meta["shape"]), vocab_size=meta.get("vocab_size"),
-                       latent_channels=meta.get("latent_channels"),
-                       scales=tuple(scales) if scales is not None else None)
-
-
 def tokens_to_rows(tokens: Tokens, dtype: str) -> np.ndarray:
     """A batch of tokens as stored rows ``(B, *token_shape)`` in ``dtype`` (numpy, on the CPU)."""
     layout = tokens.layout
@@ -168,7 +156,7 @@ class TokenDataset(Dataset):
         if not self.meta.get("complete"):
             raise ValueError(f"{self.path}: the token dataset is incomplete (encoding was interrupted); rerun the same "
                              "'tokbench gen encode' command to finish it")
-        self.layout: TokenLayout = layout_from_meta(self.meta["layout"])
+        self.layout: TokenLayout = TokenLayout.from_dict(self.meta["layout"])
         self.kind: str = self.layout.kind
         self.items_per_image: int = 2 if self.meta["flip"] else 1
         self._tokens: np.ndarray | None = None

@@ -36,7 +36,7 @@ from tokbench.atomic import atomic_path, atomic_write_text
 from tokbench.distributed import barrier, rank_and_world
 from tokbench.generation.image_labels import LabelledImages, labelled_images
 from tokbench.generation.token_data import (FORMAT, LABELS_NAME, META_NAME, PROGRESS_DIR, TOKENS_NAME, VERSION,
-                                            check_encodable, layout_to_meta, read_meta, token_dtype, token_shape,
+                                            check_encodable, read_meta, token_dtype, token_shape,
                                             tokens_to_rows)
 from tokbench.imageio import BadImageError, read_image, resize_center_crop, uint8_to_tensor
 
@@ -92,7 +92,7 @@ def _expected_meta(spec: str, tokenizer, images: LabelledImages, resolution: int
     check_encodable(layout)
     per_image = 2 if flip else 1
     return {"format": FORMAT, "version": VERSION, "complete": False,
-            "tokenizer": _tokenizer_identity(spec, tokenizer), "layout": layout_to_meta(layout),
+            "tokenizer": _tokenizer_identity(spec, tokenizer), "layout": layout.to_dict(),
             "token_shape": token_shape(layout), "token_dtype": token_dtype(layout),
             "resolution": resolution, "flip": flip, "num_images": len(images.files),
             "num_items": len(images.files) * per_image, "classes": images.classes,

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tokbench.generation.module import GeneratorModule, layout_to_dict
+from tokbench.generation.module import GeneratorModule
 from tokbench.tokens import TokenLayout
 from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
 
@@ -41,7 +41,7 @@ def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.
     else:
         check_ids(ids_NL, layout.vocab_size)
     labels_N = torch.full((len(ids_NL),), -1, dtype=torch.long) if labels_N is None else labels_N.long()
-    info = {"layout": layout_to_dict(layout), "num_classes": num_classes, "classes": None,
+    info = {"layout": layout.to_dict(), "num_classes": num_classes, "classes": None,
             "tokenizer": tokenizer_info or {"spec": None, "sha256": None}}
     L.seed_everything(seed, verbose=False)
     if arch == "next_scale":
