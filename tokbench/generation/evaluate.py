@@ -22,8 +22,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from tokbench.generation.presets import default_arch
-from tokbench.generation.sequence import (from_sequence, generation_order, latents_from_sequence,
-                                          latents_to_sequence, to_sequence)
+from tokbench.generation.sample import SamplingSettings, draw_batch
+from tokbench.generation.sequence import generation_order, latents_to_sequence, to_sequence
 from tokbench.generation.training import fit_in_memory
 
 
@@ -174,20 +174,10 @@ def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettin
 
 @torch.no_grad()
 def draw_samples(module, tokenizer, layout, s: GenerationSettings, device: str) -> torch.Tensor:
-    """``num_samples`` decoded samples of the EMA generator, in batches of 32."""
+    """``num_samples`` decoded unconditional samples of the EMA generator, in batches of 32."""
     g = torch.Generator(device=device).manual_seed(s.seed + 1)
-    sampling = dict(temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p if s.top_p < 1 else None,
-                    generator=g)
-    out = []
-    for start in range(0, s.num_samples, 32):
-        n = min(32, s.num_samples - start)
-        if module.hparams.arch == "mar":
-            x_BLC = module.ema.generate(num=n, temperature=s.temperature, diffusion_steps=s.diffusion_steps, generator=g)
-            out.append(tokenizer.decode(latents_from_sequence(x_BLC, layout, (s.image_size, s.image_size))).clamp(0, 1).cpu())
-            continue
-        if module.hparams.arch == "next_scale":
-            ids_BL = module.ema.generate(tokenizer, layout, num=n, **sampling)
-        else:
-            ids_BL = module.ema.generate(num=n, **sampling)
-        out.append(tokenizer.decode(from_sequence(ids_BL, layout, (s.image_size, s.image_size))).clamp(0, 1).cpu())
-    return torch.cat(out)
+    sampling = SamplingSettings(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                diffusion_steps=s.diffusion_steps)
+    return torch.cat([draw_batch(module.ema, tokenizer, layout, None, min(32, s.num_samples - start), sampling, g,
+                                 (s.image_size, s.image_size)).cpu()
+                      for start in range(0, s.num_samples, 32)])
