@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokbench.imageio import IMAGE_SUFFIXES, BadImageError, read_image, resize, uint8_to_tensor
+from tokbench.imageio import (IMAGE_SUFFIXES, BadImageError, center_crop_geometry, read_image, resize, resize_center_crop,
+                              uint8_to_tensor)
 from tokbench.tasks.face_manifest import read_face_manifest
 
 __all__ = ["BadImageError", "Item", "Dataset", "subset", "load_folder", "parse_resolution", "Prepared", "prepare",
@@ -196,11 +197,8 @@ def prepare(image_HW3: np.ndarray, policy: str) -> Prepared:
     if mode == "native":
         return Prepared(x, (0, 0, H, W), 1.0)
     if mode == "resize":  # shorter side to n with antialiasing, then center crop
-        s = n / min(H, W)
-        h, w = max(n, round(H * s)), max(n, round(W * s))
-        x = resize(x[None], (h, w))[0]
-        top, left = (h - n) // 2, (w - n) // 2
-        return Prepared(x[:, top : top + n, left : left + n], (0, 0, n, n), s, origin=(-top, -left))
+        s, _, (top, left) = center_crop_geometry(H, W, n)
+        return Prepared(resize_center_crop(x, n), (0, 0, n, n), s, origin=(-top, -left))
     s = n / max(H, W)  # letterbox: longer side to n, pad to a square with white
     h, w = max(1, round(H * s)), max(1, round(W * s))
     x = resize(x[None], (h, w))[0]

@@ -18,13 +18,12 @@ from tokbench.atomic import atomic_write_text
 from dataclasses import asdict
 
 import numpy as np
-import torchvision.transforms.v2.functional as TF
 from torchvision.utils import make_grid
 
 from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
 from tokbench.generation.presets import build_generator, default_arch, preset_options
 from tokbench.generation.sampling import check_sampling
-from tokbench.imageio import save_png
+from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
 from tokbench.metrics.networks import load_networks
 from tokbench.weights import require as require_weights
@@ -140,19 +139,13 @@ def sample_grid(samples_B3HW: torch.Tensor) -> torch.Tensor:
 
 
 def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """The dataset's images as the generator sees them: shorter side to ``size``, center crop."""
-    out = []
-    for image in images:
-        x_3HW = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        x_3HW = TF.center_crop(TF.resize(x_3HW, size, antialias=True), [size, size])
-        out.append(x_3HW)
-    return torch.stack(out)
+    """The dataset's images as the generator sees them (the evaluation's shorter-side resize and
+    center crop), uint8 ``(N, 3, size, size)``."""
+    return torch.stack([to_uint8(resize_center_crop(uint8_to_tensor(image), size)) for image in images])
 
 
 def sample_fid(samples_B3HW: torch.Tensor, images: list[np.ndarray], size: int, features) -> float:
     """gFID of the samples against the dataset's center crops (same Inception as rFID)."""
-    from tokbench.imageio import to_uint8
-
     fake = torch.cat([features(to_uint8(samples_B3HW[i:i + 64])) for i in range(0, len(samples_B3HW), 64)])
     real_u8 = center_crops(images, size)
     real = torch.cat([features(real_u8[i:i + 64]) for i in range(0, len(real_u8), 64)])

@@ -129,18 +129,23 @@ def resize(x_B3HW: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x_B3HW, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def center_crop_geometry(height: int, width: int, size: int) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """``(scale, (h, w), (top, left))``: the shorter side of a ``height x width`` image scaled to
+    ``size``, and where the central ``size x size`` crop of the resized image starts."""
+    if size < 1:
+        raise ValueError(f"the crop size must be a positive number of pixels, got {size}")
+    s = size / min(height, width)
+    h, w = max(size, round(height * s)), max(size, round(width * s))
+    return s, (h, w), ((h - size) // 2, (w - size) // 2)
+
+
 def resize_center_crop(x_3HW: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the shorter side to ``size`` with `resize`, then take the central ``size x size``.
 
     The same crop as ``tokbench eval --resolution N`` (``tokbench.tasks.data.prepare``).
     """
-    if size < 1:
-        raise ValueError(f"the crop size must be a positive number of pixels, got {size}")
-    H, W = x_3HW.shape[-2:]
-    s = size / min(H, W)
-    h, w = max(size, round(H * s)), max(size, round(W * s))
-    x_3hw = resize(x_3HW[None], (h, w))[0]
-    top, left = (h - size) // 2, (w - size) // 2
+    _, hw, (top, left) = center_crop_geometry(*x_3HW.shape[-2:], size)
+    x_3hw = resize(x_3HW[None], hw)[0]
     return x_3hw[:, top : top + size, left : left + size]
 
 
