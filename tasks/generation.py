@@ -18,10 +18,10 @@ from tokbench.atomic import atomic_write_text
 from dataclasses import asdict
 
 import numpy as np
-from torchvision.utils import make_grid
 
-from tokbench.generation.evaluate import GenerationSettings, evaluate_generation
+from tokbench.generation.settings import GenerationSettings
 from tokbench.generation.presets import build_generator, default_arch, preset_options
+from tokbench.generation.sample import tile
 from tokbench.generation.sampling import check_sampling
 from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
@@ -133,9 +133,17 @@ def inception_features(cfg, ctx: MetricContext):
     return ctx.networks.get("rfid") or load_networks(["rfid"], [], cfg.weights_dir, cfg.device)["rfid"]
 
 
+def evaluate_generation(tokenizer, images, settings: GenerationSettings, device: str):
+    """`tokbench.generation.evaluate.evaluate_generation`, imported on first use: it brings in
+    Lightning, and this module is imported by every `tokbench` command (for its options)."""
+    from tokbench.generation.evaluate import evaluate_generation as evaluate
+
+    return evaluate(tokenizer, images, settings, device=device)
+
+
 def sample_grid(samples_B3HW: torch.Tensor) -> torch.Tensor:
     """Samples in rows of 8."""
-    return make_grid(samples_B3HW, nrow=min(8, len(samples_B3HW)), padding=2, pad_value=1.0)
+    return tile(samples_B3HW, min(8, len(samples_B3HW)))
 
 
 def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:

@@ -144,12 +144,18 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
     return out
 
 
+def tile(images_B3HW: torch.Tensor, per_row: int) -> torch.Tensor:
+    """Images side by side, ``per_row`` to a row, 2 px white gaps."""
+    from torchvision.utils import make_grid  # torchvision takes seconds to import: only when a grid is drawn
+
+    return make_grid(images_B3HW, nrow=per_row, padding=2, pad_value=1.0)
+
+
 def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None, classes: int = 16,
                      per_class: int = 8) -> Path:
     """``grid_by_class.png``: one row per class (the first ``classes`` sampled), ``per_class`` samples each;
     an unconditional set gives rows of its first samples."""
     from PIL import Image
-    from torchvision.utils import make_grid
 
     load = lambda i: torch.from_numpy(np.asarray(Image.open(out / files[i]).convert("RGB"))).permute(2, 0, 1)  # noqa: E731
     if labels_N is None:
@@ -161,7 +167,7 @@ def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None,
             row = [load(i) for i in (labels_N == c).nonzero().flatten().tolist()[:per_class]]
             images += row + [torch.full_like(row[0], 255)] * (per_class - len(row))  # blank: a row is one class
         nrow = per_class
-    grid = make_grid(torch.stack(images).float() / 255, nrow=nrow, padding=2, pad_value=1.0)
+    grid = tile(torch.stack(images).float() / 255, nrow)
     save_png(grid, out / CLASS_GRID)
     return out / CLASS_GRID
 
