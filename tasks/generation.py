@@ -11,24 +11,22 @@ against the dataset's images at the same resolution.
 from __future__ import annotations
 
 import json
-
-import torch
-
-from tokbench.atomic import atomic_write_text
 from dataclasses import asdict
 
 import numpy as np
+import torch
 
-from tokbench.generation.settings import GenerationSettings
-from tokbench.generation.presets import build_generator, default_arch, preset_options
+from tokbench.atomic import atomic_write_text
+from tokbench.generation.presets import build_generator, default_arch
 from tokbench.generation.sample import tile
 from tokbench.generation.sampling import check_sampling
+from tokbench.generation.settings import GenerationSettings
 from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
 from tokbench.metrics.networks import load_networks
-from tokbench.weights import require as require_weights
 from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
+from tokbench.weights import require as require_weights
 
 # --gen-X option -> GenerationSettings field, type, help
 OPTIONS = {
@@ -87,8 +85,9 @@ class GenerationTask(Task):
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
             arch = default_arch(layout) if s.arch == "auto" else s.arch
-            build_generator(arch, layout, 0, s.preset, code_dim=getattr(tokenizer, "code_dim", None), width=s.width,
-                            depth=s.depth, heads=s.heads) if s.preset == "tiny" else preset_options(s.preset)
+            with torch.device("meta"):  # checks arch, layout and preset without allocating any weights
+                build_generator(arch, layout, 0, s.preset, code_dim=getattr(tokenizer, "code_dim", None),
+                                width=s.width, depth=s.depth, heads=s.heads)
         except ValueError as err:
             raise ValueError(f"--tasks generation: {err}") from None
 
