@@ -150,11 +150,12 @@ class GeneratorModule(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         total = schedule_length(h.max_steps, self.trainer.max_steps, self.trainer.estimated_stepping_batches)
-        # No weight decay on norms, biases and embeddings (nanoGPT's rule: only matrices of linear layers decay).
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embed" not in n and "positions" not in n]
-        # (the diffusion head's time/condition embeddings are linear maps: they decay too, as in MAR)
-        no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embed" not in n
-                                                                        and "positions" not in n)]
+        # No weight decay on norms, biases, embeddings and learned positions (nanoGPT's rule: only
+        # matrices of linear layers decay; the diffusion head's time/condition embedding maps count
+        # as embeddings by their names).
+        decays = {n: p.dim() >= 2 and "embed" not in n and "positions" not in n for n, p in self.model.named_parameters()}
+        decay = [p for n, p in self.model.named_parameters() if decays[n]]
+        no_decay = [p for n, p in self.model.named_parameters() if not decays[n]]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                                 lr=h.lr, betas=tuple(h.betas))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, h.warmup_steps, total, h.min_lr_ratio))
