@@ -19,11 +19,11 @@ import torch
 
 from tokbench.atomic import atomic_path, atomic_write_text
 from tokbench.distributed import barrier
-from tokbench.generation.checkpoint import load_generator
+from tokbench.generation.checkpoint import WEIGHTS_NAME, load_generator
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import from_sequence, latents_from_sequence
-from tokbench.imageio import save_png
 from tokbench.generation.token_data import load_checked_tokenizer
+from tokbench.imageio import read_image, save_png, uint8_to_tensor
 from tokbench.provenance import file_sha256
 from tokbench.tokens import TokenLayout
 
@@ -113,7 +113,7 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
     if rank == 0:
         manifest = {"format": "tokbench-samples", "version": 1,
                     "generator": {"preset": config["preset"], "arch": config["arch"], "parameters": config["parameters"],
-                                  "checkpoint_sha256": _weights_sha(generator_dir), "train_steps": config["train_steps"],
+                                  "checkpoint_sha256": file_sha256(Path(generator_dir) / WEIGHTS_NAME), "train_steps": config["train_steps"],
                                   "path": str(Path(generator_dir).resolve())},
                     "tokenizer": {**config["tokenizer"], "spec": tokenizer or config["tokenizer"]["spec"]},
                     "sampling": {**asdict(s), "cfg_interval": list(s.cfg_interval), "classes": classes,
@@ -155,9 +155,7 @@ def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None,
                      per_class: int = 8) -> Path:
     """``grid_by_class.png``: one row per class (the first ``classes`` sampled), ``per_class`` samples each;
     an unconditional set gives rows of its first samples."""
-    from PIL import Image
-
-    load = lambda i: torch.from_numpy(np.asarray(Image.open(out / files[i]).convert("RGB"))).permute(2, 0, 1)  # noqa: E731
+    load = lambda i: uint8_to_tensor(read_image(out / files[i]))  # noqa: E731
     if labels_N is None:
         images = [load(i) for i in range(min(len(files), classes * per_class))]
         nrow = min(per_class, len(images))
@@ -165,27 +163,21 @@ def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None,
         images = []
         for c in list(dict.fromkeys(labels_N.tolist()))[:classes]:
             row = [load(i) for i in (labels_N == c).nonzero().flatten().tolist()[:per_class]]
-            images += row + [torch.full_like(row[0], 255)] * (per_class - len(row))  # blank: a row is one class
+            images += row + [torch.ones_like(row[0])] * (per_class - len(row))  # blank: a row is one class
         nrow = per_class
-    grid = tile(torch.stack(images).float() / 255, nrow)
+    grid = tile(torch.stack(images), nrow)
     save_png(grid, out / CLASS_GRID)
     return out / CLASS_GRID
 
 
 def pack_npz(out: Path, files: list[str], labels_N: torch.Tensor | None) -> Path:
     """``samples.npz`` as ADM's evaluator reads it: ``arr_0`` uint8 ``(N, H, W, 3)`` (+ ``arr_1`` labels)."""
-    from PIL import Image
-
-    images = np.stack([np.asarray(Image.open(out / f).convert("RGB")) for f in files])
+    images = np.stack([read_image(out / f) for f in files])
     arrays = {"arr_0": images} if labels_N is None else {"arr_0": images, "arr_1": labels_N.numpy()}
     with atomic_path(out / "samples.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     return out / "samples.npz"
-
-
-def _weights_sha(generator_dir) -> str:
-    return file_sha256(Path(generator_dir) / "model.safetensors")
 
 
 def _progress(total: int, enabled: bool):
