@@ -18,7 +18,7 @@ from torch import nn
 
 from tokbench.generation.blocks import GPTBlock, KVCache, init_weights
 from tokbench.generation.rope import angles_1d, angles_2d, with_prefix
-from tokbench.generation.sampling import check_sampling, draw, guidance_batch, guided, in_interval
+from tokbench.generation.sampling import check_sampling, class_indices, draw, guidance_batch, guided, in_interval
 
 
 class CausalBackbone(nn.Module):
@@ -43,14 +43,7 @@ class CausalBackbone(nn.Module):
         return self.num_classes
 
     def class_ids(self, labels_B: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        """Labels as class-embedding indices; ``None`` or ``-1`` = no class."""
-        if labels_B is None:
-            return torch.full((batch,), self.null_class, dtype=torch.long, device=device)
-        labels_B = labels_B.long().to(device)
-        if labels_B.numel() and (labels_B.max() >= self.num_classes or labels_B.min() < -1):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}) or be -1 (no class), "
-                             f"got [{int(labels_B.min())}, {int(labels_B.max())}]")
-        return torch.where(labels_B < 0, self.null_class, labels_B)
+        return class_indices(labels_B, self.num_classes, batch, device)
 
     def hidden(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
         """Normed outputs of inputs at positions ``start ..`` (after the cached ones)."""

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokbench.generation.blocks import AdaLNBlock, KVCache, init_weights
-from tokbench.generation.gpt import CausalBackbone
-from tokbench.generation.sampling import check_sampling, draw, guidance_batch, guided
+from tokbench.generation.sampling import check_sampling, class_indices, draw, guidance_batch, guided
 from tokbench.tokens import TokenLayout
 
 
@@ -74,7 +73,7 @@ class NextScaleGPT(nn.Module):
         return self.num_classes
 
     def class_ids(self, labels_B: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        return CausalBackbone.class_ids(self, labels_B, batch, device)  # same rule: -1/None = no class
+        return class_indices(labels_B, self.num_classes, batch, device)
 
     def _embed(self, x_BLC: torch.Tensor, start: int) -> torch.Tensor:
         stop = start + x_BLC.shape[1]

@@ -35,6 +35,17 @@ def filter_logits(logits_BV: torch.Tensor, top_k: int | None = None, top_p: floa
     return out
 
 
+def class_indices(labels_B: torch.Tensor | None, num_classes: int, batch: int, device) -> torch.Tensor:
+    """Labels as class-embedding indices; ``None`` or ``-1`` = "no class" (index ``num_classes``)."""
+    if labels_B is None:
+        return torch.full((batch,), num_classes, dtype=torch.long, device=device)
+    labels_B = labels_B.long().to(device)
+    if labels_B.numel() and (labels_B.max() >= num_classes or labels_B.min() < -1):
+        raise ValueError(f"labels must lie in [0, {num_classes}) or be -1 (no class), "
+                         f"got [{int(labels_B.min())}, {int(labels_B.max())}]")
+    return torch.where(labels_B < 0, num_classes, labels_B)
+
+
 def guidance_batch(model, labels_B: torch.Tensor | None, num: int | None, cfg: float,
                    device) -> tuple[int, torch.Tensor, bool]:
     """``(B, class ids, guide)`` for a generator's ``generate``: ``B`` samples of ``labels_B`` (or
