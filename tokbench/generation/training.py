@@ -33,8 +33,8 @@ def fit_in_memory(ids_NL: torch.Tensor, layout: TokenLayout, *, labels_N: torch.
                   batch_size: int = 32, lr: float = 3e-3, seed: int = 0, device: str = "cpu",
                   tokenizer=None, tokenizer_info: dict | None = None, **module_options) -> GeneratorModule:
     """Train a generator for ``steps`` steps on ``ids_NL`` (ids in generation order, or ``(N, L, C)``
-    latents for ``arch="mar"``); returns the
-    module in eval mode (its EMA copy is ``.ema``). ``tokenizer``: needed by ``next_scale``."""
+    latents for ``arch="mar"``); returns the module in eval mode (its EMA copy is ``.ema``).
+    ``tokenizer``: needed by ``next_scale``."""
     if layout.kind == "continuous":
         if ids_NL.dim() != 3 or not ids_NL.is_floating_point() or ids_NL.shape[-1] != layout.latent_channels:
             raise ValueError(f"expected (N, L, {layout.latent_channels}) float latents, got {tuple(ids_NL.shape)}")

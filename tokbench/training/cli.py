@@ -89,16 +89,22 @@ def build_cli(argv: list[str]):
                          "Train a tokenizer (Lightning CLI conventions).")
 
 
-def run_train(args: argparse.Namespace) -> int:
+def fit_cli(cli, resume: bool) -> None:
+    """Run a built CLI's ``trainer.fit``: a learning-rate schedule that does not span the run is
+    refused before anything runs; ``resume`` continues from the run's ``last.ckpt``."""
     from tokbench.training.checkpointing import resume_checkpoint
     from tokbench.training.schedule import schedule_length
 
-    argv, resume = translate_arguments(args.rest)
-    cli = build_cli(argv)
-    if cli.trainer.max_steps >= 0:  # refuse a schedule that does not span the run before anything runs
+    if cli.trainer.max_steps >= 0:
         schedule_length(cli.model.hparams.max_steps, cli.trainer.max_steps)
     ckpt_path = str(resume_checkpoint(cli.trainer.default_root_dir)) if resume else None
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    argv, resume = translate_arguments(args.rest)
+    cli = build_cli(argv)
+    fit_cli(cli, resume)
     if cli.trainer.is_global_zero:
         skipped = cli.datamodule.num_skipped
         if skipped:

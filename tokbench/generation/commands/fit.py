@@ -58,15 +58,11 @@ def export_generator(module, root_dir: str | Path) -> Path:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from tokbench.training.checkpointing import resume_checkpoint
-    from tokbench.training.schedule import schedule_length
+    from tokbench.training.cli import fit_cli
 
     argv, resume = translate_arguments(args.rest)
     cli = build_cli(argv)
-    if cli.trainer.max_steps >= 0:
-        schedule_length(cli.model.hparams.max_steps, cli.trainer.max_steps)
-    ckpt_path = str(resume_checkpoint(cli.trainer.default_root_dir)) if resume else None
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
+    fit_cli(cli, resume)
     if cli.trainer.is_global_zero:
         out = export_generator(cli.model, cli.trainer.default_root_dir)
         print(f"wrote {out} ({cli.model.hparams.arch} {cli.model.hparams.preset}, "
