@@ -169,3 +169,13 @@ def test_score_report_shows_the_per_class_grid(generator_dir, tmp_path, monkeypa
     report = (tmp_path / "score" / "report.md").read_text()
     assert "grids/generation.png" in report and "one row per class" in report
     assert (tmp_path / "score" / "grids" / "generation.png").read_bytes() == (tmp_path / "s" / "grid_by_class.png").read_bytes()
+
+
+def test_a_batch_larger_than_the_token_dataset_is_a_clear_error(tokens_dir, tmp_path, capsys):
+    from tokbench.cli import main
+
+    assert main(["gen", "fit", "--tokens", str(tokens_dir), "--config", "gpt_tiny", "--data.batch_size", "64",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]) == 1
+    err = capsys.readouterr().err
+    assert "data.batch_size: 64 x 1 rank(s) is more than the 22 training rows of" in err  # 11 of 12 images, flipped
+    assert "lower --data.batch_size, or encode more images" in err

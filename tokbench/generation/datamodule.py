@@ -50,7 +50,9 @@ class TokenDataModule(L.LightningDataModule):
         sampler = StepIndexedSampler(len(self.train_set), h.batch_size,
                                      num_replicas=trainer.world_size if trainer else 1,
                                      rank=trainer.global_rank if trainer else 0, seed=h.seed,
-                                     step_fn=lambda: trainer.global_step if trainer else 0)
+                                     step_fn=lambda: trainer.global_step if trainer else 0,
+                                     items=f"training rows of {h.root}",
+                                     remedy="lower --data.batch_size, or encode more images")
         return DataLoader(EpochIndexed(self.train_set), batch_size=h.batch_size, drop_last=True, sampler=sampler,
                           generator=torch.Generator().manual_seed(h.seed), num_workers=h.num_workers,
                           persistent_workers=h.num_workers > 0)

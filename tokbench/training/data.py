@@ -44,14 +44,15 @@ class StepIndexedSampler(DistributedSampler):
     """
 
     def __init__(self, length: int, batch_size: int, num_replicas: int, rank: int, seed: int,
-                 step_fn: Callable[[], int]) -> None:
+                 step_fn: Callable[[], int], items: str = "training images",
+                 remedy: str = "raise data.repeats or lower data.batch_size") -> None:
         super().__init__(range(length), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.length, self.batch_size, self.step_fn = length, batch_size, step_fn
         self.global_batch = batch_size * num_replicas
         self.batches_per_epoch = length // self.global_batch
         if self.batches_per_epoch == 0:
             raise ValueError(f"data.batch_size: {batch_size} x {num_replicas} rank(s) is more than the "
-                             f"{length} training images (raise data.repeats or lower data.batch_size)")
+                             f"{length} {items} ({remedy})")
 
     def __len__(self) -> int:
         return self.batches_per_epoch * self.batch_size
