@@ -8,7 +8,8 @@
 * `resize` is the one resampling: bicubic with antialiasing, used by the evaluation's
   resolution policy and by training crops alike; `resize_center_crop` is the evaluation's
   default policy (shorter side to N, then the central N x N) on one image, also used by
-  ``tokbench gen encode``.
+  ``tokbench gen encode`` and the training's validation crops. It computes the crop box
+  first and resamples only the kept pixels, so its cost does not grow with the aspect ratio.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ MIN_SIDE = 8  # smaller images (e.g. 1x1) cannot be scored meaningfully
 # 150 s and 3.6 GB to score. 64 MP is above any common photo or scan; raise it with
 # TOKBENCH_MAX_PIXELS (e.g. for gigapixel scans) where the memory is there.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Longer side / shorter side. A 60,000 x 9 strip keeps 0.015 % of itself in a center crop and is
+# no photo, scan or page; 100:1 is above any panorama or text-line image in use.
+MAX_ASPECT_RATIO = 100
 
 
 class BadImageError(ValueError):
@@ -65,21 +69,32 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+def check_dimensions(width: int, height: int, limit: int | None = None,
+                     max_aspect: float = MAX_ASPECT_RATIO) -> None:
+    """Raise `BadImageError` if a ``width x height`` image (read from a header) is over the pixel
+    limit (default `max_pixels`) or its longer side is over ``max_aspect`` times its shorter."""
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise BadImageError(f"too large ({width}x{height} = {width * height:,} pixels; the limit is "
+                            f"{limit:,}, set TOKBENCH_MAX_PIXELS to raise it)")
+    if max(width, height) > max_aspect * max(1, min(width, height)):
+        raise BadImageError(f"aspect ratio too extreme ({width}x{height}; the longer side may be at most "
+                            f"{max_aspect:g} times the shorter)")
+
+
+def read_image(path: str | os.PathLike, limit: int | None = None,
+               max_aspect: float = MAX_ASPECT_RATIO) -> np.ndarray:
     """Decode an image file to uint8 ``(H, W, 3)``, or raise `BadImageError` saying why it cannot be used.
 
-    ``limit`` (default `max_pixels`) is checked on the header, before any pixel is decoded.
+    ``limit`` (default `max_pixels`) and ``max_aspect`` (longer side / shorter side) are checked
+    on the header, before any pixel is decoded.
     """
     path = Path(path)
-    limit = max_pixels() if limit is None else limit
     try:
         if path.stat().st_size == 0:
             raise BadImageError("empty (zero-byte) file")
         with Image.open(path) as img:
-            width, height = img.size
-            if width * height > limit:
-                raise BadImageError(f"too large ({width}x{height} = {width * height:,} pixels; the limit is "
-                                    f"{limit:,}, set TOKBENCH_MAX_PIXELS to raise it)")
+            check_dimensions(*img.size, limit, max_aspect)
             img.load()
             arr = pil_to_rgb_array(img)
     except BadImageError:
@@ -139,14 +154,55 @@ def center_crop_geometry(height: int, width: int, size: int) -> tuple[float, tup
     return s, (h, w), ((h - size) // 2, (w - size) // 2)
 
 
+def _bicubic_rows(in_size: int, out_size: int, start: int, count: int) -> tuple[int, torch.Tensor]:
+    """Rows ``start .. start+count`` of the matrix `resize` applies along one axis (``in_size`` ->
+    ``out_size``): ``(lo, W_ci)`` with ``W_ci`` over input pixels ``lo .. lo+i`` (the rest are 0).
+
+    The antialiased bicubic of ``F.interpolate`` (Keys cubic, a = -0.5, support widened by the
+    shrink factor, weights normalised per output pixel), so a crop can be resampled without
+    resampling what it cuts away; tests check it against ``F.interpolate`` on the whole image.
+    """
+    scale = in_size / out_size
+    stretch = max(scale, 1.0)  # shrinking widens the kernel: that is the antialiasing
+    center_c = scale * (torch.arange(start, start + count, dtype=torch.float64) + 0.5)
+    first_c = (center_c - 2.0 * stretch + 0.5).floor().clamp(min=0)
+    end_c = (center_c + 2.0 * stretch + 0.5).floor().clamp(max=in_size)
+    taps = int((end_c - first_c).max())
+    pos_ck = first_c[:, None] + torch.arange(taps, dtype=torch.float64)  # each output's input pixels
+    d_ck = ((pos_ck - center_c[:, None] + 0.5) / stretch).abs()
+    a = -0.5
+    w_ck = torch.where(d_ck < 1, ((a + 2) * d_ck - (a + 3)) * d_ck * d_ck + 1,
+                       torch.where(d_ck < 2, (((d_ck - 5) * d_ck + 8) * d_ck - 4) * a, 0.0))
+    w_ck = w_ck * (pos_ck < end_c[:, None])
+    w_ck = w_ck / w_ck.sum(1, keepdim=True)
+    lo, hi = int(first_c[0]), int(end_c[-1])
+    w_ci = torch.zeros(count, hi - lo, dtype=torch.float64)
+    w_ci.scatter_add_(1, (pos_ck - lo).long().clamp(max=hi - lo - 1), w_ck)  # clamped taps add weight 0
+    return lo, w_ci.float()
+
+
 def resize_center_crop(x_3HW: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the shorter side to ``size`` with `resize`, then take the central ``size x size``.
 
-    The same crop as ``tokbench eval --resolution N`` (``tokbench.tasks.data.prepare``).
+    The same crop as ``tokbench eval --resolution N`` (``tokbench.tasks.data.prepare``). The crop
+    box is computed first: the shorter axis is resampled whole (only the input columns or rows the
+    crop needs), the longer one only at the kept pixels, so a 60,000 x 9 strip costs what a 9 x 9
+    square does instead of resampling to 256 x 1,706,667 (equal to resizing the whole image, then
+    cropping, up to float rounding).
     """
-    _, hw, (top, left) = center_crop_geometry(*x_3HW.shape[-2:], size)
-    x_3hw = resize(x_3HW[None], hw)[0]
-    return x_3hw[:, top : top + size, left : left + size]
+    H, W = x_3HW.shape[-2:]
+    _, (h, w), (top, left) = center_crop_geometry(H, W, size)
+    if (h, w) == (size, size):
+        return resize(x_3HW[None], (size, size))[0]
+    if w > size:  # landscape: every row is kept, columns left .. left+size
+        lo, w_ci = _bicubic_rows(W, w, left, size)
+        x_3hi = F.interpolate(x_3HW[None, :, :, lo : lo + w_ci.shape[1]], size=(size, w_ci.shape[1]),
+                              mode="bicubic", antialias=True, align_corners=False)[0]
+        return (x_3hi @ w_ci.T).clamp(0, 1)
+    lo, w_ri = _bicubic_rows(H, h, top, size)  # portrait: rows top .. top+size
+    x_3iw = F.interpolate(x_3HW[None, :, lo : lo + w_ri.shape[1], :], size=(w_ri.shape[1], size),
+                          mode="bicubic", antialias=True, align_corners=False)[0]
+    return (w_ri @ x_3iw).clamp(0, 1)
 
 
 def save_png(x_3HW: torch.Tensor, path: str | os.PathLike) -> None:

@@ -1,6 +1,7 @@
 """Training data: an image folder (or a built-in suite) with random-resized crops and flips."""
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from tokbench.imageio import IMAGE_SUFFIXES, BadImageError, read_image, uint8_to_tensor
+from tokbench.imageio import (IMAGE_SUFFIXES, BadImageError, check_dimensions, read_image, resize_center_crop,
+                              uint8_to_tensor)
 
 
 def _clamp01(x: torch.Tensor) -> torch.Tensor:
@@ -24,6 +26,7 @@ def scan_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         try:
             with Image.open(path) as img:
+                check_dimensions(*img.size)  # the loader's pixel and aspect limits, from the header
                 img.verify()  # header and structure, without decoding every pixel
             good.append(path)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -144,8 +147,8 @@ class ImageDataModule(L.LightningDataModule):
         train_tf = v2.Compose([v2.RandomResizedCrop(h.image_size, scale=(h.min_scale, 1.0), interpolation=bicubic,
                                                     antialias=True),
                                v2.RandomHorizontalFlip(), v2.Lambda(_clamp01)])
-        val_tf = v2.Compose([v2.Resize(h.image_size, interpolation=bicubic, antialias=True), v2.CenterCrop(h.image_size),
-                             v2.Lambda(_clamp01)])
+        # The evaluation's crop: the crop box first, so a wide strip is not resampled whole.
+        val_tf = functools.partial(resize_center_crop, size=h.image_size)
         self.train_set = ImageFiles(train * h.repeats, train_tf, seed=h.seed)
         self.val_set = ImageFiles(val, val_tf)
 
