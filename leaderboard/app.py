@@ -26,7 +26,8 @@ from tokbench.leaderboard.limits import BodySizeLimit, RateLimiter
 from tokbench.leaderboard.query import MAX_ENTRY_ID, EntryQuery
 from tokbench.leaderboard.render import STATIC, SERVER_SITE, render_entry, render_index, render_tokbench
 from tokbench.leaderboard.store import Store
-from tokbench.leaderboard.validation import KnownSuite, Problem, Refused, check_submission, default_accepted_versions
+from tokbench.leaderboard.validation import (MAX_REPORTED_PROBLEMS, KnownSuite, Problem, Refused, check_submission,
+                                            default_accepted_versions)
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 SECURITY_HEADERS = {
@@ -50,9 +51,14 @@ class Settings:
 
 
 def _error(status: int, problems: list[Problem], summary: str | None = None, **extra: Any) -> JSONResponse:
+    """An error body: the first `MAX_REPORTED_PROBLEMS` problems and, when there were more,
+    ``errors_total`` (a refused 30,000-metric submission answered 4.7 MB before the cap)."""
     summary = summary or "; ".join(f"{p.field}: {p.reason}" for p in problems[:3])
-    return JSONResponse({"error": summary, "errors": [p.as_dict() for p in problems], **extra}, status_code=status,
-                        headers={"www-authenticate": "Bearer"} if status == 401 else None)
+    if len(problems) > MAX_REPORTED_PROBLEMS:
+        summary += f" (and {len(problems) - 3:,} more problems)"
+        extra["errors_total"] = len(problems)
+    return JSONResponse({"error": summary, "errors": [p.as_dict() for p in problems[:MAX_REPORTED_PROBLEMS]], **extra},
+                        status_code=status, headers={"www-authenticate": "Bearer"} if status == 401 else None)
 
 
 def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
@@ -105,7 +111,8 @@ def create_app(store: Store, settings: Settings | None = None) -> FastAPI:
                                  "errors": [{"field": "authorization", "reason": "too many submissions"}]},
                                 status_code=429, headers={"retry-after": str(max(int(retry + 0.999), 1))})
         body = await request.body()
-        candidate = check_submission(body, settings.accepted_versions, settings.known_suites)
+        # In a worker thread: validating a large body must not stall every other request.
+        candidate = await run_in_threadpool(check_submission, body, settings.accepted_versions, settings.known_suites)
         entry_id = await run_in_threadpool(store.add, candidate, who[0])
         return JSONResponse({"id": entry_id, "status": candidate.status, "reasons": [r.as_dict() for r in candidate.reasons],
                              "url": f"/entries/{entry_id}", "api": f"/api/entries/{entry_id}"}, status_code=201,

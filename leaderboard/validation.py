@@ -24,6 +24,14 @@ from tokbench.version import __version__
 # levels and a tokenizer config a few more; unbounded nesting crashes the parser and every
 # later serialization of the entry (recursion limits), so the bound is checked on the way in.
 MAX_DEPTH = 64
+# Counts checked right after parsing, before any walk of the whole document (schema, metric
+# ranges, storability): each is far above what tokbench writes (5 tasks, at most 23 metrics in
+# one task, one dataset per task), and a flood of invented names is refused in one step.
+MAX_TASKS = 32
+MAX_METRICS_PER_TASK = 256
+MAX_DATASETS = 64
+# A refusal lists at most this many problems, plus how many there were in all.
+MAX_REPORTED_PROBLEMS = 20
 # Neither backend stores these in a text column: a lone UTF-16 surrogate cannot be encoded
 # as UTF-8 at all, and PostgreSQL refuses NUL in text.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -56,7 +64,9 @@ class Refused(ValueError):
 
     def __init__(self, status: int, problems: list[Problem], existing_id: int | None = None):
         self.status, self.problems, self.existing_id = status, problems, existing_id
-        super().__init__("; ".join(f"{p.field}: {p.reason}" for p in problems))
+        shown = "; ".join(f"{p.field}: {p.reason}" for p in problems[:MAX_REPORTED_PROBLEMS])
+        more = len(problems) - MAX_REPORTED_PROBLEMS
+        super().__init__(shown + (f"; and {more:,} more" if more > 0 else ""))
 
 
 @dataclass
@@ -151,10 +161,34 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str]:
         raise Refused(422, [Problem("$", f"nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)")]) from None
     if not isinstance(obj, dict):
         raise Refused(422, [Problem("$", "a results file is a JSON object")])
+    problems = count_problems(obj)
+    if problems:
+        raise Refused(422, problems)
     problems = storable_problems(obj)
     if problems:
         raise Refused(422, problems)
     return obj, text
+
+
+def count_problems(obj: dict[str, Any]) -> list[Problem]:
+    """Tasks, metrics per task and datasets over `MAX_TASKS`, `MAX_METRICS_PER_TASK`, `MAX_DATASETS`.
+
+    Looks at container sizes only (no walk of the document), so a submission of 30,000 invented
+    names costs its JSON parse and nothing more. Names are not echoed: they are not checked yet.
+    """
+    problems = []
+    tasks, datasets = obj.get("tasks"), obj.get("datasets")
+    if isinstance(tasks, dict) and len(tasks) > MAX_TASKS:
+        problems.append(Problem("$.tasks", f"{len(tasks):,} tasks; expected at most {MAX_TASKS}"))
+    elif isinstance(tasks, dict):
+        for i, block in enumerate(tasks.values()):
+            metrics = block.get("metrics") if isinstance(block, dict) else None
+            if isinstance(metrics, dict) and len(metrics) > MAX_METRICS_PER_TASK:
+                problems.append(Problem("$.tasks", f"task {i + 1} of {len(tasks)} has {len(metrics):,} metrics; "
+                                                   f"expected at most {MAX_METRICS_PER_TASK} per task"))
+    if isinstance(datasets, list) and len(datasets) > MAX_DATASETS:
+        problems.append(Problem("$.datasets", f"{len(datasets):,} datasets; expected at most {MAX_DATASETS}"))
+    return problems
 
 
 def storable_problems(obj: Any, max_depth: int = MAX_DEPTH) -> list[Problem]:

@@ -3,8 +3,8 @@
 The JSON Schema (``tokbench/schemas/results.schema.json``, draft 2020-12) fixes the
 structure. On top of it, :func:`validate_results` checks what a schema cannot say well:
 every number in the file is finite (``NaN``/``Infinity`` are rejected wherever they
-appear), ``created`` is an ISO 8601 timestamp with a time zone, every metric is registered
-(`tokbench.metrics.registry`), its mean and 95% interval lie in its registered range, and
+appear), ``created`` is an ISO 8601 timestamp with a time zone, every task is registered
+(`tokbench.task_registry`), every metric is registered (`tokbench.metrics.registry`), its mean and 95% interval lie in its registered range, and
 the mean lies inside its interval.
 Every error names the JSON path of the field (``$.tasks.text.metrics.cer_gt``) and the reason.
 """
@@ -57,10 +57,16 @@ def _check_created(value: str) -> str | None:
 
 
 def _check_metrics(obj: dict) -> list[str]:
-    """Every metric is registered and lies in its registered range; unknown names are refused
-    (a plug-in's metrics are known wherever the plug-in is installed)."""
-    errors = []
+    """Every task and metric is registered and each metric lies in its registered range; unknown
+    names are refused (a plug-in's tasks and metrics are known wherever the plug-in is installed)."""
+    from tokbench.task_registry import task_names
+
+    errors, tasks = [], set(task_names())
     for task, block in obj["tasks"].items():
+        if task not in tasks:
+            errors.append(f"{json_path(('tasks', task[:100]))}: unknown task {task[:100]!r} (not in the task "
+                          "registry; install the plug-in that declares it)")
+            continue
         for name, metric in block["metrics"].items():
             where = json_path(("tasks", task, "metrics", name))
             if not is_registered(name):
