@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -77,6 +77,46 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (Linux ``MemAvailable``); None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_within_memory(build: Callable[[], torch.nn.Module], source: str) -> torch.nn.Module:
+    """``build()``, first run on the meta device (no memory) to size its weights and buffers: a
+    config whose module would not fit the memory available is refused before anything is
+    allocated (a ``config.json`` with ``ch: 200000`` asked for 1.44 TB).
+
+    A module that cannot be built on the meta device is built for real, unchecked.
+    """
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except (TypeError, ValueError, KeyError):
+        raise  # the real build would say the same; the caller names the config
+    except Exception:  # noqa: BLE001 -- e.g. a .item() on a meta tensor during construction
+        probe = None
+    if probe is not None:
+        tensors = [*probe.parameters(), *probe.buffers()]
+        need = sum(t.numel() * t.element_size() for t in tensors)
+        available = available_memory_bytes()
+        if available is not None and need > available:
+            parameters = sum(t.numel() for t in probe.parameters())
+            raise CheckpointError(f"{source}: the config describes a model of {parameters:,} parameters "
+                                  f"({need / 2**30:,.1f} GiB), more than the {available / 2**30:,.1f} GiB of memory "
+                                  "available; check its sizes (e.g. ch, dim, layers)")
+    return build()
+
+
 def build_from_config(config: dict[str, Any], source: str):
     family = config["family"]
     try:
@@ -84,8 +124,10 @@ def build_from_config(config: dict[str, Any], source: str):
     except KeyError as err:
         raise CheckpointError(f"{source}: unknown tokenizer family {family!r}; registered: {', '.join(registry.names())}") from err
     try:
-        return factory(**config.get("config", {}))
+        return build_within_memory(lambda: factory(**config.get("config", {})), source)
     except (TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
         raise CheckpointError(f"{source}: config does not fit family {family!r}: {err}") from err
 
 
@@ -157,9 +199,16 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError on bad zip, EOFError ...
         raise CheckpointError(
-            f"{path}: cannot be read as a weights-only PyTorch file ({type(err).__name__}: {err}); "
+            f"{path}: cannot be read as a weights-only PyTorch file ({type(err).__name__}: {_first_reason(err)}); "
             "tokbench never unpickles arbitrary objects"
         ) from err
+
+
+def _first_reason(err: Exception) -> str:
+    """One line of a (often multi-line) torch.load error: the unpickler's own reason where it gives one."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported global" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):

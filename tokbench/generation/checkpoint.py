@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tokbench.atomic import atomic_path, atomic_write_text
-from tokbench.checkpoint import CheckpointError, load_weights_strict, read_safetensors
+from tokbench.checkpoint import CheckpointError, build_within_memory, load_weights_strict, read_safetensors
 from tokbench.generation.presets import rebuild
 from tokbench.version import __version__
 
@@ -54,7 +54,9 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
     """``(generator in eval mode, its config.json)``."""
     config = read_generator_config(directory)
     try:
-        model = rebuild(config["arch"], config["config"])
+        model = build_within_memory(lambda: rebuild(config["arch"], config["config"]), str(Path(directory) / CONFIG_NAME))
+    except CheckpointError:
+        raise
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{Path(directory) / CONFIG_NAME}: cannot rebuild the generator ({err})") from err
     weights = Path(directory) / WEIGHTS_NAME

@@ -165,9 +165,21 @@ class GeneratorModule(L.LightningModule):
         checkpoint["tokbench_generator"] = {"arch": self.hparams.arch, "preset": self.hparams.preset,
                                             "config": self.model.config}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A run resumes only on the token dataset it started with (the fingerprint recorded in its
+        hyperparameters): steps on other tokens would be mixed into one generator silently."""
+        started = (checkpoint.get("hyper_parameters") or {}).get("info") or {}
+        was, now = started.get("token_fingerprint"), self.hparams.info.get("token_fingerprint")
+        if was and now and was != now:
+            first = (checkpoint.get("hyper_parameters") or {}).get("tokens")
+            raise ValueError(f"--resume: this run was trained on the token dataset {first} (fingerprint {was[:12]}...), "
+                             f"but --tokens {self.hparams.tokens} has fingerprint {now[:12]}...; resume with the same "
+                             "tokens, or train another run in a new --trainer.default_root_dir")
+
 
 def dataset_info(dataset) -> dict:
     """What a generator needs to know of its token dataset (JSON-able)."""
     meta = dataset.meta
     return {"layout": meta["layout"], "num_classes": len(meta["classes"] or []),
-            "tokenizer": meta["tokenizer"], "classes": meta["classes"], "resolution": meta["resolution"]}
+            "tokenizer": meta["tokenizer"], "classes": meta["classes"], "resolution": meta["resolution"],
+            "token_fingerprint": dataset.fingerprint()}

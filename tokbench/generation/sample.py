@@ -23,7 +23,7 @@ from tokbench.generation.checkpoint import WEIGHTS_NAME, load_generator
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.sequence import from_sequence, latents_from_sequence
 from tokbench.generation.token_data import load_checked_tokenizer
-from tokbench.imageio import read_image, save_png, uint8_to_tensor
+from tokbench.imageio import BadImageError, read_image, save_png, uint8_to_tensor
 from tokbench.provenance import file_sha256
 from tokbench.tokens import TokenLayout
 
@@ -75,6 +75,41 @@ def load_matching_tokenizer(config: dict, override: str | None, device: str):
                                   "the generator was trained on", device)
 
 
+def read_manifest(path: Path) -> dict:
+    """A sample folder's ``manifest.json``; ValueError naming it when it cannot be read."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read JSON ({err}); expected the manifest 'tokbench gen sample' writes") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "tokbench-samples":
+        raise ValueError(f"{path}: not a tokbench-samples manifest; sample into a new --out")
+    return manifest
+
+
+def check_same_samples(before: dict, now: dict, path: Path, generator_dir: str | Path) -> None:
+    """Refuse to resume into a folder drawn by other generator weights or other settings (its kept
+    PNGs would be mixed with new ones under one manifest)."""
+    was = (before.get("generator") or {}).get("checkpoint_sha256")
+    sha = now["generator"]["checkpoint_sha256"]
+    if was != sha:
+        raise ValueError(f"{path}: these samples were drawn by generator weights {str(was)[:12]}..., but "
+                         f"{generator_dir} now holds {sha[:12]}...; sample into a new --out (or delete the folder)")
+    for key in ("sampling", "num_samples", "resolution", "labels"):
+        if before.get(key) != now[key]:
+            raise ValueError(f"{path}: these samples were drawn with {key} {before.get(key)!r}, not {now[key]!r}; "
+                             "rerun with the same settings to resume, or sample into a new --out")
+    if (before.get("tokenizer") or {}).get("sha256") != now["tokenizer"].get("sha256"):
+        raise ValueError(f"{path}: these samples were decoded by other tokenizer weights; sample into a new --out")
+
+
+def read_sample(path: Path) -> np.ndarray:
+    """A drawn PNG, or a ValueError naming it (e.g. a file damaged after it was written)."""
+    try:
+        return read_image(path)
+    except BadImageError as err:
+        raise ValueError(f"{path}: {err}; delete it and rerun the same command to draw it again") from None
+
+
 def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int, s: SamplingSettings,
                generator: torch.Generator, image_size: tuple[int, int]) -> torch.Tensor:
     """``(B, 3, H, W)`` decoded samples in [0, 1]."""
@@ -98,7 +133,7 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
                      npz: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
     """Write ``num`` samples as ``out/000000.png ...`` (+ ``manifest.json``, ``samples.npz``)."""
     s = settings
-    check_sampling(s.temperature, s.top_k, s.top_p if s.top_p < 1 else None, s.cfg)
+    check_sampling(s.temperature, s.top_k, s.top_p, s.cfg)
     if num < 1 or batch_size < 1:
         raise ValueError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
     model, config = load_generator(generator_dir, device)
@@ -110,17 +145,19 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [f"{i:06d}.png" for i in range(num)]
+    manifest = {"format": "tokbench-samples", "version": 1,
+                "generator": {"preset": config["preset"], "arch": config["arch"], "parameters": config["parameters"],
+                              "checkpoint_sha256": file_sha256(Path(generator_dir) / WEIGHTS_NAME), "train_steps": config["train_steps"],
+                              "path": str(Path(generator_dir).resolve())},
+                "tokenizer": {**config["tokenizer"], "spec": tokenizer or config["tokenizer"]["spec"]},
+                "sampling": {**asdict(s), "cfg_interval": list(s.cfg_interval), "classes": classes,
+                             "batch_size": batch_size},
+                "num_samples": num, "resolution": side, "files": files,
+                "labels": None if labels_N is None else labels_N.tolist(),
+                "class_names": config.get("classes")}
+    if (out / MANIFEST).is_file():  # a resumed run: its kept PNGs must come from this very generator and settings
+        check_same_samples(read_manifest(out / MANIFEST), manifest, out / MANIFEST, generator_dir)
     if rank == 0:
-        manifest = {"format": "tokbench-samples", "version": 1,
-                    "generator": {"preset": config["preset"], "arch": config["arch"], "parameters": config["parameters"],
-                                  "checkpoint_sha256": file_sha256(Path(generator_dir) / WEIGHTS_NAME), "train_steps": config["train_steps"],
-                                  "path": str(Path(generator_dir).resolve())},
-                    "tokenizer": {**config["tokenizer"], "spec": tokenizer or config["tokenizer"]["spec"]},
-                    "sampling": {**asdict(s), "cfg_interval": list(s.cfg_interval), "classes": classes,
-                                 "batch_size": batch_size},
-                    "num_samples": num, "resolution": side, "files": files,
-                    "labels": None if labels_N is None else labels_N.tolist(),
-                    "class_names": config.get("classes")}
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     batches = [b for b in range(math.ceil(num / batch_size)) if b % world_size == rank]
     bar = _progress(len(batches), progress and rank == 0)
@@ -155,7 +192,7 @@ def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None,
                      per_class: int = 8) -> Path:
     """``grid_by_class.png``: one row per class (the first ``classes`` sampled), ``per_class`` samples each;
     an unconditional set gives rows of its first samples."""
-    load = lambda i: uint8_to_tensor(read_image(out / files[i]))  # noqa: E731
+    load = lambda i: uint8_to_tensor(read_sample(out / files[i]))  # noqa: E731
     if labels_N is None:
         images = [load(i) for i in range(min(len(files), classes * per_class))]
         nrow = min(per_class, len(images))
@@ -172,7 +209,7 @@ def write_class_grid(out: Path, files: list[str], labels_N: torch.Tensor | None,
 
 def pack_npz(out: Path, files: list[str], labels_N: torch.Tensor | None) -> Path:
     """``samples.npz`` as ADM's evaluator reads it: ``arr_0`` uint8 ``(N, H, W, 3)`` (+ ``arr_1`` labels)."""
-    images = np.stack([read_image(out / f) for f in files])
+    images = np.stack([read_sample(out / f) for f in files])
     arrays = {"arr_0": images} if labels_N is None else {"arr_0": images, "arr_1": labels_N.numpy()}
     with atomic_path(out / "samples.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as f:

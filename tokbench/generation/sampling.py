@@ -1,19 +1,21 @@
 """Turning logits into tokens: temperature, top-k, top-p (nucleus) and classifier-free guidance."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None, cfg: float) -> None:
     """Clear errors for settings with no meaning, before any work."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
-    if cfg < 1:
-        raise ValueError(f"the guidance scale must be >= 1 (1 = no guidance), got {cfg}")
+    if not 1 <= cfg < math.inf:  # also NaN, which compares false to everything
+        raise ValueError(f"the guidance scale must be a finite number >= 1 (1 = no guidance), got {cfg}")
 
 
 def filter_logits(logits_BV: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

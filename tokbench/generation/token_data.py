@@ -42,6 +42,7 @@ and run, ``{"done": [[start, end), ...]}`` image ranges whose rows are flushed t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """A ``.npy`` file memory-mapped, or a ValueError naming it (missing, truncated, not an array)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a readable .npy array ({reason}); rerun 'tokbench gen encode' into a new "
+                         "folder to write it again") from None
+
+
 def split_rows(num_images: int, items_per_image: int, held_out_every: int) -> tuple[list[int], list[int]]:
     """``(train_rows, held_out_rows)``: every ``held_out_every``-th image is held out (images
     ``k-1, 2k-1, ...``, as the eval's generation task; the last image when there are fewer
@@ -156,24 +167,45 @@ class TokenDataset(Dataset):
         if not self.meta.get("complete"):
             raise ValueError(f"{self.path}: the token dataset is incomplete (encoding was interrupted); rerun the same "
                              "'tokbench gen encode' command to finish it")
-        self.layout: TokenLayout = TokenLayout.from_dict(self.meta["layout"])
+        meta_path = self.path / META_NAME
+        try:  # fields of the wrong type (hand-edited or foreign files) are named, not an AttributeError later
+            self.layout: TokenLayout = TokenLayout.from_dict(self.meta["layout"])
+            self.items_per_image: int = 2 if self.meta["flip"] else 1
+            expected = (int(self.meta["num_items"]), *(int(n) for n in self.meta["token_shape"]))
+            dtype = np.dtype(self.meta["token_dtype"])
+            vocab = int(self.layout.vocab_size) if self.layout.kind == "discrete" else None
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{meta_path}: the layout, flip, num_items, token_shape or token_dtype field is missing "
+                             f"or of the wrong type ({type(err).__name__}: {err}); expected what 'tokbench gen encode' "
+                             "writes") from None
         self.kind: str = self.layout.kind
-        self.items_per_image: int = 2 if self.meta["flip"] else 1
         self._tokens: np.ndarray | None = None
         self._labels: np.ndarray | None = None
-        expected = (int(self.meta["num_items"]), *self.meta["token_shape"])
         tokens = self._open()
-        if tuple(tokens.shape) != expected or str(tokens.dtype) != self.meta["token_dtype"]:
+        if tuple(tokens.shape) != expected or tokens.dtype != dtype:
             raise ValueError(f"{self.path / TOKENS_NAME}: shape {tuple(tokens.shape)} {tokens.dtype}, but {META_NAME} "
                              f"says {expected} {self.meta['token_dtype']}")
         if self._labels.shape != (expected[0],):
             raise ValueError(f"{self.path / LABELS_NAME}: shape {self._labels.shape}, expected ({expected[0]},)")
+        if vocab is not None and len(tokens):
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(f"{self.path / TOKENS_NAME}: token ids span [{low}, {high}], outside the vocabulary "
+                                 f"[0, {vocab}) of its layout in {META_NAME}")
 
     def _open(self) -> np.ndarray:
         if self._tokens is None:
-            self._tokens = np.load(self.path / TOKENS_NAME, mmap_mode="r")
-            self._labels = np.load(self.path / LABELS_NAME, mmap_mode="r")
+            self._tokens = _load_array(self.path / TOKENS_NAME)
+            self._labels = _load_array(self.path / LABELS_NAME)
         return self._tokens
+
+    def fingerprint(self) -> str:
+        """SHA-256 over ``meta.json``, ``tokens.npy`` and ``labels.npy``: which data a generator saw
+        (a run resumed on other tokens is refused by it)."""
+        from tokbench.provenance import file_sha256
+
+        parts = [file_sha256(self.path / name) for name in (META_NAME, TOKENS_NAME, LABELS_NAME)]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

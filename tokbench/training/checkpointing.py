@@ -22,8 +22,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        # Our own checkpoints hold tensors and plain containers only: weights_only=True reads them.
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        # Our own checkpoints hold tensors and plain containers only: weights_only=True reads them,
+        # and anything else (a planted pickle) is refused in one line naming the file.
+        from tokbench.checkpoint import torch_load_safely
+
+        # Read onto the CPU (as before); Lightning moves model and optimizer states to the device.
+        return torch_load_safely(path)
 
 
 class RunCheckpoint(ModelCheckpoint):
