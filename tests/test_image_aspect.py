@@ -65,3 +65,13 @@ def test_training_scan_skips_the_strip_with_the_reason(tmp_path):
     good, skipped = scan_images(tmp_path)
     assert [p.name for p in good] == ["ok.png"]
     assert skipped[0][0] == "strip.png" and "aspect ratio too extreme" in skipped[0][1]
+
+
+def test_reconstruct_names_the_refused_file_in_one_line(tmp_path, capsys):
+    from tokbench.cli import main
+
+    Image.new("RGB", (60_000, 9)).save(tmp_path / "strip.png")
+    assert main(["reconstruct", "identity", str(tmp_path / "strip.png"), "--out", str(tmp_path / "rec")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tokbench: error: {tmp_path / 'strip.png'}: aspect ratio too extreme (60000x9; the longer side "
+                   f"may be at most {MAX_ASPECT_RATIO} times the shorter)")

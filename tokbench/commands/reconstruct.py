@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import tokbench
-from tokbench.imageio import load_image, quantize_8bit, save_png
+from tokbench.imageio import BadImageError, load_image, quantize_8bit, save_png
 from tokbench.metrics_basic import psnr_8bit
 
 
@@ -20,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     for path in map(Path, args.images):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file")
-        x = load_image(path).unsqueeze(0).to(args.device)
+        try:
+            x = load_image(path).unsqueeze(0).to(args.device)
+        except BadImageError as err:  # too large, too extreme an aspect ratio, undecodable: name the file
+            raise BadImageError(f"{path}: {err}") from None
         tokens = tokenizer.encode(x)
         rec = quantize_8bit(tokenizer.decode(tokens))
         save_png(rec[0], out / f"{path.stem}_rec.png")
