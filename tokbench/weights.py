@@ -33,6 +33,10 @@ WEIGHT_FILES = {
                        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                        "weights-inception-2015-12-05-6726825d.pth",
                        "Inception-v3 of the original TF FID implementation (torch-fidelity's port)"),
+    # docTR's release (the name carries the SHA-256 prefix docTR itself checks); --ocr parseq
+    "parseq": WeightFile("parseq", "parseq-56125471.pt",
+                         "https://doctr-static.mindee.com/models?id=v0.7.0/parseq-56125471.pt&src=0",
+                         "docTR's PARSeq word recognizer (TokBench's text protocol, --ocr parseq)", "56125471"),
 }
 
 

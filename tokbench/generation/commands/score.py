@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.is_split_size is not None and args.is_split_size < 1:
+        raise ValueError(f"--is-split-size must be >= 1, got {args.is_split_size}")
     samples = open_samples(args.samples)
     if args.out:  # a results file needs the tokenizer: fail now rather than after the features
         tokenizer_from_manifest(samples.manifest, args.tokenizer_kind)
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
           f"({'cached features' if reference.from_cache else 'features computed and cached'}; "
           f"FID statistics from {reference.stats_source})")
     pool, logits = extract_features(samples.batches(args.batch_size), feature_fn, progress="sample features")
-    scores = score_features(pool, logits, reference, k=DEFAULT_K, is_splits=DEFAULT_IS_SPLITS, device=args.device)
+    scores = score_features(pool, logits, reference, k=DEFAULT_K, is_splits=DEFAULT_IS_SPLITS,
+                            is_split_size=args.is_split_size, device=args.device)
     print(f"samples {samples.name}: {scores.num_samples} images")
     print(f"  gFID       {scores.gfid:.4f}")
     print(f"  IS         {scores.inception_score:.4f} +- {scores.inception_score_std:.4f} ({scores.is_splits} splits)")
@@ -94,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", help="folder holding the Inception weights (default: the torch hub cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (features and precision/recall distances)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per Inception batch")
+    p.add_argument("--is-split-size", type=int, default=None, metavar="N",
+                   help="Inception Score over consecutive splits of N samples, as ADM's evaluator (5000) "
+                        f"(default: {DEFAULT_IS_SPLITS} equal splits; the same at 50,000 samples)")
     p.add_argument("--ref-cache", help="where reference features are cached "
                                        "(default: $TOKBENCH_CACHE/gen_references or ~/.cache/tokbench/gen_references)")
     p.add_argument("--tokenizer-kind", choices=["discrete", "continuous"],
