@@ -284,6 +284,12 @@ def test_gen_score_end_to_end_writes_valid_results(tmp_path, capsys):
     again = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]["generation"]["metrics"]
     assert again == block["metrics"]
     assert "cached features" in capsys.readouterr().out
+    # ADM's IS splits: consecutive splits of 8 over 20 samples -> 8, 8 and 4
+    assert main(argv + ["--is-split-size", "8"]) == 0
+    adm = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]["generation"]
+    assert adm["extra"]["is_splits"] == 3 and block["extra"]["is_splits"] == 10
+    assert adm["metrics"]["inception_score"]["mean"] != block["metrics"]["inception_score"]["mean"]
+    assert adm["metrics"]["gfid"] == block["metrics"]["gfid"]
 
 
 def test_gen_score_errors_are_clear(tmp_path, capsys):

@@ -151,3 +151,8 @@ def test_inception_score_with_adm_split_size():
     assert inception_score(logits, splits=6) == pytest.approx(inception_score(logits, split_size=2))  # equal when even
     with pytest.raises(ValueError, match="split_size must be >= 1"):
         inception_score(logits, split_size=0)
+
+
+def test_gen_score_takes_adms_split_size(capsys):
+    assert main(["gen", "score", "missing.npz", "--ref", "missing.npz", "--is-split-size", "0"]) == 1
+    assert "--is-split-size must be >= 1, got 0" in capsys.readouterr().err
