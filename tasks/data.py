@@ -202,8 +202,8 @@ def prepare(image_HW3: np.ndarray, policy: str, preprocessing: str = "default") 
     H, W = x.shape[-2:]
     if preprocessing != "default":
         if mode != "resize":
-            raise ValueError(f"the {preprocessing!r} preprocessing resizes and crops to N x N: it needs --resolution N, "
-                             f"not {policy!r}")
+            raise ValueError(f"the {preprocessing!r} preprocessing resizes and crops to N x N: "
+                             f"it needs --resolution N, not {policy!r}")
         arr, geometry = reference_prepare(preprocessing, image_HW3, n)
         top, left = geometry.crop
         return Prepared(uint8_to_tensor(arr), (0, 0, n, n), geometry.scale, origin=(-top, -left), source_hw=(H, W))

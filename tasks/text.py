@@ -18,10 +18,11 @@ in the results' ``extra.protocol`` and pinned for resume):
 
 Recognizer (``--ocr``): Tesseract (default), EasyOCR's English model
 (`tokbench.metrics.easyocr_reader`) or docTR's PARSeq, TokBench's own recognizer
-(`tokbench.metrics.parseq_reader`; word boxes only, so with ``--text-protocol tokbench``). Tesseract runs in a pool of worker processes
-(``--workers``), two jobs per image (original and reconstruction); each worker limits
-Tesseract's own OpenMP threads to one: several multi-threaded Tesseracts on a few cores spin
-against each other and run several times slower than single-threaded ones side by side.
+(`tokbench.metrics.parseq_reader`; word boxes only, so with ``--text-protocol tokbench``).
+Tesseract runs in a pool of worker processes (``--workers``), two jobs per image (original
+and reconstruction); each worker limits Tesseract's own OpenMP threads to one: several
+multi-threaded Tesseracts on a few cores spin against each other and run several times
+slower than single-threaded ones side by side.
 EasyOCR and PARSeq run in this process on ``--device`` (batched on a GPU).
 
 Word sizes under TokBench's protocol are measured on the *source* image (box width /
@@ -255,9 +256,9 @@ class TextTask(Task):
             if protocol != "tokbench":
                 raise ValueError("--ocr parseq reads word boxes only (no page text for CER/WER): "
                                  "use it with --text-protocol tokbench")
-            from tokbench.metrics.parseq_reader import _doctr, verified_weights
+            from tokbench.metrics.parseq_reader import require_doctr, verified_weights
 
-            _doctr()  # installed
+            require_doctr()  # installed
             verified_weights(cfg.weights_dir)  # present, and the published file
         else:
             from tokbench.metrics.easyocr_reader import verified_model_dir
@@ -290,7 +291,7 @@ class TextTask(Task):
             if setting is not None:
                 read_o, read_r = iter(orig["words"]), iter(rec["words"])
                 row[WORDS_KEY] = [[w["text"], ratio, *((next(read_o), next(read_r)) if box is not None else (None, None)),
-                                   box is None and tokbench_text.bucket_of(ratio, setting) is not None]
+                                   box is None and tokbench_text.bucket_of(ratio, setting) is not None]  # cut by the crop
                                   for w, ratio, box in tokbench_per_pair[i]]
                 continue
             row["ocr_original"], row["ocr_reconstruction"] = orig["page"], rec["page"]

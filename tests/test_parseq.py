@@ -28,8 +28,8 @@ from tokbench.tasks.cache import RowCache  # noqa: E402
 from tokbench.tasks.runner import EvalConfig, run_eval  # noqa: E402
 from tokbench.tasks.suites import load_suite  # noqa: E402
 
-EDGES_256 = (0.02, 0.03, 0.04, 1.0)
-PUBLISHED = weights.WEIGHT_FILES["parseq"]  # before any test swaps in a random file's checksum  # TokBench compute_all_metrics.py, ratio_ranges at 256
+EDGES_256 = (0.02, 0.03, 0.04, 1.0)  # TokBench compute_all_metrics.py, ratio_ranges at 256
+PUBLISHED = weights.WEIGHT_FILES["parseq"]  # before any test swaps in a random file's checksum
 
 
 def tokbench_ratio(box, text, height, width):

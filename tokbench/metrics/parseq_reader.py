@@ -38,7 +38,8 @@ class ParseqUnavailableError(RuntimeError):
     """docTR is not installed, or the PARSeq weights file is not the published one."""
 
 
-def _doctr():
+def require_doctr():
+    """docTR's recognition models and vocabularies; `ParseqUnavailableError` with the install hint otherwise."""
     try:
         from doctr.datasets import VOCABS
         from doctr.models import recognition
@@ -71,7 +72,7 @@ def _checked(path: Path, prefix: str, size: int, mtime_ns: int) -> Path:
 def build_model(weights_path: str | os.PathLike | None, device: str = "cpu") -> torch.nn.Module:
     """TokBench's PARSeq (French vocabulary, 3 x 32 x 128), with ``weights_path``'s parameters
     (``None``: random init, for tests)."""
-    recognition, vocabs = _doctr()
+    recognition, vocabs = require_doctr()
     model = recognition.parseq(pretrained=False, vocab=vocabs[VOCAB], input_shape=(3, *INPUT_HW))
     if weights_path is not None:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
