@@ -157,7 +157,8 @@ def protocol_block(cfg: EvalConfig, results: dict) -> dict | None:
     if cfg.protocol is None:
         return None
     counts = {name: block["num_images"] for name, block in results["tasks"].items()}
-    return get_protocol(cfg.protocol).record(cfg, counts)
+    limited = [] if cfg.limit is None else [f"--limit {cfg.limit}: a subset of the data"]
+    return get_protocol(cfg.protocol).record(cfg.resolution, counts, limited)
 
 
 def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:

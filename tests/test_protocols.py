@@ -36,7 +36,8 @@ def photos(tmp_path_factory):
 
 
 def test_the_builtin_presets_are_registered_with_what_they_reproduce():
-    assert {"tokbench", "llamagen-rfid", "var-rfid", "vtbench"} <= set(protocol_names())
+    assert {"tokbench", "llamagen-rfid", "var-rfid", "vtbench", "adm-gfid"} <= set(protocol_names())
+    assert get_protocol("adm-gfid").is_split_size == 5000
     llamagen = get_protocol("llamagen-rfid")
     assert (llamagen.preprocessing, llamagen.resolutions, llamagen.num_images) == ("adm", ("256",), 50_000)
     assert "ssim_llamagen" in llamagen.metrics["reconstruction"] and llamagen.required_weights() == ["rfid"]
@@ -62,6 +63,8 @@ def test_fill_pins_the_settings_and_refuses_contradictions():
         preset.fill(None, None, {"text": {"ocr": "tesseract"}}, [])
     with pytest.raises(ValueError, match="runs the tasks text; drop --tasks"):
         preset.fill(["text", "faces"], None, {}, [])
+    with pytest.raises(ValueError, match="adm-gfid is a preset of 'tokbench gen score', not of 'tokbench eval'"):
+        get_protocol("adm-gfid").fill(None, None, {}, [])
 
 
 def test_a_preset_refuses_to_skip_what_it_reports_or_to_run_without_its_weights(tmp_path, photos):

@@ -5,8 +5,10 @@ preprocessing, the resolution, the metric variants, the recognizer and the pooli
 declares all of them in one object (one module each under ``tasks/protocols/``, found through
 the entry-point group ``tokbench.protocols``: `tokbench.protocol_registry`);
 ``tokbench eval --protocol NAME`` applies it (`Protocol.fill` for the command line, `Protocol.check`
-for any `EvalConfig`), and the run records it as the results' top-level ``protocol`` block
-(`Protocol.record`), which the leaderboard groups rankings by.
+for any `EvalConfig`) -- or ``tokbench gen score --protocol NAME`` for a preset of sample
+scores (``command="gen score"``: gFID with ADM's Inception Score splits) -- and the run
+records it as the results' top-level ``protocol`` block (`Protocol.record`), which the
+leaderboard groups rankings by.
 
 A preset refuses what would make its numbers incomparable: a setting that contradicts it, a
 metric it reports being skipped, or the weights of such a metric (or of its recognizer)
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PREPROCESSINGS = ("default", "adm", "var", "vtbench")  # see tokbench.reference_preprocessing
+COMMANDS = ("eval", "gen score")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Protocol:
     ``task_options``: task -> options the preset pins (``{"text": {"ocr": "parseq"}}``).
     ``weights``: extra weight files it needs beyond its metrics' (a recognizer's: ``"parseq"``).
     ``num_images``: the published split's size (None: any).
+    ``command``: the command that applies it (``eval``, or ``gen score`` for sample scores);
+    ``is_split_size``: images per Inception Score split (ADM's 5,000) where it scores IS.
     """
 
     name: str
@@ -44,7 +49,8 @@ class Protocol:
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: tuple[str, ...] = ()
     num_images: int | None = None
-    notes: str = ""
+    command: str = "eval"
+    is_split_size: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -52,6 +58,8 @@ class Protocol:
         if self.preprocessing not in PREPROCESSINGS:
             raise ValueError(f"protocol {self.name}: preprocessing must be one of {PREPROCESSINGS}, "
                              f"got {self.preprocessing!r}")
+        if self.command not in COMMANDS:
+            raise ValueError(f"protocol {self.name}: command must be one of {COMMANDS}, got {self.command!r}")
         if not self.tasks or not self.resolutions:
             raise ValueError(f"protocol {self.name}: needs at least one task and one resolution")
         if set(self.metrics) - set(self.tasks) or set(self.task_options) - set(self.tasks):
@@ -64,6 +72,7 @@ class Protocol:
         what the user gave (None: not given). Anything given that contradicts the preset is a
         ``ValueError``. Metrics with weights that its tasks could report but the preset does not
         are skipped (their weights are not needed for the published column)."""
+        self.require_command("eval")
         if tasks and list(tasks) != list(self.tasks):
             raise ValueError(f"--protocol {self.name} runs the tasks {','.join(self.tasks)}; drop --tasks "
                              f"(got {','.join(tasks)})")
@@ -87,6 +96,12 @@ class Protocol:
         return [m for t in self.tasks for m in get_task(t).metric_names()
                 if m not in reported and get_metric(m).weights is not None]
 
+    def require_command(self, command: str) -> None:
+        """``ValueError`` unless this preset is applied by ``command`` (``eval`` or ``gen score``)."""
+        if self.command != command:
+            raise ValueError(f"--protocol {self.name} is a preset of 'tokbench {self.command}', "
+                             f"not of 'tokbench {command}'")
+
     def _check_resolution(self, resolution: str) -> None:
         if resolution not in self.resolutions:
             raise ValueError(f"--protocol {self.name} is defined at --resolution {' or '.join(self.resolutions)}, "
@@ -104,6 +119,7 @@ class Protocol:
         weights file of one of its metrics is `tokbench.weights.MissingWeightsError`."""
         from tokbench import weights
 
+        self.require_command("eval")
         if list(cfg.tasks) != list(self.tasks):
             raise ValueError(f"--protocol {self.name} runs the tasks {','.join(self.tasks)}, "
                              f"not {','.join(cfg.tasks)}")
@@ -123,20 +139,22 @@ class Protocol:
                              "(--skip-metric); run without --protocol to leave it out")
         weights.require(self.required_weights(), cfg.weights_dir, skippable=False)
 
-    def record(self, cfg, num_images: dict[str, int]) -> dict:
-        """The results' ``protocol`` block: the preset's settings as applied, and its deviations.
+    def record(self, resolution: str, num_images: dict[str, int], deviations: list[str] = ()) -> dict:
+        """The results' ``protocol`` block: the preset's settings as applied, and its deviations
+        (those given, e.g. ``--limit``, and a data size other than the published split's).
 
         ``num_images``: task -> images scored (or sampled) in this run.
         """
-        deviations = []
-        if cfg.limit is not None:
-            deviations.append(f"--limit {cfg.limit}: a subset of the data")
+        deviations = list(deviations)
+        if resolution not in self.resolutions:
+            deviations.append(f"resolution {resolution}, the preset's is {' or '.join(self.resolutions)}")
         if self.num_images is not None:
             for task, n in num_images.items():
                 if n != self.num_images:
                     deviations.append(f"{task}: {n} images, the published split has {self.num_images}")
         return {"name": self.name, "title": self.title, "reproduces": self.reproduces, "data": self.data,
-                "tasks": list(self.tasks), "resolution": cfg.resolution, "preprocessing": self.preprocessing,
+                "command": self.command, "tasks": list(self.tasks), "resolution": resolution,
+                "preprocessing": self.preprocessing, "is_split_size": self.is_split_size,
                 "metrics": {t: list(ms) for t, ms in self.metrics.items()},
                 "task_options": {t: dict(o) for t, o in self.task_options.items()},
                 "deviations": deviations}
