@@ -34,6 +34,10 @@ WEIGHT_FILES = {
                        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                        "weights-inception-2015-12-05-6726825d.pth",
                        "Inception-v3 of the original TF FID implementation (torch-fidelity's port)"),
+    # docTR's release (the name carries the SHA-256 prefix docTR itself checks); --ocr parseq
+    "parseq": WeightFile("parseq", "parseq-56125471.pt",
+                         "https://doctr-static.mindee.com/models?id=v0.7.0/parseq-56125471.pt&src=0",
+                         "docTR's PARSeq word recognizer (TokBench's text protocol, --ocr parseq)", "56125471"),
     # Semantic teachers for `tokbench train --model.semantic_teacher` (Meta's releases; Meta
     # publishes no checksum for them, so none is checked: verify the file's source yourself).
     **{name: WeightFile(name, f"dinov2_{arch}14_pretrain.pth",
