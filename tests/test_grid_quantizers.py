@@ -236,3 +236,14 @@ def test_tiny_grid_quantizer_configs_learn(tmp_path, config, steps):
                                            ["--model.warmup_steps", "5", "--model.ema_decay", "0.9"], config=config)
     assert row["val_l1_last"] <= 0.9 * row["val_l1_first"], row
     assert row["usage"] >= 0.25, row
+
+
+def test_entropy_terms_stay_fp32_under_bf16_autocast():
+    torch.manual_seed(3)
+    q = LookupFreeQuantizer(6).train()
+    z = torch.randn(128, 6)
+    plain = q.entropies(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = q.entropies(z)
+    assert all(m.dtype == torch.float32 for m in mixed)
+    assert torch.allclose(plain[0], mixed[0]) and torch.allclose(plain[1], mixed[1])

@@ -50,6 +50,12 @@ def entropy_terms(z_ND: torch.Tensor, code_value: float, temperature: float,
                   group_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample and codebook entropy of ``q(c | z) = softmax(2 z.c / T)`` over the codes
     ``{-v, +v}^D``, summed over groups of ``group_bits`` channels (see the module docstring)."""
+    with torch.autocast(z_ND.device.type, enabled=False):  # logits / T: keep fp32 under bf16 training
+        return _entropy_terms_fp32(z_ND.float(), code_value, temperature, group_bits)
+
+
+def _entropy_terms_fp32(z_ND: torch.Tensor, code_value: float, temperature: float,
+                        group_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     N, D = z_ND.shape
     groups = D // group_bits
     codes_Kg = (ids_to_bits(torch.arange(2 ** group_bits, device=z_ND.device), group_bits) * 2 - 1).to(z_ND.dtype)
