@@ -142,7 +142,8 @@ def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettin
                            "parameters": sum(p.numel() for p in generator.parameters()), "steps": s.steps,
                            "head": {"kind": "diffusion (MAR)", "width": generator.config["head_width"],
                                     "depth": generator.config["head_depth"], "train_steps": 1000,
-                                    "schedule": "cosine", "diffusion_batch_mul": generator.diffusion_batch_mul}},
+                                    "schedule": "cosine", "variance": "learned range (MAR)",
+                                    "respacing": "guided-diffusion", "diffusion_batch_mul": generator.diffusion_batch_mul}},
              "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "cfg": 1.0,
                           "diffusion_steps": s.diffusion_steps, "seed": s.seed + 1},
              "settings": asdict(s)}
