@@ -19,7 +19,7 @@
 // over the tile and one compare against the rows' thresholds: the slow path (the list update) runs
 // only when some score comes under a threshold, which after the first panels is rare. Rows are
 // split across threads with at::parallel_for (torch.get_num_threads()). The micro-kernel is chosen
-// at run time: AVX-512F (a 12 x 32 tile), AVX2 + FMA (3 x 32), or portable loops.
+// at run time: AVX-512F (a 6 x 64 tile), AVX2 + FMA (3 x 32), or portable loops.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -283,89 +283,122 @@ __attribute__((target("avx2,fma"))) void scan_avx2(const GroupScan& g, int64_t q
 
 
 #ifdef TOKBENCH_X86
-// The micro-tile with AVX-512F: kRows512 rows x one 32-codeword panel (two zmm vectors) in 24
-// accumulators, + 2 codeword vectors + a broadcast = 27 of the 32 zmm registers; per dimension 2
-// vector loads and 12 broadcasts feed 24 FMAs (the AVX2 tile: 7 loads per 12), and the epilogue's
-// threshold test runs on mask registers. The arithmetic per score is the AVX2 kernel's exactly
-// (norm, then one FMA per dimension in index order), so both paths return identical results.
-constexpr int kRows512 = 12;
+// The micro-tile with AVX-512F: kRows512 rows x kPanels512 consecutive 32-codeword panels (two zmm
+// vectors each) in 24 accumulators, + 4 codeword vectors + a broadcast = 29 of the 32 zmm registers;
+// per dimension 4 vector loads and 6 broadcasts feed 24 FMAs (the AVX2 tile: 7 loads per 12), and
+// the epilogue's threshold test runs on mask registers. The arithmetic per score is the AVX2
+// kernel's exactly (norm, then one FMA per dimension in index order).
+constexpr int kRows512 = 6;
+constexpr int kPanels512 = 2;
 static_assert(kBlockRows % kRows512 == 0, "row blocks must hold whole AVX-512 groups");
 
-template <int kD, bool kStore, bool kSeed = false>
+// kP: panels in this tile (kPanels512, or 1 for an odd last panel); pstride: floats per panel.
+// out (kStore): per panel, kRows512 x kCodes scores; masks: per panel, kRows512 row masks.
+template <int kD, int kP, bool kStore, bool kSeed = false>
 __attribute__((target("avx512f"), always_inline)) inline bool micro_avx512(const float* zm2, const float* panel,
-                                                                           int64_t d_rt, const float* thresholds,
-                                                                           float* out, uint32_t* masks) {
+                                                                           int64_t pstride, int64_t d_rt,
+                                                                           const float* thresholds, float* out,
+                                                                           uint32_t* masks) {
+  constexpr int kV = 2 * kP;  // zmm vectors per row
   const int64_t d = kD > 0 ? kD : d_rt;
-  const float* norms = panel + d * kCodes;
-  const __m512 n0 = _mm512_loadu_ps(norms), n1 = _mm512_loadu_ps(norms + 16);
-  __m512 lo[kRows512], hi[kRows512];  // fully unrolled below: GCC keeps them in registers
+  __m512 acc[kRows512][kV];  // fully unrolled below: GCC keeps them in registers
+#pragma GCC unroll 4
+  for (int v = 0; v < kV; ++v) {
+    const __m512 norm = _mm512_loadu_ps(panel + (v / 2) * pstride + d * kCodes + (v % 2) * 16);
 #pragma GCC unroll 12
-  for (int r = 0; r < kRows512; ++r) lo[r] = n0, hi[r] = n1;
-  const float* col = panel;
+    for (int r = 0; r < kRows512; ++r) acc[r][v] = norm;
+  }
 #pragma GCC unroll 8
-  for (int64_t e = 0; e < d; ++e, col += kCodes) {
-    const __m512 c0 = _mm512_loadu_ps(col), c1 = _mm512_loadu_ps(col + 16);
+  for (int64_t e = 0; e < d; ++e) {
+    __m512 col[kV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) col[v] = _mm512_loadu_ps(panel + (v / 2) * pstride + e * kCodes + (v % 2) * 16);
 #pragma GCC unroll 12
     for (int r = 0; r < kRows512; ++r) {
       const __m512 b = _mm512_set1_ps(zm2[r * d + e]);
-      lo[r] = _mm512_fmadd_ps(b, c0, lo[r]);
-      hi[r] = _mm512_fmadd_ps(b, c1, hi[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_fmadd_ps(b, col[v], acc[r][v]);
+    }
+  }
+  __m512 row_min[kRows512];
+  if (!kStore || kSeed) {
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows512; ++r) {
+      row_min[r] = acc[r][0];
+#pragma GCC unroll 4
+      for (int v = 1; v < kV; ++v) row_min[r] = _mm512_min_ps(row_min[r], acc[r][v]);
     }
   }
   if (kSeed) {  // out: kRows512 x 16 running lane minima
 #pragma GCC unroll 12
     for (int r = 0; r < kRows512; ++r)
-      _mm512_storeu_ps(out + r * 16, _mm512_min_ps(_mm512_loadu_ps(out + r * 16), _mm512_min_ps(lo[r], hi[r])));
+      _mm512_storeu_ps(out + r * 16, _mm512_min_ps(_mm512_loadu_ps(out + r * 16), row_min[r]));
     return false;
   }
-  if (!kStore) {
-    __mmask16 hit = 0;
+  if (!kStore) {  // (the masks are OR-ed in mask registers: `|=` on __mmask16 went through general registers)
+    __mmask16 hit = _mm512_cmp_ps_mask(row_min[0], _mm512_set1_ps(thresholds[0]), _CMP_LE_OQ);
 #pragma GCC unroll 12
-    for (int r = 0; r < kRows512; ++r)
-      hit |= _mm512_cmp_ps_mask(_mm512_min_ps(lo[r], hi[r]), _mm512_set1_ps(thresholds[r]), _CMP_LE_OQ);
-    return hit != 0;
+    for (int r = 1; r < kRows512; ++r)
+      hit = _mm512_kor(hit, _mm512_cmp_ps_mask(row_min[r], _mm512_set1_ps(thresholds[r]), _CMP_LE_OQ));
+    return !_mm512_kortestz(hit, hit);
   }
   // Rare: the scores and, per row, which of them are under its threshold.
   uint32_t any = 0;
 #pragma GCC unroll 12
   for (int r = 0; r < kRows512; ++r) {
     const __m512 t = _mm512_set1_ps(thresholds[r]);
-    masks[r] = static_cast<uint32_t>(_mm512_cmp_ps_mask(lo[r], t, _CMP_LE_OQ)) |
-               static_cast<uint32_t>(_mm512_cmp_ps_mask(hi[r], t, _CMP_LE_OQ)) << 16;
-    any |= masks[r];
-    _mm512_storeu_ps(out + r * kCodes, lo[r]);
-    _mm512_storeu_ps(out + r * kCodes + 16, hi[r]);
+#pragma GCC unroll 2
+    for (int p = 0; p < kP; ++p) {
+      uint32_t& mask = masks[p * kRows512 + r];
+      mask = static_cast<uint32_t>(_mm512_cmp_ps_mask(acc[r][2 * p], t, _CMP_LE_OQ)) |
+             static_cast<uint32_t>(_mm512_cmp_ps_mask(acc[r][2 * p + 1], t, _CMP_LE_OQ)) << 16;
+      any |= mask;
+      _mm512_storeu_ps(out + (p * kRows512 + r) * kCodes, acc[r][2 * p]);
+      _mm512_storeu_ps(out + (p * kRows512 + r) * kCodes + 16, acc[r][2 * p + 1]);
+    }
   }
   return any != 0;
 }
 
-template <int kD>
+template <int kD, int kP>
 __attribute__((target("avx512f"), noinline)) void on_hit_avx512(const GroupScan& g, int64_t q) {
-  alignas(64) float scores[kRows512 * kCodes];
-  uint32_t masks[kRows512];
-  micro_avx512<kD, true>(g.zg, g.panels + q * g.panel_floats, g.d, g.thresholds, scores, masks);
-  update_group(g, scores, masks, q);
+  alignas(64) float scores[kP * kRows512 * kCodes];
+  uint32_t masks[kP * kRows512];
+  micro_avx512<kD, kP, true>(g.zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, scores, masks);
+  for (int p = 0; p < kP; ++p)  // panel by panel: each row's candidates stay in index order
+    update_group(g, scores + p * kRows512 * kCodes, masks + p * kRows512, q + p);
 }
 
 template <int kD>
 __attribute__((target("avx512f"))) void scan_avx512(const GroupScan& g, int64_t q0, int64_t q1) {
+  const float* zg = g.zg;
   if (q0 == 0 && g.states[0].best == std::numeric_limits<float>::infinity()) {
     // The branch-free seed pass of scan_avx2 (see there), 16 lanes per row.
     const int64_t seed_panels = std::min<int64_t>(q1, std::max<int64_t>(2, g.panel_count / 16));
     alignas(64) float run[kRows512 * 16];
     std::fill(run, run + kRows512 * 16, std::numeric_limits<float>::infinity());
-    for (int64_t q = 0; q < seed_panels; ++q)
-      micro_avx512<kD, true, true>(g.zg, g.panels + q * g.panel_floats, g.d, g.thresholds, run, nullptr);
+    int64_t q = 0;
+    for (; q + kPanels512 <= seed_panels; q += kPanels512)
+      micro_avx512<kD, kPanels512, true, true>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds,
+                                               run, nullptr);
+    for (; q < seed_panels; ++q)
+      micro_avx512<kD, 1, true, true>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, run,
+                                      nullptr);
     for (int r = 0; r < g.rows; ++r) {
       const float m = *std::min_element(run + r * 16, run + (r + 1) * 16);
       g.states[r].threshold = std::min(g.states[r].threshold, m + g.states[r].slack);
       g.thresholds[r] = g.states[r].threshold;
     }
   }
-  for (int64_t q = q0; q < q1; ++q)
-    if (__builtin_expect(micro_avx512<kD, false>(g.zg, g.panels + q * g.panel_floats, g.d, g.thresholds, nullptr,
-                                                 nullptr), 0))
-      on_hit_avx512<kD>(g, q);
+  int64_t q = q0;
+  for (; q + kPanels512 <= q1; q += kPanels512)
+    if (__builtin_expect(micro_avx512<kD, kPanels512, false>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d,
+                                                             g.thresholds, nullptr, nullptr), 0))
+      on_hit_avx512<kD, kPanels512>(g, q);
+  for (; q < q1; ++q)
+    if (micro_avx512<kD, 1, false>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, nullptr,
+                                   nullptr))
+      on_hit_avx512<kD, 1>(g, q);
 }
 #endif
 

@@ -62,7 +62,7 @@ def test_random_data_matches_the_float64_reference(ext, d, simd):
 @pytest.mark.parametrize("n, k", [(1, 50), (50, 1), (1, 1), (2, 33), (97, 31), (13, 100)])
 def test_edge_sizes(ext, n, k, simd):
     torch.manual_seed(n * 100 + k)
-    for d in (5, 8):  # (13 rows: one more than an AVX-512 row group)
+    for d in (5, 8):  # (13 rows: not a whole number of row groups of any micro-kernel)
         check(ext, torch.randn(n, d), torch.randn(k, d), simd)
 
 
