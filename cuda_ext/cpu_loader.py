@@ -117,8 +117,9 @@ def extension_status() -> str:
     if disabled():
         return "disabled by TOKBENCH_DISABLE_CPU_EXT=1 (chunked PyTorch path)"
     if _state["module"] is not None:
-        return (f"loaded: {NAME} ({_state['module'].simd_level()} kernel, D <= {MAX_FUSED_DIM}; "
-                "chunked GEMM path above)")
+        level = simd_choice()
+        kernel = _state["module"].simd_level() if level == "auto" else f"{level} (TOKBENCH_CPU_SIMD)"
+        return f"loaded: {NAME} ({kernel} kernel, D <= {MAX_FUSED_DIM}; chunked GEMM path above)"
     if _state["error"]:
         return f"failed: {_state['error']} (chunked PyTorch path)"
     built, detail = jit.state(spec())

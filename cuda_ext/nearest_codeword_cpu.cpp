@@ -19,7 +19,7 @@
 // over the tile and one compare against the rows' thresholds: the slow path (the list update) runs
 // only when some score comes under a threshold, which after the first panels is rare. Rows are
 // split across threads with at::parallel_for (torch.get_num_threads()). The micro-kernel is chosen
-// at run time: AVX-512F (a 6 x 64 tile), AVX2 + FMA (3 x 32), or portable loops.
+// at run time: AVX-512F (a 6 x 64 tile), AVX2 + FMA (3 x 32), or portable loops (simd_level).
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -31,6 +31,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #define TOKBENCH_X86 1
 #endif
@@ -492,9 +493,24 @@ bool cpu_has_avx512() {  // (libgcc also checks that the OS saves the zmm regist
 #endif
 }
 
+// AMD family 19h (Zen 3, Zen 4): Zen 4 runs a 512-bit FMA as two 256-bit halves, so the AVX-512
+// tile has no more FMA throughput than the AVX2 one, and it measured 3-9% slower (BENCHMARKS.md).
+bool avx512_is_half_rate() {
+#ifdef TOKBENCH_X86
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx) || ebx != 0x68747541u) return false;  // "Auth"enticAMD
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const unsigned base = (eax >> 8) & 0xF;
+  const unsigned family = base == 0xF ? base + ((eax >> 20) & 0xFF) : base;
+  return family == 0x19;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
-// The micro-kernels this CPU can run, fastest first: some of "avx512", "avx2" ("avx2+fma"), and "generic".
+// The micro-kernels this CPU can run, widest first: some of "avx512", "avx2" (with FMA), and "generic".
 std::vector<std::string> simd_levels() {
   std::vector<std::string> out;
   if (cpu_has_avx512()) out.emplace_back("avx512");
@@ -503,13 +519,17 @@ std::vector<std::string> simd_levels() {
   return out;
 }
 
-std::string simd_level() { return simd_levels().front(); }
+// The one "auto" runs: the widest, except AVX2 where AVX-512 runs at half rate (see avx512_is_half_rate).
+std::string simd_level() {
+  if (cpu_has_avx512() && cpu_has_avx2() && avx512_is_half_rate()) return "avx2";
+  return simd_levels().front();
+}
 
 namespace {
 
 Simd parse_simd(const std::string& level) {
   const std::vector<std::string> have = simd_levels();
-  const std::string want = level == "auto" ? have.front() : level;
+  const std::string want = level == "auto" ? simd_level() : level;
   TORCH_CHECK(want == "avx512" || want == "avx2" || want == "generic",
               "nearest_codeword_cpu: simd must be 'auto', 'avx512', 'avx2' or 'generic', got '", level, "'");
   TORCH_CHECK(std::find(have.begin(), have.end(), want) != have.end(), "nearest_codeword_cpu: this CPU cannot run the ",
@@ -595,6 +615,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nearest_codeword_cpu", &nearest_codeword_cpu,
         "fused exact nearest-codeword search on the CPU (indices int64, distances fp32)", pybind11::arg("z"),
         pybind11::arg("codebook"), pybind11::arg("simd") = "auto");
-  m.def("simd_levels", &simd_levels, "the micro-kernels this CPU can run, fastest first ('avx512', 'avx2', 'generic')");
+  m.def("simd_levels", &simd_levels, "the micro-kernels this CPU can run, widest first ('avx512', 'avx2', 'generic')");
   m.def("simd_level", &simd_level, "the micro-kernel 'auto' runs on this CPU");
 }
