@@ -173,3 +173,24 @@ def test_the_built_kernel_is_imported_by_a_new_process_without_building():
     level, seconds = out.stdout.split()
     assert level in ("avx512", "avx2", "generic") and float(seconds) < 30
     assert Path(jit.build_dir(cpu_loader.spec()), jit.MARKER).is_file()
+
+
+def test_the_cuda_extension_shares_the_cache_folder_lock_and_message(cache, monkeypatch, capsys):
+    from tokbench.cuda_ext import loader
+
+    assert jit.build_dir(loader.spec(["8.0"])) != jit.build_dir(loader.spec(["9.0"]))  # one folder per target
+    calls = []
+
+    def compile_(folder, archs, verbose):
+        calls.append(archs)
+        (folder / f"{loader.NAME}.so").write_bytes(b"")
+        return "the CUDA module"
+
+    monkeypatch.setattr(loader, "_compile", compile_)
+    monkeypatch.setenv("TOKBENCH_EXT_LOCK_TIMEOUT", "0.3")
+    with jit.build_lock(jit.build_dir(loader.spec(["9.0"])), "the test's build", timeout_s=0):
+        with pytest.raises(jit.LockTimeout, match="building the CUDA nearest-codeword extension for over 0 s"):
+            loader.build_extension(["9.0"])
+    assert "waiting for another process" in capsys.readouterr().err
+    assert loader.build_extension(["9.0"]) == "the CUDA module" and calls == [["9.0"]]
+    assert "tokbench: building the CUDA nearest-codeword extension (once, ≈1-2 min)…" in capsys.readouterr().err
