@@ -194,3 +194,20 @@ def test_the_cuda_extension_shares_the_cache_folder_lock_and_message(cache, monk
     assert "waiting for another process" in capsys.readouterr().err
     assert loader.build_extension(["9.0"]) == "the CUDA module" and calls == [["9.0"]]
     assert "tokbench: building the CUDA nearest-codeword extension (once, ≈1-2 min)…" in capsys.readouterr().err
+
+
+def test_info_reports_the_kernel_state_without_building(cache, monkeypatch, capsys):
+    import argparse
+    import json
+
+    from tokbench.commands import info
+
+    def must_not_build(folder, verbose):
+        raise AssertionError("tokbench info built the kernel")
+
+    monkeypatch.setattr(cpu_loader, "_compile", must_not_build)
+    info.run(argparse.Namespace(checkpoint="vq:size=tiny", weights=None))
+    search = json.loads(capsys.readouterr().out)["nearest_codeword"]
+    assert search["cpu_ext"].startswith("not built: compiled on first use")
+    assert search["cpu"] == "cpu_ext once built (torch_chunked if the build fails)"
+    assert not cache.exists()
