@@ -177,12 +177,18 @@ def load(spec: JitSpec, build: Callable[[Path], ModuleType], force: bool = False
     """The extension from this environment's cache, built into it first (under the lock) if needed.
 
     ``build(folder)`` compiles and imports the module with ``folder`` as its build directory.
-    ``force``: build even if a build of these sources failed before (``tokbench build-ext``).
+    ``force``: build even if a build of these sources failed before, or if the built library no
+    longer imports (``tokbench build-ext``).
     Raises `EarlierBuildFailed`, `LockTimeout`, or whatever the build raised.
     """
     folder = build_dir(spec)
     if (folder / MARKER).is_file():
-        return import_library(spec, folder)
+        try:
+            return import_library(spec, folder)
+        except ImportError:  # a damaged library: `tokbench build-ext` (force) builds it again
+            if not force:
+                raise
+            (folder / MARKER).unlink()
     if (folder / FAILED).is_file() and not force:
         reason = (folder / FAILED).read_text(errors="replace").strip()
         raise EarlierBuildFailed(f"{reason} (an earlier build; 'tokbench build-ext' retries)")

@@ -211,3 +211,16 @@ def test_info_reports_the_kernel_state_without_building(cache, monkeypatch, caps
     assert search["cpu_ext"].startswith("not built: compiled on first use")
     assert search["cpu"] == "cpu_ext once built (torch_chunked if the build fails)"
     assert not cache.exists()
+
+
+def test_a_damaged_library_is_reported_and_rebuilt_by_build_ext(cache, monkeypatch):
+    folder = jit.build_dir(cpu_loader.spec())
+    folder.mkdir(parents=True)
+    (folder / f"{cpu_loader.NAME}.so").write_bytes(b"not an ELF file")
+    (folder / jit.MARKER).write_text("{}")
+    calls = []
+    monkeypatch.setattr(cpu_loader, "_compile", fake_compiler(calls))
+    with pytest.warns(UserWarning, match="CPU nearest-codeword kernel unavailable \\(ImportError"):
+        assert cpu_loader.load_extension() is None
+    assert calls == []
+    assert cpu_loader.build_extension(force=True) == "the module" and calls == [folder]
