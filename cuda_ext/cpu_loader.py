@@ -6,7 +6,7 @@
 processes import it directly. ``TOKBENCH_DISABLE_CPU_EXT=1`` turns it off. A missing compiler, a
 failed build or a build lock held too long by another process falls back to the chunked PyTorch
 path with one warning saying why; `extension_status` reports the state and never builds.
-``TOKBENCH_CPU_SIMD=avx512|avx2|generic`` forces a micro-kernel (default: the fastest this CPU runs).
+``TOKBENCH_CPU_SIMD=avx512|avx2|generic`` forces a micro-kernel (default: the kernel's choice for this CPU).
 """
 from __future__ import annotations
 
