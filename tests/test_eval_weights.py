@@ -38,7 +38,8 @@ def test_weights_are_found_in_weights_dir_and_status_lists_them(weights_dir, cap
     assert run_weights(Args) == 0
     out = capsys.readouterr().out
     assert out.count("True") == 2 and "alexnet-owt-7be5be79.pth" in out
-    assert "parseq-56125471.pt" in out and out.count("False") == 1  # --ocr parseq's weights: not there
+    # not there: --ocr parseq's weights and the two DINOv2 teachers of semantic training
+    assert "parseq-56125471.pt" in out and "dinov2_vitb14_pretrain.pth" in out and out.count("False") == 3
 
 
 def test_lpips_and_rfid_are_reported_with_weights_and_rfid_needs_enough_images(weights_dir, tmp_path):
