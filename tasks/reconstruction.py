@@ -21,6 +21,7 @@ def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
 
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
+    headline = ("psnr", "ssim", "lpips", "rfid")
     metrics = (*IMAGE_QUALITY, "rfid")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
