@@ -86,8 +86,10 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def _fmt(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+    if value != 0 and (abs(value) >= 1e7 or abs(value) < 1e-3):
         return f"{value:.0e}"
+    if abs(value) >= 1000 and float(value).is_integer():
+        return f"{value:,.0f}"
     return f"{value:g}"
 
 
