@@ -42,8 +42,8 @@ def _last_parts(path: str) -> str:
     parts = [p for p in re.split(r"[\\/]+", path.strip()) if p not in ("", ".", "..")]
     if not parts:
         return path
-    # A file inside a run folder ("vq-tiny/last.ckpt") says more with its folder's name.
-    return "/".join(parts[-2:]) if len(parts) > 1 and "." in parts[-1] else parts[-1]
+    # The folder says what a file or an "export" folder is: "vq-tiny/last.ckpt", "vq-tiny/export".
+    return "/".join(parts[-2:])
 
 
 def display_name(spec: str) -> str:

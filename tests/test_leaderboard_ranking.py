@@ -154,7 +154,7 @@ def test_compare_warns_when_runs_differ_in_suite_protocol_or_resolution(tmp_path
     ("jpeg:q=50", "jpeg:q=50"),
     ("var-d16:scales=[1,2,3],weights=/home/me/var/vae_ch160v4096z32.pth", "var-d16:scales=[1,2,3]"),
     ("runs/vq-tiny/last.ckpt", "vq-tiny/last.ckpt"),
-    ("/data/ckpts/my-tokenizer", "my-tokenizer"),
+    ("/data/ckpts/my-tokenizer", "ckpts/my-tokenizer"),
     ("titok:weights=C:\\models\\titok.bin,tokens=32", "titok:tokens=32"),
     ("<b>not/a path</b>", "<b>not/a path</b>"),  # markup is not a path: kept (and escaped by the template)
 ])
