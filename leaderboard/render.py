@@ -85,7 +85,8 @@ def environment() -> Environment:
     env.filters["display_name"] = display_name
     env.filters["short_hash"] = short_hash
     env.filters["plural"] = plural
-    env.globals.update(checks=checks, codebook=codebook, grouped_reasons=grouped_reasons, zip=zip)
+    env.globals.update(checks=checks, codebook=codebook, grouped_reasons=grouped_reasons, zip=zip,
+                       task_titles=TASK_TITLES)
     env.filters["higher_is_better"] = lambda name: get_metric(name).higher_is_better
     return env
 
