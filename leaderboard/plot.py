@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 WIDTH, HEIGHT = 720, 340
 MARGIN = {"left": 64, "right": 16, "top": 16, "bottom": 44}
 LABEL_FONT_PX = 11
@@ -131,33 +133,40 @@ def build_plot(points: list[Point], metric: str, higher_is_better: bool) -> Plot
     return plot
 
 
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Area shared by two boxes (x0, y0, x1, y1)."""
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+OFFSETS = [(dy, side) for dy in (0, -12, 12, -24, 24, -36, 36) for side in ("start", "end")]  # preferred first
 
 
 def place_labels(plot: Plot) -> None:
-    """Put each point's name beside it: right of the point where it fits inside the frame,
-    else left; among a few vertical offsets the first that covers no other name or point."""
+    """Put each point's name beside it: right of the point, else left, at the first of a few
+    vertical offsets where it covers no other name or point and stays inside the frame; where
+    every place is covered, the least covered one. The area each candidate place covers is
+    computed for all candidates and all boxes drawn so far in one array step per point."""
     left, right = plot.margin["left"], plot.width - plot.margin["right"]
     top, bottom = plot.margin["top"], plot.height - plot.margin["bottom"]
-    taken = [(p.px - 5, p.py - 5, p.px + 5, p.py + 5) for p in plot.points]
+    taken = np.zeros((2 * len(plot.points), 4))  # boxes drawn: x0, y0, x1, y1
+    taken[:len(plot.points)] = [(p.px - 5, p.py - 5, p.px + 5, p.py + 5) for p in plot.points]
+    count = len(plot.points)
+    half = LABEL_FONT_PX / 2 + 1
     for p in sorted(plot.points, key=lambda p: (p.px, p.py)):
         width = len(p.short_label) * CHAR_PX
-        candidates = []
-        for dy in (0, -12, 12, -24, 24, -36, 36):
-            for side in ("start", "end"):
-                x0 = p.px + 8 if side == "start" else p.px - 8 - width
-                y_mid = p.py + dy
-                box = (x0, y_mid - LABEL_FONT_PX / 2 - 1, x0 + width, y_mid + LABEL_FONT_PX / 2 + 1)
-                inside = box[0] >= left and box[2] <= right and box[1] >= top and box[3] <= bottom
-                if inside:
-                    candidates.append((sum(_overlap(box, t) for t in taken), abs(dy), side, box))
-        if not candidates:  # wider than the frame on both sides: clip at the right edge
+        boxes = np.array([(p.px + 8 if side == "start" else p.px - 8 - width, p.py + dy - half,
+                           p.px + 8 + width if side == "start" else p.px - 8, p.py + dy + half)
+                          for dy, side in OFFSETS])
+        inside = (boxes[:, 0] >= left) & (boxes[:, 2] <= right) & (boxes[:, 1] >= top) & (boxes[:, 3] <= bottom)
+        drawn = taken[:count]
+        w = np.minimum(boxes[:, None, 2], drawn[None, :, 2]) - np.maximum(boxes[:, None, 0], drawn[None, :, 0])
+        h = np.minimum(boxes[:, None, 3], drawn[None, :, 3]) - np.maximum(boxes[:, None, 1], drawn[None, :, 1])
+        covered = (np.maximum(w, 0.0) * np.maximum(h, 0.0)).sum(axis=1)
+        if inside.any():
+            # the first free place in order of preference, else the least covered one
+            free = np.flatnonzero(inside & (covered == 0))
+            choice = int(free[0]) if len(free) else int(np.flatnonzero(inside)[np.argmin(covered[inside])])
+            box, side = tuple(boxes[choice]), OFFSETS[choice][1]
+        else:  # wider than the frame on both sides: clip at the right edge
             x0 = min(p.px + 8, right - width)
-            candidates.append((0.0, 0, "start", (x0, p.py - 6, x0 + width, p.py + 6)))
-        _, _, side, box = min(candidates, key=lambda c: (c[0] > 0, c[0], c[1]))
+            box, side = (x0, p.py - half, x0 + width, p.py + half), "start"
         p.label_anchor = side
         p.label_x = box[0] if side == "start" else box[2]
         p.label_y = (box[1] + box[3]) / 2 + LABEL_FONT_PX * 0.35  # baseline from the box's middle
-        taken.append(box)
+        taken[count] = box
+        count += 1
