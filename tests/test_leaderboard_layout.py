@@ -85,7 +85,8 @@ def results_for(i: int, spec: str, family: str, tokens: int | None, bits_per_tok
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The static site of 10 entries of three tasks (two text entries also on a second suite)."""
+    """The static site of 10 verified entries of three tasks (two of them on a second text
+    suite) and 2 unverified ones."""
     work = tmp_path_factory.mktemp("layout")
     store = Store(f"sqlite:///{work / 'lb.db'}")
     token = store.create_token("docs")
@@ -94,6 +95,14 @@ def site(tmp_path_factory):
         suite = "text-sizes" if i in (2, 7) else "text"
         body = json.dumps(results_for(i, spec, family, tokens, bits, suite)).encode()
         store.add(check_submission(body, default_accepted_versions(), known), store.authenticate(token)[0])
+    for i in (10, 11):  # unverified: their text suite is a folder the server does not know
+        results = results_for(i, f"my-vq-{i}:weights=/scratch/u/run{i}/last.ckpt", "vq", 256, 12)
+        results["datasets"] = [d for d in results["datasets"] if d["name"] != "text"] + [
+            {"name": "my-scanned-receipts", "source": "folder", "version": "1", "fingerprint": "f" * 64,
+             "num_images": 8, "resolution": "native"}]
+        results["tasks"]["text"]["dataset"] = "my-scanned-receipts"
+        store.add(check_submission(json.dumps(results).encode(), default_accepted_versions(), known),
+                  store.authenticate(token)[0])
     entries = store.list(EntryQuery(status="all"))
     export_site(entries, {e.id: store.results(e.id) for e in entries}, work / "site")
     store.close()
@@ -153,6 +162,7 @@ def test_main_page_fits_1400_px_names_every_point_and_shows_no_metric_ids(site, 
         tokens = page.locator("table.lb-table[data-setting] td:nth-child(4)").all_inner_texts()
         assert tokens and all(re.fullmatch(r"[\d,]+|—", t) for t in tokens), tokens  # "256", never "256.0"
         assert "../shared" not in visible_text and "/home/researcher" not in visible_text
+        assert page.locator("#unverified tbody tr").count() == 2 and "/scratch/u" not in visible_text
         page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
         if _shots():
             page.screenshot(path=str(_shots() / "leaderboard.png"), full_page=False)
