@@ -67,7 +67,7 @@ def results_for(i: int, spec: str, family: str, tokens: int | None, bits_per_tok
             metrics[name] = {"mean": mean, "ci95": [mean, mean], "n": 8, "higher_is_better": get_metric(name).higher_is_better}
         tasks[task] = {"dataset": suite, "num_images": 8, "num_skipped": 0, "skipped": [], "metrics": metrics,
                        "skipped_metrics": skipped,
-                       "extra": {}}
+                       "extra": {"protocol": {"text_protocol": "own", "ocr": "tesseract 5.3.0"}} if task == "text" else {}}
     return {
         "schema_version": RESULTS_SCHEMA_VERSION, "tokbench": {"version": "0.1.0", "git_commit": None},
         "created": "2026-12-04T20:00:00+00:00",
@@ -179,7 +179,7 @@ def test_entry_and_tokbench_pages_fit_and_name_their_metrics(site, browser, tmp_
             text = page.locator("body").inner_text()
             if path.name == "1.html":
                 assert "llamagen-vq16:weights=../shared/adapter-fixtures" in text  # the full spec lives here
-                assert "protocol" in text and "recognizer" in text and "not reproduced" in text
+                assert "protocol" in text and "tesseract 5.3.0 (text)" in text and "not reproduced" in text
                 assert "Metrics not computed:" in text
                 if _shots():
                     page.screenshot(path=str(_shots() / "leaderboard-entry.png"), full_page=False)
