@@ -151,8 +151,16 @@ def _protocol_text(results: dict[str, Any]) -> str:
     name = protocol_name(results)
     if name is None:
         return "none (tokbench's defaults)"
-    details = {k: v for k, v in results["protocol"].items() if k != "name"}
-    return name + (f" ({json.dumps(details, sort_keys=True)[:500]})" if details else "")
+    parts = []
+    for key, value in results["protocol"].items():
+        if key == "name":
+            continue
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value) or "none"
+        elif isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return (name + (f" ({', '.join(parts)})" if parts else ""))[:1000]
 
 
 def render_entry(entry: Entry, results: dict[str, Any], site: Site = SERVER_SITE, generated: str | None = None) -> str:

@@ -32,8 +32,14 @@ def store(tmp_path):
     s.close()
 
 
+def preset(name: str) -> dict:
+    """A results file's ``protocol`` block as ``tokbench eval --protocol NAME`` records it."""
+    return {"name": name, "resolution": "256", "preprocessing": "resize-crop", "deviations": []}
+
+
 def on(results: dict, suite: str | None = None, resolution: str | None = None, protocol: object = "absent") -> dict:
-    """``results`` with its text task moved to another suite / resolution and a protocol field."""
+    """``results`` with its text task moved to another suite / resolution and a protocol field
+    (a name: that preset's block)."""
     text = results["datasets"][1]
     if suite:
         text.update(name=suite, fingerprint=SIZES_FP if suite == "text-sizes" else text["fingerprint"])
@@ -41,7 +47,7 @@ def on(results: dict, suite: str | None = None, resolution: str | None = None, p
     if resolution:
         text["resolution"] = resolution
     if protocol != "absent":
-        results["protocol"] = protocol
+        results["protocol"] = preset(protocol) if isinstance(protocol, str) else protocol
     return results
 
 
@@ -57,7 +63,7 @@ def test_entries_of_different_suites_protocols_or_resolutions_never_share_a_rank
            "q80 text": add(store, make_results("jpeg:q=80", cer=0.10)),
            "q20 sizes": add(store, on(make_results("jpeg:q=20", cer=0.05), suite="text-sizes")),
            "q90 text 256": add(store, on(make_results("jpeg:q=90", cer=0.01), resolution="256")),
-           "q95 text tokbench": add(store, on(make_results("jpeg:q=95", cer=0.02), protocol={"name": "tokbench"}))}
+           "q95 text tokbench": add(store, on(make_results("jpeg:q=95", cer=0.02), protocol="tokbench"))}
     entries = store.list(EntryQuery(status="all"))
     text_boards = boards(entries, "text")
     members = {b.setting: [e.id for e in b.entries] for b in text_boards}
@@ -94,7 +100,7 @@ def test_protocol_field_is_read_tolerantly():
     for value, expected in (({"name": "llamagen-rfid", "resolution": 256}, "llamagen-rfid"), (None, None),
                             ("tokbench", None), ({"name": ""}, None), ({"nom": "x"}, None)):
         assert protocol_name({**make_results(), "protocol": value}) == expected
-    settings = task_settings(on(make_results(), protocol={"name": "tokbench"}))
+    settings = task_settings(on(make_results(), protocol="tokbench"))
     assert settings == {"reconstruction": Setting("photos", "tokbench", "256"),
                         "text": Setting("text", "tokbench", "native")}
 
@@ -109,7 +115,7 @@ def test_migration_fills_in_the_settings_of_entries_stored_before_it(tmp_path):
     engine = engine_for(url)
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         command.upgrade(_alembic_config(conn), "0001")
-    results = on(make_results("old-entry"), suite="text-sizes", protocol={"name": "var-rfid"})
+    results = on(make_results("old-entry"), suite="text-sizes", protocol="var-rfid")
     with engine.connect().execution_options(write=True) as conn, conn.begin():
         conn.execute(text("INSERT INTO api_tokens (id, name, token_hash, created) VALUES (1, 'a', 'h', '2025-01-01')"))
         conn.execute(text(
@@ -131,7 +137,7 @@ def test_migration_fills_in_the_settings_of_entries_stored_before_it(tmp_path):
 def test_compare_warns_when_runs_differ_in_suite_protocol_or_resolution(tmp_path, capsys):
     same = [make_results("a"), make_results("b")]
     assert comparability_warnings(same) == []
-    runs = [make_results("jpeg:q=50"), on(make_results("jpeg:q=20"), suite="text-sizes", protocol={"name": "tokbench"})]
+    runs = [make_results("jpeg:q=50"), on(make_results("jpeg:q=20"), suite="text-sizes", protocol="tokbench")]
     reconstruction, text = comparability_warnings(runs)  # one line per task; the protocol covers both
     assert reconstruction.startswith("reconstruction: the runs differ in protocol, so")
     assert text.startswith("text: the runs differ in suite and protocol, so their text scores are not comparable")
@@ -175,7 +181,7 @@ def test_badges_say_what_was_checked_and_reasons_are_grouped():
 
 
 def test_entry_page_names_protocol_recognizer_and_states_a_repeated_reason_once(store):
-    results = on(make_results("llamagen-vq16:weights=../fixtures/vq.pt", tokens=256), protocol={"name": "tokbench"})
+    results = on(make_results("llamagen-vq16:weights=../fixtures/vq.pt", tokens=256), protocol="tokbench")
     why = "needs weights that are not installed (tokbench weights fetch)"
     results["tasks"]["text"]["skipped_metrics"] = {f"word_acc_{b}": why for b in ("small", "medium", "large", "all")}
     results["tasks"]["text"]["extra"]["protocol"] = {"text_protocol": "own", "ocr": "tesseract 5.3.0"}
@@ -186,7 +192,8 @@ def test_entry_page_names_protocol_recognizer_and_states_a_repeated_reason_once(
     text = re.sub(r"<[^>]+>", "", page)
     assert text.count(why) == 1
     assert "word accuracy, small text, word accuracy, medium text" in text
-    assert "tesseract 5.3.0 (text)" in text and "protocol" in text and "tokbench" in text
+    assert "tesseract 5.3.0 (text)" in text
+    assert "tokbench (resolution: 256, preprocessing: resize-crop, deviations: none)" in text
     assert "llamagen-vq16:weights=../fixtures/vq.pt" in text  # the full spec, on the entry page only
     assert "Test set: text · protocol tokbench · native." in text
     assert "<dt>tokens / image</dt><dd>256</dd>" in page  # a count, not "256.0"
