@@ -170,3 +170,48 @@ def place_labels(plot: Plot) -> None:
         p.label_y = (box[1] + box[3]) / 2 + LABEL_FONT_PX * 0.35  # baseline from the box's middle
         taken[count] = box
         count += 1
+
+
+@dataclass
+class CurvePlot:
+    """A metric against the number of tokens decoded (log2 axis): the prefix task's curve."""
+
+    metric: str
+    points: list[tuple[float, float, int, float]]  # (px, py, tokens, value)
+    band: str  # SVG polygon points of the 95% interval
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    width: int = 560
+    height: int = 260
+    margin: dict = field(default_factory=lambda: dict(MARGIN))
+
+    @property
+    def path(self) -> str:
+        return " ".join(f"{px:.1f},{py:.1f}" for px, py, _, _ in self.points)
+
+
+def build_prefix_curve(curve: list[dict], metric: str = "psnr") -> CurvePlot | None:
+    """Lay out ``extra["prefix_curve"]`` (points ``{"tokens": k, metric: {"mean", "ci95"}}``);
+    ``None`` when fewer than two points carry the metric."""
+    rows = [(int(p["tokens"]), p[metric]) for p in curve if isinstance(p, dict) and isinstance(p.get(metric), dict)
+            and isinstance(p.get("tokens"), (int, float)) and p["tokens"] > 0]
+    if len(rows) < 2:
+        return None
+    plot = CurvePlot(metric=metric, points=[], band="", x_ticks=[], y_ticks=[])
+    x_lo, x_hi = math.log2(rows[0][0]), math.log2(rows[-1][0])
+    lows = [m["ci95"][0] for _, m in rows]
+    highs = [m["ci95"][1] for _, m in rows]
+    y_lo, y_hi = min(lows), max(highs)
+    pad = (y_hi - y_lo) * 0.1 or 1.0
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    inner_w = plot.width - plot.margin["left"] - plot.margin["right"]
+    inner_h = plot.height - plot.margin["top"] - plot.margin["bottom"]
+    px = lambda k: plot.margin["left"] + (math.log2(k) - x_lo) / ((x_hi - x_lo) or 1.0) * inner_w  # noqa: E731
+    py = lambda v: plot.margin["top"] + (1 - (v - y_lo) / (y_hi - y_lo)) * inner_h  # noqa: E731
+    plot.points = [(px(k), py(m["mean"]), k, m["mean"]) for k, m in rows]
+    upper = [f"{px(k):.1f},{py(m['ci95'][1]):.1f}" for k, m in rows]
+    lower = [f"{px(k):.1f},{py(m['ci95'][0]):.1f}" for k, m in reversed(rows)]
+    plot.band = " ".join(upper + lower)
+    plot.x_ticks = [(px(k), _fmt(k)) for k, _ in rows]
+    plot.y_ticks = [(py(v), _fmt(v)) for v in _nice_ticks(y_lo, y_hi)]
+    return plot

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from tokbench.leaderboard.display import checks, display_name, grouped_reasons, plural, recognizers, short_hash
-from tokbench.leaderboard.plot import Point, build_plot
+from tokbench.leaderboard.plot import Point, build_plot, build_prefix_curve
 from tokbench.leaderboard.query import primary_metric
 from tokbench.leaderboard.ranking import Board, boards
 from tokbench.leaderboard.store import Entry
@@ -167,8 +167,10 @@ def render_entry(entry: Entry, results: dict[str, Any], site: Site = SERVER_SITE
     """The page of one entry: tokenizer, datasets, every task's metrics and extras, hardware, timings."""
     extras = {task: json.dumps(block.get("extra") or {}, indent=1)[:200_000] for task, block in results["tasks"].items()}
     tasks = task_order(set(results["tasks"]))
+    curves = {task: build_prefix_curve((block.get("extra") or {}).get("prefix_curve") or [])
+              for task, block in results["tasks"].items()}
     return environment().get_template("entry.html").render(
-        site=site, entry=entry, results=results, tasks=tasks, extras=extras,
+        site=site, entry=entry, results=results, tasks=tasks, extras=extras, curves=curves,
         config=json.dumps(results["tokenizer"]["config"], indent=1), generated=generated,
         protocol=_protocol_text(results), recognizers=recognizers(results), settings=task_settings(results),
         entry_checks=checks(entry.status, entry.reasons, entry.checkpoint_sha256))
