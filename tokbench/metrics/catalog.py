@@ -15,6 +15,9 @@ IMAGE_QUALITY = (
     Metric("psnr", "PSNR", "peak signal-to-noise ratio of the 8-bit RGB images, per image (identical images: 100)",
            True, unit="dB", low=0.0, high=100.0),
     Metric("ssim", "SSIM", "structural similarity on 8-bit RGB, Gaussian window 11, sigma 1.5", True, low=-1.0, high=1.0),
+    Metric("ssim_llamagen", "SSIM (LlamaGen)", "SSIM as LlamaGen's tables report it: scikit-image defaults (7x7 "
+           "uniform window, sample covariance) on [0, 1] images with data_range 2.0; not comparable with ssim",
+           True, low=-1.0, high=1.0),
     Metric("lpips", "LPIPS", "learned perceptual distance (AlexNet, v0.1) on [-1, 1] inputs", False, low=0.0, high=2.0,
            weights="lpips", network="tokbench.metrics.perceptual:load_lpips"),
 )
@@ -91,6 +94,11 @@ GENERATION = (
     Metric("diffusion_loss", "diffusion loss", "held-out denoising loss of the continuous generator's diffusion "
            "head (mean squared noise error per normalised latent channel, fixed timesteps and noise): lower = "
            "latents easier to model; not a likelihood, not comparable with the discrete NLL", False, low=0.0),
+    Metric("ar_probe_top1", "AR probe top-1", "linear-probe accuracy (GigaTok's AR probing) on held-out images' "
+           "crops: logistic regression on the fitted generator's middle-block features averaged over positions, "
+           "standardised, L2 chosen on held-out training images", True, low=0.0, high=1.0),
+    Metric("latent_probe_top1", "token probe top-1", "the same linear probe on the tokens themselves: latents, or "
+           "the codewords of the ids, averaged over positions", True, low=0.0, high=1.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )
@@ -101,7 +109,8 @@ _GEN_INCEPTION = dict(aggregation="dataset", weights="rfid",
                       network="tokbench.metrics.fid:load_inception_generation_features")
 SAMPLE_QUALITY = (
     Metric("inception_score", "IS", "Inception Score exp(E KL(p(y|x) || p(y))) of generated samples from the "
-           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits", True, low=1.0,
+           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits (or over "
+           "ADM's consecutive 5,000-sample splits: gen score --is-split-size 5000)", True, low=1.0,
            high=1008.0, **_GEN_INCEPTION),
     Metric("precision", "precision", "share of generated samples inside the k=3 nearest-neighbour balls of the "
            "real images' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,
