@@ -165,7 +165,9 @@ class GeneratorModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuses a run saved with the former fixed-variance diffusion head (``C`` outputs): its
-        optimizer state does not fit the learned-variance head, so it cannot be resumed."""
+        optimizer state does not fit the learned-variance head, so it cannot be resumed; and a run
+        resumed on another token dataset (`_check_same_tokens`)."""
+        self._check_same_tokens(checkpoint)
         out = checkpoint.get("state_dict", {}).get("model.head.out.weight")
         if self.continuous and out is not None and out.shape[0] == self.model.channels:
             raise CheckpointError(
@@ -178,7 +180,7 @@ class GeneratorModule(L.LightningModule):
         checkpoint["tokbench_generator"] = {"arch": self.hparams.arch, "preset": self.hparams.preset,
                                             "config": self.model.config}
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def _check_same_tokens(self, checkpoint: dict) -> None:
         """A run resumes only on the token dataset it started with (the fingerprint recorded in its
         hyperparameters): steps on other tokens would be mixed into one generator silently."""
         started = (checkpoint.get("hyper_parameters") or {}).get("info") or {}
