@@ -1,4 +1,4 @@
-"""``tokbench gen fit --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]
+"""``tokbench gen fit --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume] [--compile]
 [--trainer.devices 8 --trainer.strategy ddp] [--section.key value ...]``.
 
 Lightning's CLI conventions, as ``tokbench train``: a shipped config by name (or a YAML file),
@@ -14,7 +14,8 @@ GENERATOR_DIR = "generator"
 
 
 def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
-    """``--config NAME`` -> the shipped YAML, ``--tokens DIR`` -> ``--data.root DIR``, ``--resume``."""
+    """``--config NAME`` -> the shipped YAML, ``--tokens DIR`` -> ``--data.root DIR``, ``--resume``,
+    ``--compile`` -> ``--model.compile true``."""
     from tokbench.training.cli import shipped_config
 
     out, resume, i = [], False, 0
@@ -22,6 +23,8 @@ def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
         arg = rest[i]
         if arg == "--resume":
             resume = True
+        elif arg == "--compile":
+            out += ["--model.compile", "true"]
         elif arg == "--config" and i + 1 < len(rest) and not rest[i + 1].endswith((".yaml", ".yml")):
             out += ["--config", str(shipped_config(rest[i + 1], "tokbench.generation"))]
             i += 1
@@ -73,6 +76,6 @@ def run_fit(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "fit", add_help=False,
-        help="train a generator: --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]",
+        help="train a generator: --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume] [--compile]",
         description="All other arguments go to Lightning's CLI: --trainer.*, --model.*, --data.*")
     p.set_defaults(func=run_fit, passthrough=True)
