@@ -70,7 +70,7 @@ step build 75 "$PYTHON" -m tokbench build-ext --cuda-only --verbose || {
     exit 1
 }
 step pytest_cuda 45 "$PYTHON" -m pytest -q -m cuda tests/test_cuda_ext.py -rs
-step bench 60 "$PYTHON" benchmarks/nearest_codeword.py --gpu-grid --repeats 3 --paths fused,chunked,expanded
+step bench 60 "$PYTHON" benchmarks/nearest_codeword.py --gpu-grid --repeats 3 --paths fused,dispatch,chunked,chunked_bf16,expanded
 # The search's share of a training step: the same run with the extension, and without it.
 step train_ext 30 "$PYTHON" benchmarks/train_throughput.py --configs vq_small --accelerator gpu \
     --image-size 256 --steps 10 --warmup 3 --profile-search $TRAIN_OVERRIDES
