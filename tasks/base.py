@@ -42,6 +42,12 @@ class Pair:
     reconstruction: torch.Tensor  # same shape, 8-bit levels
     scale: float = 1.0  # evaluation pixels per original pixel (text boxes)
     offset: tuple[int, int] = (0, 0)  # (top, left) of the original's pixel (0, 0) in these images
+    decodings: dict[str, torch.Tensor] = field(default_factory=dict)  # the task's own decodings (`Task.decodings`)
+    source_hw: tuple[int, int] | None = None  # the source image's (height, width), before the resolution policy
+
+    def source_size(self) -> tuple[int, int]:
+        """The source image's (height, width) (decoded again when the pair was built without it)."""
+        return self.source_hw if self.source_hw is not None else tuple(self.item.pixels().shape[:2])
 
 
 @dataclass
@@ -57,6 +63,7 @@ class MetricContext:
     pools: dict = field(default_factory=dict)  # name -> executor, created on first use
     timers: dict = field(default_factory=dict)  # seconds spent in stages a task times itself (ocr_s)
     resolution: str = "256"  # the run's --resolution
+    weights_dir: str | None = None  # the run's --weights-dir (recognizers that load their own weights)
     task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (EvalConfig's)
 
     def close(self) -> None:
@@ -116,6 +123,12 @@ class Task:
         return {}
 
     # -- per-image tasks ----------------------------------------------------------------
+    def decodings(self, tokenizer, tokens) -> dict[str, torch.Tensor]:
+        """More decodings of a batch's tokens than the plain one, ``name -> (B, 3, H, W)``, for
+        tasks that score them (the prefix task: decodings from the first k tokens). The runner
+        rounds them to 8 bits and crops them like the reconstruction into ``Pair.decodings``."""
+        return {}
+
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         """One row per pair: ``{metric: value, ...}`` (keys starting with ``_`` hold arrays)."""
         raise NotImplementedError(f"task {self.name} scores per image but has no score()")
