@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -59,10 +60,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from tokbench.comparability import comparability_warnings
     from tokbench.results import read_results
     from tokbench.tasks.report import summary_frame, write_report
 
     runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
+    for warning in comparability_warnings(runs, [str(d) for d in args.runs]):
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary_frame(runs).to_string())
     if args.out:
         write_report(Path(args.out), runs)

@@ -26,6 +26,7 @@ def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
 
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
+    headline = ("psnr", "ssim", "lpips", "rfid", "ssim_llamagen")
     metrics = (*IMAGE_QUALITY, "ssim_llamagen", "rfid")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:

@@ -223,6 +223,8 @@ IDENTITY_METRICS = ("cer_gt", "wer_gt", *OWN_WORD_METRICS)
 
 class TextTask(Task):
     name, default_suite, primary = "text", "text", "cer_gt"
+    # TokBench's protocol reports no page CER: its entries lead with T-ACC / T-NED instead
+    headline = ("cer_gt", "wer_gt", "word_acc_all", "tacc_mean", "tned_mean", "psnr")
     metrics = (*IMAGE_QUALITY, *PAGE_METRICS, *OWN_WORD_METRICS, *TOKBENCH_METRICS)
 
     @classmethod

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 import tokbench
-from tokbench.ops import active_backend
 from tokbench.provenance import checkpoint_sha256
 
 
@@ -31,6 +30,24 @@ def cpu_ext_status() -> str:
     except ImportError as err:
         return f"unavailable ({err})"
     return cpu_loader.extension_status()
+
+
+def cuda_backend() -> str:
+    """The CUDA search path, without building the extension."""
+    try:
+        from tokbench.cuda_ext import loader
+    except ImportError:
+        return "torch"
+    return loader.planned_backend()
+
+
+def cpu_backend(d: int) -> str:
+    """The CPU search path for codewords of length ``d``, without building the kernel."""
+    try:
+        from tokbench.cuda_ext import cpu_loader
+    except ImportError:
+        return "torch_chunked"
+    return cpu_loader.planned_backend(d)
 
 
 def layout_dim(tokenizer) -> int:
@@ -61,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
            if upstream else {}),
         "checkpoint_sha256": checkpoint_sha256(args.checkpoint),
         "nearest_codeword": {
-            "cpu": active_backend("cpu", d=layout_dim(tokenizer)),
-            "cuda": active_backend("cuda") if torch.cuda.is_available() else "no CUDA device",
+            "cpu": cpu_backend(layout_dim(tokenizer)),
+            "cuda": cuda_backend() if torch.cuda.is_available() else "no CUDA device",
             "cpu_ext": cpu_ext_status(),
             "cuda_ext": cuda_ext_status(),
         },
