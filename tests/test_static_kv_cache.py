@@ -154,3 +154,18 @@ def test_compiled_training_keeps_parameter_names_and_leaves_the_ema_eager():
     assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
     assert compiled.ema._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
+
+
+def test_a_bare_cache_fed_step_by_step_gives_the_full_forward_logits():
+    # `KVCache()` handed to `_run` is allocated on the first step to the generator's length.
+    from tokbench.generation.blocks import KVCache
+
+    model = _gpt()
+    ids = torch.randint(0, 40, (2, 16), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([1, 2])
+    full = model(ids, labels)
+    cache = KVCache()
+    steps = [model._run(model.class_embed(labels)[:, None], 0, cache)]
+    steps += [model._run(model.token_embed(ids[:, t - 1:t]), t, cache) for t in range(1, 16)]
+    assert cache.max_len == 16 and cache.keys[0].shape == (2, 4, 16, 8)
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)

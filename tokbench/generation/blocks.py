@@ -18,11 +18,12 @@ class KVCache:
     has the same shapes and the same tensor addresses: no per-step allocation, no attention
     plan per key length, and a step that CUDA graphs can capture.
 
-    The generator allocates it (`allocate`) and, before each step, sets the step's positions and
-    key mask (`begin_step`); each block's attention calls `update`.
+    The generator allocates it (`allocate`; a bare ``KVCache()`` handed to a generator is
+    allocated on its first step, to the generator's sequence length) and, before each step, sets
+    the step's positions and key mask (`begin_step`); each block's attention calls `update`.
     """
 
-    def __init__(self, max_len: int) -> None:
+    def __init__(self, max_len: int | None = None) -> None:
         self.max_len = max_len
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -33,6 +34,8 @@ class KVCache:
                  device: torch.device) -> KVCache:
         """Zeroed buffers ``(batch, heads, max_len, head_dim)`` for ``layers`` blocks (zeros: a
         masked key has weight 0, and 0 times a value must stay 0). Returns itself."""
+        if self.max_len is None:
+            raise ValueError("KVCache.allocate needs max_len (the sequence length)")
         shape = (batch, heads, self.max_len, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
@@ -40,6 +43,10 @@ class KVCache:
             for t in self.keys + self.values:
                 torch._dynamo.mark_static_address(t)
         return self
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.keys)
 
     def begin_step(self, positions_L: torch.Tensor, mask_LM: torch.Tensor) -> None:
         self.positions_L, self.mask_LM = positions_L, mask_LM

@@ -49,18 +49,22 @@ class CausalBackbone(nn.Module):
         """Normed outputs of inputs at positions ``start ..``: without a cache, the whole causal
         prefix (``start`` = 0); with one, the next positions after the cached ones."""
         if cache is not None:
+            if not cache.allocated:
+                self.new_cache(x_BLC.shape[0], x_BLC.device, cache)
             return self.cached_step(x_BLC, torch.arange(start, start + x_BLC.shape[1], device=x_BLC.device), cache)
         angles = self.angles_LP[start:start + x_BLC.shape[1]]
         for i, block in enumerate(self.blocks):
             x_BLC = block(x_BLC, angles, None, None, i, causal=True)
         return self.norm(x_BLC)
 
-    def new_cache(self, batch: int, device: torch.device) -> KVCache:
-        """A static KV cache for ``batch`` sequences of ``seq_len`` positions."""
+    def new_cache(self, batch: int, device: torch.device, cache: KVCache | None = None) -> KVCache:
+        """A static KV cache for ``batch`` sequences of ``seq_len`` positions (or ``cache``, allocated so)."""
         attn = self.blocks[0].attn
         width = self.class_embed.embedding_dim
-        return KVCache(self.seq_len).allocate(len(self.blocks), batch, attn.heads, width // attn.heads,
-                                              cache_dtype(self, torch.device(device)), device)
+        cache = cache or KVCache()
+        cache.max_len = cache.max_len or self.seq_len
+        return cache.allocate(len(self.blocks), batch, attn.heads, width // attn.heads,
+                              cache_dtype(self, torch.device(device)), device)
 
     def cached_step(self, x_BLC: torch.Tensor, positions_L: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Normed outputs of the inputs at ``positions_L`` (a tensor: the same shapes and no host
