@@ -111,7 +111,9 @@ class GenerationTask(Task):
             skipped_metrics["gfid"] = (f"{settings.num_samples} samples (--gen-samples); gFID needs at least "
                                        f"{cfg.fid_min_images} (--fid-min-images)")
         elif not wants_gfid(cfg, settings):
-            skipped_metrics["gfid"] = "--skip-metric rfid (gFID uses rFID's Inception)"
+            missing = getattr(cfg, "missing_weights", {})
+            skipped_metrics["gfid"] = (missing.get("gfid") or missing.get("rfid")
+                                       or "skipped with --skip-metric (gFID uses rFID's Inception)")
         else:
             features = inception_features(cfg, ctx)
             metrics["gfid"] = dataset_metric_entry("gfid", sample_fid(result.samples_B3HW, images, settings.image_size,
@@ -124,7 +126,8 @@ class GenerationTask(Task):
 
 def wants_gfid(cfg, settings: GenerationSettings) -> bool:
     """Whether this run computes gFID: enough samples requested and the metric not skipped."""
-    return settings.num_samples >= cfg.fid_min_images and "rfid" not in cfg.skip_metrics
+    return (settings.num_samples >= cfg.fid_min_images
+            and "rfid" not in cfg.skip_metrics and "gfid" not in cfg.skip_metrics)
 
 
 def inception_features(cfg, ctx: MetricContext):

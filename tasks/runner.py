@@ -13,6 +13,7 @@ in dataset order, so results do not depend on the number of ranks.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 import tokbench
-from tokbench.metrics.networks import canonical_skips, load_networks
+from tokbench.metrics.networks import canonical_skips, load_networks, missing_weights
 from tokbench.task_registry import get_task
 from tokbench.tasks.base import MetricContext, Task
 from tokbench.tasks.cache import RowCache, pin_settings
@@ -50,6 +51,10 @@ class EvalConfig:
     task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (Task.add_arguments)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
+    # False (the default): metrics whose pretrained weights are missing are skipped, each named with
+    # the reason and remedy; True: refuse to run without them (`--strict-metrics`).
+    strict_metrics: bool = False
+    missing_weights: dict[str, str] = field(default_factory=dict)  # set by validate_config: skipped metric -> why
 
     def task_classes(self) -> list[type[Task]]:
         return [get_task(name) for name in self.tasks]
@@ -79,6 +84,7 @@ def validate_config(cfg: EvalConfig) -> None:
         raise ValueError("--tasks is empty; name at least one task")
     cfg.task_classes()  # an unknown task name fails here, listing the available ones
     cfg.skip_metrics = canonical_skips(cfg.skip_metrics)
+    resolve_missing_weights(cfg)
     parse_resolution(cfg.resolution)
     for name, value, minimum in (("--batch-size", cfg.batch_size, 1), ("--limit", cfg.limit, 1),
                                  ("--workers", cfg.workers, 0)):
@@ -87,6 +93,26 @@ def validate_config(cfg: EvalConfig) -> None:
     if cfg.data is not None and cfg.suite is not None:
         raise ValueError("give either --data or --suite, not both")
     check_device(cfg.device)
+
+
+def resolve_missing_weights(cfg: EvalConfig) -> None:
+    """Skip the requested tasks' metrics whose weights are missing (or refuse, with ``strict_metrics``).
+
+    The skipped metrics join ``cfg.skip_metrics`` (so every task and the resume pin see them) and
+    ``cfg.missing_weights`` keeps why, for the start-up message, results.json and the report.
+    """
+    if cfg.strict_metrics:
+        return  # the networks' loader refuses, naming every missing file, after the cheaper checks
+    wanted = [m for task in cfg.task_classes() for m in task.metric_names() if m not in cfg.skip_metrics]
+    missing = missing_weights(wanted, cfg.weights_dir)
+    cfg.missing_weights = {**cfg.missing_weights, **missing}
+    cfg.skip_metrics = sorted(set(cfg.skip_metrics) | set(missing))
+
+
+def announce_skipped_metrics(cfg: EvalConfig) -> None:
+    """One stderr line per metric skipped for missing weights, before any work."""
+    for metric, reason in cfg.missing_weights.items():
+        print(f"tokbench: skipping {metric}: {reason} (--strict-metrics refuses instead)", file=sys.stderr)
 
 
 def check_device(device: str) -> None:
@@ -106,7 +132,8 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     per_image = [t for t in cfg.task_classes() if t.scoring == "per_image"]
     networks = load_networks([m for t in per_image for m in t.metric_names()], cfg.skip_metrics, cfg.weights_dir,
                              cfg.device)
-    return MetricContext(networks=networks, skipped={m: "skipped with --skip-metric" for m in cfg.skip_metrics},
+    skipped = {m: cfg.missing_weights.get(m, "skipped with --skip-metric") for m in cfg.skip_metrics}
+    return MetricContext(networks=networks, skipped=skipped,
                          device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers,
                          resolution=cfg.resolution, task_options=cfg.task_options)
 
@@ -148,6 +175,8 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
     """
     validate_config(cfg)
     rank, world = rank_and_world()
+    if rank == 0:
+        announce_skipped_metrics(cfg)
     start = time.perf_counter()
     tasks = [cls() for cls in cfg.task_classes()]
     tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()

@@ -137,6 +137,7 @@ def test_eval_generation_computes_gfid_of_enough_samples_with_rfids_inception(tm
 
     monkeypatch.setattr(generation_task, "inception_features", lambda cfg, ctx: stand_in)
     monkeypatch.setattr(generation_task, "require_weights", lambda names, where: {})
+    monkeypatch.setattr("tokbench.tasks.runner.missing_weights", lambda names, where: {})  # the weights "exist"
     cfg = EvalConfig(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", fid_min_images=10,
                      task_options={"generation": {"steps": 5, "crops": 4, "samples": 10}}, out=tmp_path / "out")
     block = run_eval(cfg)["tasks"]["generation"]
