@@ -54,8 +54,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     pythons = [tuple(p.split("=", 1)) for p in args.python]
+    header = ["command"] + [f"{label}: median wall (heavy imports)" for label, _ in pythons]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = []
         for argv in commands(args.results):
             argv = [a.replace("{tmp}", tmp) for a in argv]
             cells = []
@@ -64,12 +66,8 @@ def main() -> int:
                     subprocess.run([python, "-m", "tokbench", "list"], capture_output=True, timeout=600)  # warm
                 heavy = heavy_imports(python, argv)
                 cells.append(f"{wall_time(python, argv, args.repeats):.2f} s ({', '.join(heavy) or 'none'})")
-            rows.append([" ".join(a if len(a) < 30 else "…" + a[-20:] for a in argv)] + cells)
-    header = ["command"] + [f"{label}: median wall (heavy imports)" for label, _ in pythons]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| `tokbench " + row[0] + "` | " + " | ".join(row[1:]) + " |")
+            shown = " ".join(a if len(a) < 30 else "…" + a[-20:] for a in argv)
+            print(f"| `tokbench {shown}` | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
