@@ -18,7 +18,7 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from tokbench.tasks.report import summary_frame
+    from tokbench.tasks.report import summary_text
     from tokbench.tasks.runner import EvalConfig, run_eval
 
     from tokbench.distributed import init_from_environment
@@ -37,17 +37,17 @@ def run_eval_command(args: argparse.Namespace) -> int:
     for task, block in results["tasks"].items():
         for skipped in block["skipped"]:
             print(f"skipped {skipped['file']}: {skipped['reason']}")
-    print(summary_frame([results]).to_string())
+    print(summary_text([results]))
     print(f"wrote {cfg.out / 'results.json'}, per_image.csv, report.md, report.html, grids/")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from tokbench.results import read_results
-    from tokbench.tasks.report import summary_frame, write_report
+    from tokbench.tasks.report import summary_text, write_report
 
     runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
-    print(summary_frame(runs).to_string())
+    print(summary_text(runs))
     if args.out:
         write_report(Path(args.out), runs)
         print(f"wrote {Path(args.out) / 'report.md'} and report.html")
