@@ -77,7 +77,13 @@ class DetailTask(Task):
             label = name + (f" ({excluded} band{'s' * (excluded > 1)} excluded: too little original energy)"
                             if excluded else "")
             ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=label)
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, 1, 2 rather than 3x10^-1
+        low, high = ax.get_ylim()
+        # within a decade the minor ticks are the only labels; over several they would overlap
+        ax.yaxis.set_major_formatter(plain), ax.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
         ax.axhline(1.0, color="gray", lw=0.8, ls="--")
         ax.set_xlabel("spatial frequency (cycles / pixel)", fontsize=11)
         ax.set_ylabel("energy ratio, reconstruction / original", fontsize=11)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokbench.atomic import atomic_write_text
 from tokbench.metrics.formatting import direction_arrow, format_entry, format_interval, format_number, format_value
-from tokbench.metrics.registry import metric_label, registration_order
+from tokbench.metrics.registry import get_metric, is_registered, metric_label, registration_order
 from tokbench.task_registry import get_task
 
 IDENTITY_COLUMN = "identity (OCR on the original)"
@@ -148,8 +148,9 @@ def summary_table(runs: list[dict]) -> tuple[Table, list[str]]:
     naming each metric that was not computed and why."""
     cells: dict[str, dict[int, str]] = {}
     identity: dict[str, str] = {}
-    notes: list[str] = []
+    reasons: dict[str, list[str]] = {}  # one note per reason, naming every metric it applies to
     labels = _run_labels(runs)
+    computed = {m for run in runs for block in run["tasks"].values() for m in block["metrics"]}
     for i, run in enumerate(runs):
         for key, value in _rate_cells(run).items():
             cells.setdefault(key, {})[i] = value
@@ -160,12 +161,16 @@ def summary_table(runs: list[dict]) -> tuple[Table, list[str]]:
                 entry = block["metrics"].get(metric)
                 key = f"{task}: {metric_label(metric)} {direction_arrow(metric, (entry or {}).get('higher_is_better'))}"
                 if entry is None:
-                    cells.setdefault(key, {})[i] = NOT_COMPUTED
-                    notes.append(f"{labels[i]}, {task}: {metric_label(metric)} not computed: {skipped[metric]}")
+                    where = f"{task}: {metric_label(metric)}" + (f" ({labels[i]})" if len(runs) > 1 else "")
+                    reasons.setdefault(skipped[metric], []).append(where)
+                    # a row where another run has the value, or where weights would compute it
+                    if metric in computed or (is_registered(metric) and get_metric(metric).weights):
+                        cells.setdefault(key, {})[i] = NOT_COMPUTED
                     continue
                 cells.setdefault(key, {})[i] = format_entry(metric, entry)
                 if bound.get(metric):
                     identity.setdefault(key, format_entry(metric, bound[metric]))
+    notes = [f"{NOT_COMPUTED}: {', '.join(where)} — {reason}" for reason, where in reasons.items()]
     columns = ["metric", *labels] + ([IDENTITY_COLUMN] if identity else [])
     table = Table(columns, numeric=set(range(1, len(columns))))
     for key, by_run in cells.items():

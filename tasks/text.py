@@ -323,7 +323,7 @@ class TextTask(Task):
             hi = [max((v["ci95"][1] if v["ci95"][1] is not None else v["mean"]) - v["mean"], 0) for _, v in points]
             line = ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
             for x, y, (_, v) in zip(xs, ys, points):  # n under each point
-                ax.annotate(f"n={v['n']}", (x, y), textcoords="offset points", xytext=(0, -14), ha="center",
+                ax.annotate(f"n={v['n']}", (x, y), textcoords="offset points", xytext=(6, 6), ha="left",
                             fontsize=8, color=line[0].get_color())
         ax.set_xlabel("font size (px)", fontsize=11), ax.set_ylabel("CER vs ground truth (mean, 95% CI)", fontsize=11)
         ax.set_title("CER by font size (n = images per size)", fontsize=12)

@@ -63,7 +63,8 @@ def test_every_metric_row_has_an_arrow_and_skipped_metrics_are_named():
     assert ["bits / image @ 256", "86,688", "86,688"] == table.rows[0]
     rfid = next(r for r in metric_rows if "rFID" in r[0])
     assert rfid[1:] == ["not computed", "not computed"]
-    assert len(notes) == 2 and "tokbench weights fetch --metrics rfid" in notes[0]
+    assert len(notes) == 1 and "tokbench weights fetch --metrics rfid" in notes[0]  # one note per reason
+    assert "text: rFID (vq:size=tiny)" in notes[0] and "text: rFID (jpeg:q=50)" in notes[0]
     assert [r[1] for r in task_table(run_dict()["tasks"]["text"]).rows] == ["↑", "↓", "↑"]  # psnr, lpips, tacc
     text = summary_text([run_dict()])
     assert "0.003843" not in text and "e-06" not in text and "0.0038 [0.0000, 0.0077]" in text
@@ -79,3 +80,14 @@ def test_report_files_have_the_header_and_a_styled_table(tmp_path):
     assert not re.search(r"^\|\s*metric\s*\|\s*\|", md, re.M)  # no empty index row of a data-frame dump
     assert '<table class="header">' in page and "<style>" in page and 'class="num"' in page
     assert 'class="dataframe"' not in page
+
+
+def test_one_image_is_not_called_pooled_and_inapplicable_metrics_stay_out_of_the_table():
+    assert format_entry("psnr", {"mean": 30.0, "ci95": [30.0, 30.0], "n": 1}) == "30.00 (one image, no interval)"
+    run = run_dict()
+    run["tasks"]["text"]["skipped_metrics"].update({"tacc_small": "TokBench protocol only", "tacc_large":
+                                                    "TokBench protocol only"})
+    table, notes = summary_table([run])
+    assert not any("T-ACC, small" in r[0] for r in table.rows)  # no weights would compute it: a note only
+    assert any(n.endswith("TokBench protocol only") and "T-ACC, small text" in n and "T-ACC, large text" in n
+               for n in notes)

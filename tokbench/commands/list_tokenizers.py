@@ -107,7 +107,7 @@ def registered_rows() -> tuple[list[dict], bool]:
     path = cache_dir() / f"{cache_key()}.json"
     try:
         cached = json.loads(path.read_text())
-        if [r["name"] for r in cached] and sorted({r["name"] for r in cached}) == names:
+        if sorted({r["name"] for r in cached}) == names:
             return cached, True
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent or unreadable: rebuild

@@ -11,7 +11,8 @@ One rule per kind of number, so a value reads the same everywhere:
 - anything else: four significant digits, thousands separators from 10,000 up.
 
 An interval is shown as ``[low, high]``, except for metrics pooled over the dataset (one value,
-no per-image spread), which read ``pooled, no interval`` instead of a zero-width interval.
+no per-image spread), which read ``pooled, no interval`` instead of a zero-width interval, and
+means of a single image (``one image, no interval``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tokbench.metrics.registry import get_metric, is_registered
 
 NO_VALUE = "—"
 POOLED = "pooled, no interval"
+ONE_IMAGE = "one image, no interval"
 
 
 def _declaration(name: str) -> Metric | None:
@@ -56,18 +58,20 @@ def format_value(name: str, value: float | None) -> str:
 
 
 def is_pooled(name: str, entry: dict) -> bool:
-    """Whether ``entry`` is one value over the dataset: declared so, or given a zero-width interval."""
+    """Whether ``entry`` is one value over the dataset (declared so, or carrying no interval)."""
     metric = _declaration(name)
     if metric is not None and metric.aggregation == "dataset":
         return True
-    lo, hi = entry.get("ci95") or (None, None)
-    return lo is None or (lo == hi == entry.get("mean") and entry.get("n", 0) <= 1)
+    lo, _ = entry.get("ci95") or (None, None)
+    return lo is None
 
 
 def format_interval(name: str, entry: dict) -> str:
-    """``[low, high]`` of a metric entry, or ``pooled, no interval``."""
+    """``[low, high]`` of a metric entry, ``pooled, no interval``, or ``one image, no interval``."""
     if is_pooled(name, entry):
         return POOLED
+    if entry.get("n", 0) <= 1:
+        return ONE_IMAGE
     lo, hi = entry["ci95"]
     return f"[{format_value(name, lo)}, {format_value(name, hi)}]"
 
@@ -78,7 +82,7 @@ def format_entry(name: str, entry: dict | None) -> str:
         return ""
     interval = format_interval(name, entry)
     value = format_value(name, entry["mean"])
-    return f"{value} ({interval})" if interval == POOLED else f"{value} {interval}"
+    return f"{value} ({interval})" if interval in (POOLED, ONE_IMAGE) else f"{value} {interval}"
 
 
 def direction_arrow(name: str, higher_is_better: bool | None = None) -> str:
