@@ -42,6 +42,7 @@ class Pair:
     reconstruction: torch.Tensor  # same shape, 8-bit levels
     scale: float = 1.0  # evaluation pixels per original pixel (text boxes)
     offset: tuple[int, int] = (0, 0)  # (top, left) of the original's pixel (0, 0) in these images
+    decodings: dict[str, torch.Tensor] = field(default_factory=dict)  # the task's own decodings (`Task.decodings`)
 
 
 @dataclass
@@ -116,6 +117,12 @@ class Task:
         return {}
 
     # -- per-image tasks ----------------------------------------------------------------
+    def decodings(self, tokenizer, tokens) -> dict[str, torch.Tensor]:
+        """More decodings of a batch's tokens than the plain one, ``name -> (B, 3, H, W)``, for
+        tasks that score them (the prefix task: decodings from the first k tokens). The runner
+        rounds them to 8 bits and crops them like the reconstruction into ``Pair.decodings``."""
+        return {}
+
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         """One row per pair: ``{metric: value, ...}`` (keys starting with ``_`` hold arrays)."""
         raise NotImplementedError(f"task {self.name} scores per image but has no score()")

@@ -106,10 +106,12 @@ def score_task(cfg, task: Task, tokenizer, ctx: MetricContext, dataset: Dataset,
         with torch.no_grad():
             tokens = tokenizer.encode(x)
             rec = quantize_8bit(tokenizer.decode(tokens)).cpu()
+            decodings = {name: quantize_8bit(images).cpu() for name, images in task.decodings(tokenizer, tokens).items()}
         bits = tokens.bits_per_image()
         num_tokens = None if tokens.layout.arrangement == "bytes" else tokens.layout.num_tokens
         t1 = time.perf_counter()
-        pairs = [Pair(it, crop_content(quantize_8bit(p.x_3HW), p), crop_content(rec[i], p), p.scale, p.content_origin)
+        pairs = [Pair(it, crop_content(quantize_8bit(p.x_3HW), p), crop_content(rec[i], p), p.scale, p.content_origin,
+                      {name: crop_content(images[i], p) for name, images in decodings.items()})
                  for i, (it, p, _) in enumerate(batch)]
         ocr_before = ctx.timers.get("ocr_s", 0.0)
         rows = task.score(pairs, ctx)

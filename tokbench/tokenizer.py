@@ -115,6 +115,16 @@ class Tokenizer(nn.Module):
         """The decoder's last weight, for GAN losses' adaptive weight (None if not applicable)."""
         return None
 
+    # -- ordered (coarse-to-fine) tokens: optional --------------------------------
+    def prefix_lengths(self, layout: TokenLayout) -> tuple[int, ...] | None:
+        """Token counts, increasing and ending at ``layout.num_tokens``, at which `decode_prefix`
+        can stop; ``None`` (the default) when the tokens have no coarse-to-fine order."""
+        return None
+
+    def decode_prefix(self, tokens: Tokens, num_tokens: int) -> torch.Tensor:
+        """Decode from the first ``num_tokens`` tokens only (one of `prefix_lengths`)."""
+        raise ValueError(f"{self.family} tokenizers have no ordered tokens to decode a prefix of")
+
     # -- the public API -----------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> Tokens:

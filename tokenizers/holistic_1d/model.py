@@ -90,6 +90,11 @@ class Holistic1DTokenizer(Tokenizer):
         size = tokens.extra.get("padded_size") or tokens.image_size  # sampled tokens: the size they were given
         return self.decode_latents(zq_BKD, self._grid(*size), keep_B)
 
+    def prefix_lengths(self, layout: TokenLayout) -> tuple[int, ...]:
+        """1, 2, 4, ... and K: the nested-dropout order makes every prefix decodable."""
+        powers = [1 << i for i in range(self.num_tokens.bit_length()) if 1 << i < self.num_tokens]
+        return (*powers, self.num_tokens)
+
     def decode_prefix(self, tokens: Tokens, num_tokens: int) -> torch.Tensor:
         """Decode from the first ``num_tokens`` of the K tokens (the rest replaced by the null token)."""
         if not 1 <= num_tokens <= self.num_tokens:

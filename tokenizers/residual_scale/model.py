@@ -73,6 +73,23 @@ class ResidualScaleTokenizer(Tokenizer):
         partial = Tokens(tokens.layout, tokens.image_size, ids=tokens.ids, extra={**tokens.extra, "num_scales": num_scales})
         return self.decode(partial)
 
+    def prefix_lengths(self, layout: TokenLayout) -> tuple[int, ...]:
+        """The token count after each scale (1, 1+4, 1+4+9, ... at VAR's schedule): a prefix ends
+        at a whole map."""
+        counts, total = [], 0
+        for h, w in layout.scale_shapes():
+            total += h * w
+            counts.append(total)
+        return tuple(counts)
+
+    def decode_prefix(self, tokens: Tokens, num_tokens: int) -> torch.Tensor:
+        """Decode from the first ``num_tokens`` ids, which must end at a whole scale (`prefix_lengths`)."""
+        lengths = self.prefix_lengths(tokens.layout)
+        if num_tokens not in lengths:
+            raise ValueError(f"a residual-scale prefix ends at a whole scale: num_tokens must be one of "
+                             f"{', '.join(map(str, lengths))}, got {num_tokens}")
+        return self.decode_scales(tokens, lengths.index(num_tokens) + 1)
+
     # The tokenizer <-> next-scale generator contract (`tokbench.generation.next_scale`):
     # the generator reads the codes' feature space, not ids, to predict the next map.
 
