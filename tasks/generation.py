@@ -23,9 +23,10 @@ from tokbench.generation.sampling import check_sampling
 from tokbench.generation.settings import GenerationSettings
 from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
-from tokbench.metrics.networks import load_networks
+from tokbench.metrics.networks import load_networks, missing_weights
 from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
+from tokbench.weights import MissingWeightsError
 from tokbench.weights import require as require_weights
 
 # --gen-X option -> GenerationSettings field, type, help
@@ -80,8 +81,15 @@ class GenerationTask(Task):
             raise ValueError(f"--gen-steps, --gen-crops and --gen-samples must be >= 1, got {s.steps}, "
                              f"{s.crops_per_image} and {s.num_samples}")
         check_sampling(s.temperature, s.top_k, s.top_p, 1.0)
-        if wants_gfid(cfg, s):
-            require_weights(["rfid"], cfg.weights_dir)  # before any work: gFID uses rFID's Inception
+        if wants_gfid(cfg, s):  # before any work: gFID uses rFID's Inception
+            try:
+                require_weights(["rfid"], cfg.weights_dir)
+            except MissingWeightsError:
+                if getattr(cfg, "strict_metrics", True):
+                    raise
+                # the default: gFID is skipped, named with the reason (the runner announces it)
+                cfg.missing_weights["gfid"] = missing_weights(["rfid"], cfg.weights_dir)["rfid"]
+                cfg.skip_metrics = sorted({*cfg.skip_metrics, "gfid"})
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
             arch = default_arch(layout) if s.arch == "auto" else s.arch

@@ -175,13 +175,13 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
     """
     validate_config(cfg)
     rank, world = rank_and_world()
-    if rank == 0:
-        announce_skipped_metrics(cfg)
     start = time.perf_counter()
     tasks = [cls() for cls in cfg.task_classes()]
     tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
     for task in tasks:
-        task.check_applicable(tokenizer, cfg)
+        task.check_applicable(tokenizer, cfg)  # may skip a metric whose weights are missing, too
+    if rank == 0:
+        announce_skipped_metrics(cfg)
     per_image = [t for t in tasks if t.scoring == "per_image"]
     own_ctx = ctx is None
     if own_ctx:
