@@ -14,7 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# setup also compiles the fused CPU nearest-codeword kernel (≈1 min, once per environment and
+# source version), so that no later command stops to build it; without a C++ compiler tokbench
+# still works (the chunked PyTorch path) and this step says why.
 setup: $(VENV)/.installed
+	$(VENV)/bin/tokbench build-ext --cpu-only || echo "setup: the fused CPU kernel did not build (see above); tokbench falls back to the PyTorch path"
 
 system-deps:
 	./scripts/install_system_deps.sh

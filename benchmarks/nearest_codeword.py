@@ -49,7 +49,7 @@ def paths(device: str):
 
         module = cpu_loader.load_extension()
         if module is not None:  # called directly: the dispatch by D is measured here, not assumed
-            out["fused_cpu"] = lambda z, c: module.nearest_codeword_cpu(z, c, True)[0]
+            out["fused_cpu"] = lambda z, c: module.nearest_codeword_cpu(z, c, cpu_loader.simd_choice())[0]
         try:
             import faiss
 

@@ -29,12 +29,14 @@ def terminal_safe(text: str, keep_newlines: bool = False) -> str:
 
 
 def _safe_entry(entry):  # noqa: ANN001, ANN202
-    """An entry whose strings (names, task and metric keys) are :func:`terminal_safe`."""
+    """An entry whose strings (names, task and metric keys, suites) are :func:`terminal_safe`."""
     metrics = {terminal_safe(task): {terminal_safe(m): v for m, v in block.items()}
                for task, block in entry.metrics.items()}
     strings = {f.name: terminal_safe(getattr(entry, f.name)) for f in dataclasses.fields(entry)
                if isinstance(getattr(entry, f.name), str)}
-    return dataclasses.replace(entry, **strings, metrics=metrics)
+    settings = {terminal_safe(task): {k: terminal_safe(v) if isinstance(v, str) else v for k, v in setting.items()}
+                for task, setting in entry.settings.items()}
+    return dataclasses.replace(entry, **strings, metrics=metrics, settings=settings)
 
 
 def _db_url(args: argparse.Namespace) -> str:

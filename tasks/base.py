@@ -7,6 +7,8 @@ A task is one class in one module, found through the entry-point group ``tokbenc
 * ``metrics``: the metrics it reports, in display order -- names of registered metrics
   (`tokbench.metrics.catalog`) or `Metric` declarations of its own (a plug-in's new metrics);
 * ``primary``: the metric its comparison grid ranks images by;
+* ``headline``: the metrics a leaderboard's compact table shows first, in order (the first
+  three an entry of the table reports; the others are on the entry's page);
 * ``scoring``: ``"per_image"`` (the runner reconstructs every image and calls `score` on
   batches of (original, reconstruction) pairs, caches the rows, then calls `aggregate`) or
   ``"dataset"`` (the runner calls `run_dataset` once, after the per-image tasks, as the
@@ -43,6 +45,11 @@ class Pair:
     scale: float = 1.0  # evaluation pixels per original pixel (text boxes)
     offset: tuple[int, int] = (0, 0)  # (top, left) of the original's pixel (0, 0) in these images
     decodings: dict[str, torch.Tensor] = field(default_factory=dict)  # the task's own decodings (`Task.decodings`)
+    source_hw: tuple[int, int] | None = None  # the source image's (height, width), before the resolution policy
+
+    def source_size(self) -> tuple[int, int]:
+        """The source image's (height, width) (decoded again when the pair was built without it)."""
+        return self.source_hw if self.source_hw is not None else tuple(self.item.pixels().shape[:2])
 
 
 @dataclass
@@ -58,6 +65,7 @@ class MetricContext:
     pools: dict = field(default_factory=dict)  # name -> executor, created on first use
     timers: dict = field(default_factory=dict)  # seconds spent in stages a task times itself (ocr_s)
     resolution: str = "256"  # the run's --resolution
+    weights_dir: str | None = None  # the run's --weights-dir (recognizers that load their own weights)
     task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (EvalConfig's)
 
     def close(self) -> None:
@@ -95,6 +103,7 @@ class Task:
     default_suite = "photos"
     metrics: tuple[str | Metric, ...] = ()
     primary = "psnr"
+    headline: tuple[str, ...] = ()
     scoring = "per_image"
 
     @classmethod

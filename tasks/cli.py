@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
+
+
+DEFAULT_TASKS = ("reconstruction", "detail", "text")
+DEFAULT_RESOLUTION = "256"
 
 
 def _split(text: str | None) -> list[str]:
@@ -24,13 +29,23 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from tokbench.distributed import init_from_environment
     from tokbench.registry import with_weights
 
+    tasks, resolution, task_options, preprocessing = _split(args.tasks), args.resolution, _task_options(args), "default"
+    skip_metrics = _split(args.skip_metric)
+    if args.protocol:  # the preset fills what it pins; a flag that contradicts it is refused
+        from tokbench.protocol_registry import get_protocol
+
+        protocol = get_protocol(args.protocol)
+        tasks, resolution, task_options, skip_metrics = protocol.fill(tasks, resolution, task_options, skip_metrics)
+        preprocessing = protocol.preprocessing
     device = init_from_environment(args.device)
 
-    cfg = EvalConfig(tokenizer=with_weights(args.tokenizer, args.weights), tasks=_split(args.tasks), out=Path(args.out),
-                     data=Path(args.data) if args.data else None, suite=args.suite, resolution=args.resolution,
-                     batch_size=args.batch_size, device=device, skip_metrics=_split(args.skip_metric),
-                     weights_dir=args.weights_dir, limit=args.limit, fid_min_images=args.fid_min_images,
-                     task_options=_task_options(args), strict_metrics=args.strict_metrics, workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
+    cfg = EvalConfig(tokenizer=with_weights(args.tokenizer, args.weights), tasks=tasks or list(DEFAULT_TASKS),
+                     out=Path(args.out), data=Path(args.data) if args.data else None, suite=args.suite,
+                     resolution=resolution or DEFAULT_RESOLUTION, batch_size=args.batch_size, device=device,
+                     skip_metrics=skip_metrics, weights_dir=args.weights_dir, limit=args.limit,
+                     fid_min_images=args.fid_min_images, task_options=task_options, protocol=args.protocol,
+                     preprocessing=preprocessing, strict_metrics=args.strict_metrics,
+                     workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     results = run_eval(cfg)
     if results is None:
         return 0
@@ -43,10 +58,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from tokbench.comparability import comparability_warnings
     from tokbench.results import read_results
     from tokbench.tasks.report import summary_text, write_report
 
     runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
+    for warning in comparability_warnings(runs, [str(d) for d in args.runs]):
+        print(f"warning: {warning}", file=sys.stderr)
     print(summary_text(runs))
     if args.out:
         write_report(Path(args.out), runs)
@@ -98,12 +116,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="benchmark a tokenizer on reconstruction, detail and text tasks")
     p.add_argument("--tokenizer", required=True, help="checkpoint directory, .ckpt, or registered name (jpeg:q=50)")
     p.add_argument("--weights", help="released weights of a public tokenizer named by --tokenizer (llamagen-vq16 ...)")
-    p.add_argument("--tasks", default="reconstruction,detail,text",
-                   help="comma-separated task names: reconstruction,detail,text,faces,generation and any installed plug-in's")
+    p.add_argument("--protocol", help="a protocol preset that reproduces a published column (tokbench, llamagen-rfid, "
+                                       "var-rfid, vtbench, or a plug-in's): pins tasks, resolution, preprocessing, metrics "
+                                       "and recognizer; see README 'Reproducing published tables'")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated task names: reconstruction,detail,text,faces,generation and any installed "
+                        f"plug-in's (default: {','.join(DEFAULT_TASKS)}, or the protocol's)")
     p.add_argument("--data", help="image folder (recursive; optional manifest.csv/jsonl with file,text; "
                                    "faces.json/csv with face boxes)")
     p.add_argument("--suite", help="built-in suite for every task: photos, detail, text, text-sizes or faces (default: each task's own)")
-    p.add_argument("--resolution", default="256", help="256 (resize shorter side + center crop), letterbox:N, or native")
+    p.add_argument("--resolution", default=None, help=f"256 (resize shorter side + center crop), letterbox:N, or native "
+                                                       f"(default: {DEFAULT_RESOLUTION}, or the protocol's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="runs/eval", help="output folder; rerunning with the same folder resumes")

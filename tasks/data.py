@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tokbench.imageio import (IMAGE_SUFFIXES, BadImageError, center_crop_geometry, read_image, resize, resize_center_crop,
                               uint8_to_tensor)
+from tokbench.reference_preprocessing import reference_prepare
 from tokbench.tasks.face_manifest import read_face_manifest
 
 __all__ = ["BadImageError", "Item", "Dataset", "subset", "load_folder", "parse_resolution", "Prepared", "prepare",
@@ -181,6 +182,7 @@ class Prepared:
     scale: float  # evaluation pixels per original pixel
     # (top, left) in x of the original's pixel (0, 0): negative where a center crop cut the original
     origin: tuple[int, int] = (0, 0)
+    source_hw: tuple[int, int] | None = None  # the original image's (height, width)
 
     @property
     def content_origin(self) -> tuple[int, int]:
@@ -189,23 +191,34 @@ class Prepared:
         return (self.origin[0] - self.content_box[0], self.origin[1] - self.content_box[1])
 
 
-def prepare(image_HW3: np.ndarray, policy: str) -> Prepared:
-    """Apply the resolution policy. Metrics are computed at this resolution, never lower."""
+def prepare(image_HW3: np.ndarray, policy: str, preprocessing: str = "default") -> Prepared:
+    """Apply the resolution policy. Metrics are computed at this resolution, never lower.
+
+    ``preprocessing``: ``default`` (tokbench's resampling), or a reference pipeline of
+    `tokbench.reference_preprocessing` (``adm``, ``var``: resize-and-crop policies only).
+    """
     mode, n = parse_resolution(policy)
     x = uint8_to_tensor(image_HW3)
     H, W = x.shape[-2:]
+    if preprocessing != "default":
+        if mode != "resize":
+            raise ValueError(f"the {preprocessing!r} preprocessing resizes and crops to N x N: "
+                             f"it needs --resolution N, not {policy!r}")
+        arr, geometry = reference_prepare(preprocessing, image_HW3, n)
+        top, left = geometry.crop
+        return Prepared(uint8_to_tensor(arr), (0, 0, n, n), geometry.scale, origin=(-top, -left), source_hw=(H, W))
     if mode == "native":
-        return Prepared(x, (0, 0, H, W), 1.0)
+        return Prepared(x, (0, 0, H, W), 1.0, source_hw=(H, W))
     if mode == "resize":  # shorter side to n with antialiasing, then center crop
         s, _, (top, left) = center_crop_geometry(H, W, n)
-        return Prepared(resize_center_crop(x, n), (0, 0, n, n), s, origin=(-top, -left))
+        return Prepared(resize_center_crop(x, n), (0, 0, n, n), s, origin=(-top, -left), source_hw=(H, W))
     s = n / max(H, W)  # letterbox: longer side to n, pad to a square with white
     h, w = max(1, round(H * s)), max(1, round(W * s))
     x = resize(x[None], (h, w))[0]
     canvas = torch.ones(3, n, n)
     top, left = (n - h) // 2, (n - w) // 2
     canvas[:, top : top + h, left : left + w] = x
-    return Prepared(canvas, (top, left, h, w), s, origin=(top, left))
+    return Prepared(canvas, (top, left, h, w), s, origin=(top, left), source_hw=(H, W))
 
 
 def crop_content(x_3HW: torch.Tensor, prepared: Prepared) -> torch.Tensor:

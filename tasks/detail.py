@@ -15,6 +15,7 @@ from tokbench.tasks.base import IMAGE_QUALITY, MetricContext, Pair, Task, TaskSu
 
 class DetailTask(Task):
     name, default_suite, primary = "detail", "detail", "energy_kept"
+    headline = ("energy_kept", "resolved_frequency", "edge_f1", "psnr")
     metrics = (*IMAGE_QUALITY, "energy_kept", "resolved_frequency", "edge_f1")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:

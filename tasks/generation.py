@@ -55,6 +55,7 @@ def settings_for(cfg) -> GenerationSettings:
 
 class GenerationTask(Task):
     name, default_suite, primary = "generation", "photos", "nll_bits_per_image"
+    headline = ("nll_bits_per_image", "gfid", "inception_score", "nll_bits_per_token")
     metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "unigram_bits_per_image",
                "diffusion_loss", "gfid")
     scoring = "dataset"

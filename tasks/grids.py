@@ -71,7 +71,7 @@ def write_grids(cfg, rows_by_task: dict, datasets: dict, tasks: dict) -> dict[st
         by_id = {it.id: it for it in datasets[name].items}
         strips, described = [], []
         for rank, row in picks:
-            prepared = prepare(by_id[row["id"]].pixels(), cfg.resolution)
+            prepared = prepare(by_id[row["id"]].pixels(), cfg.resolution, cfg.preprocessing)
             original = crop_content(prepared.x_3HW, prepared)
             rec = load_image(rec_dir / f"{safe_name(row['id'])}.png")
             diff = ((rec - original).abs() * DIFF_GAIN).clamp(0, 1)

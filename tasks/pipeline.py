@@ -33,15 +33,15 @@ class Interrupted(RuntimeError):
 class _PreparedImages(torch.utils.data.Dataset):
     """Decode + resolution policy for each item; runs in data-loader worker processes."""
 
-    def __init__(self, items: list[Item], resolution: str) -> None:
-        self.items, self.resolution = items, resolution
+    def __init__(self, items: list[Item], resolution: str, preprocessing: str = "default") -> None:
+        self.items, self.resolution, self.preprocessing = items, resolution, preprocessing
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         try:
-            return i, prepare(self.items[i].pixels(), self.resolution), None
+            return i, prepare(self.items[i].pixels(), self.resolution, self.preprocessing), None
         except BadImageError as err:
             return i, None, str(err)
 
@@ -50,12 +50,13 @@ def _as_is(sample):
     return sample
 
 
-def prepared_stream(items: list[Item], resolution: str, workers: int) -> Iterator[tuple[Item, Prepared | None, str | None]]:
+def prepared_stream(items: list[Item], resolution: str, workers: int,
+                    preprocessing: str = "default") -> Iterator[tuple[Item, Prepared | None, str | None]]:
     """``(item, Prepared | None, reason | None)`` in item order, decoded by up to ``workers`` processes."""
     if not items:
         return
     num_workers = min(workers, len(items))
-    loader = torch.utils.data.DataLoader(_PreparedImages(items, resolution), batch_size=None, shuffle=False,
+    loader = torch.utils.data.DataLoader(_PreparedImages(items, resolution, preprocessing), batch_size=None, shuffle=False,
                                          num_workers=num_workers, collate_fn=_as_is,
                                          prefetch_factor=4 if num_workers > 0 else None)
     for i, prepared, reason in loader:
@@ -91,7 +92,7 @@ def score_task(cfg, task: Task, tokenizer, ctx: MetricContext, dataset: Dataset,
     rec_dir = cfg.out / "reconstructions" / task.name
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=task.name, unit="img", disable=rank != 0)
     t_io = time.perf_counter()
-    for batch in batches(prepared_stream(todo, cfg.resolution, cfg.workers), cfg.batch_size):
+    for batch in batches(prepared_stream(todo, cfg.resolution, cfg.workers, cfg.preprocessing), cfg.batch_size):
         t0 = time.perf_counter()
         timers["io_s"] += t0 - t_io  # waiting for decoded images
         if batch[0][2] is not None:  # an unreadable file: remembered with its reason
@@ -111,7 +112,7 @@ def score_task(cfg, task: Task, tokenizer, ctx: MetricContext, dataset: Dataset,
         num_tokens = None if tokens.layout.arrangement == "bytes" else tokens.layout.num_tokens
         t1 = time.perf_counter()
         pairs = [Pair(it, crop_content(quantize_8bit(p.x_3HW), p), crop_content(rec[i], p), p.scale, p.content_origin,
-                      {name: crop_content(images[i], p) for name, images in decodings.items()})
+                      {name: crop_content(images[i], p) for name, images in decodings.items()}, source_hw=p.source_hw)
                  for i, (it, p, _) in enumerate(batch)]
         ocr_before = ctx.timers.get("ocr_s", 0.0)
         rows = task.score(pairs, ctx)

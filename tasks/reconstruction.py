@@ -1,4 +1,8 @@
-"""Reconstruction: PSNR, SSIM, LPIPS per image; rFID over the whole dataset when it is large enough."""
+"""Reconstruction: PSNR, SSIM, LPIPS per image; rFID over the whole dataset when it is large enough.
+
+Task option ``ssim_llamagen`` (set by the ``llamagen-rfid`` protocol preset) adds SSIM as
+LlamaGen's tables report it (`tokbench.metrics.image.ssim_llamagen_8bit`) beside the standard one.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +13,7 @@ import torch
 
 from tokbench.imageio import to_uint8
 from tokbench.metrics.fid import fid_from_features
+from tokbench.metrics.image import ssim_llamagen_8bit
 from tokbench.tasks.base import IMAGE_QUALITY, MetricContext, Pair, Task, TaskSummary, dataset_metric_entry, image_quality_rows
 
 
@@ -21,10 +26,14 @@ def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
 
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
-    metrics = (*IMAGE_QUALITY, "rfid")
+    headline = ("psnr", "ssim", "lpips", "rfid", "ssim_llamagen")
+    metrics = (*IMAGE_QUALITY, "ssim_llamagen", "rfid")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
         rows = image_quality_rows(pairs, ctx)
+        if ctx.task_options.get(self.name, {}).get("ssim_llamagen"):
+            for row, pair in zip(rows, pairs):
+                row["ssim_llamagen"] = float(ssim_llamagen_8bit(pair.original[None], pair.reconstruction[None])[0])
         inception = ctx.networks.get("rfid")
         if inception is not None:
             # arrays, not lists: the row cache stores them as float32 chunks, not as JSON text

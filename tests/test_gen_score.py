@@ -284,6 +284,26 @@ def test_gen_score_end_to_end_writes_valid_results(tmp_path, capsys):
     again = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]["generation"]["metrics"]
     assert again == block["metrics"]
     assert "cached features" in capsys.readouterr().out
+    # ADM's IS splits: consecutive splits of 8 over 20 samples -> 8, 8 and 4
+    assert main(argv + ["--is-split-size", "8"]) == 0
+    adm = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]["generation"]
+    assert adm["extra"]["is_splits"] == 3 and block["extra"]["is_splits"] == 10
+    assert adm["metrics"]["inception_score"]["mean"] != block["metrics"]["inception_score"]["mean"]
+    assert adm["metrics"]["gfid"] == block["metrics"]["gfid"]
+    assert results["protocol"] is None
+    # the adm-gfid preset: ADM's 5,000-sample IS splits (one split here), recorded with what differs from it
+    assert main(argv + ["--protocol", "adm-gfid"]) == 0
+    preset = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert validate_results(preset) == [] and preset["tasks"]["generation"]["extra"]["is_splits"] == 1
+    assert preset["protocol"]["name"] == "adm-gfid" and preset["protocol"]["is_split_size"] == 5000
+    assert preset["protocol"]["deviations"] == [
+        "reference is a folder, not ADM's reference batch (its mu/sigma)",
+        "features from test_gen_score:build_standin, not the FID Inception",
+        "resolution 16, the preset's is 256", "generation: 20 images, the published split has 50000"]
+    assert main(argv + ["--protocol", "adm-gfid", "--is-split-size", "8"]) == 1
+    assert "scores IS over splits of 5000; drop --is-split-size 8" in capsys.readouterr().err
+    assert main(argv + ["--protocol", "llamagen-rfid"]) == 1
+    assert "llamagen-rfid is a preset of 'tokbench eval', not of 'tokbench gen score'" in capsys.readouterr().err
 
 
 def test_gen_score_errors_are_clear(tmp_path, capsys):

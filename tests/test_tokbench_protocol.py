@@ -131,8 +131,8 @@ def test_unknown_protocol_or_recognizer_is_refused():
     with pytest.raises(ValueError, match="--text-protocol must be one of own, tokbench"):
         TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"text_protocol": "paper"}},
                                                           resolution="256"))
-    with pytest.raises(ValueError, match="--ocr must be one of tesseract, easyocr"):
-        TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"ocr": "parseq"}}, resolution="256"))
+    with pytest.raises(ValueError, match="--ocr must be one of tesseract, easyocr, parseq"):
+        TextTask().check_applicable(None, SimpleNamespace(task_options={"text": {"ocr": "trocr"}}, resolution="256"))
 
 
 def test_leaderboard_tells_results_of_other_protocols_apart():
@@ -162,7 +162,7 @@ def test_eval_command_line_carries_the_text_options():
     assert TextTask.options_from_args(args) == {"text_protocol": "tokbench", "ocr": "easyocr"}
     assert TextTask.options_from_args(parser.parse_args(["eval", "--tokenizer", "identity"])) == {}
     with pytest.raises(SystemExit):
-        parser.parse_args(["eval", "--tokenizer", "identity", "--ocr", "parseq"])
+        parser.parse_args(["eval", "--tokenizer", "identity", "--ocr", "trocr"])
 
 
 def test_a_folder_with_word_boxes_is_scored_by_tokbench_rules(tmp_path, monkeypatch):

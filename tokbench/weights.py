@@ -23,6 +23,7 @@ class WeightFile:
     url: str
     purpose: str
     sha256_prefix: str | None = None  # checked after download where the publisher states it
+    by_name_only: bool = False  # fetched only when named (large files that only some commands need)
 
 
 WEIGHT_FILES = {
@@ -33,6 +34,16 @@ WEIGHT_FILES = {
                        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                        "weights-inception-2015-12-05-6726825d.pth",
                        "Inception-v3 of the original TF FID implementation (torch-fidelity's port)"),
+    # docTR's release (the name carries the SHA-256 prefix docTR itself checks); --ocr parseq
+    "parseq": WeightFile("parseq", "parseq-56125471.pt",
+                         "https://doctr-static.mindee.com/models?id=v0.7.0/parseq-56125471.pt&src=0",
+                         "docTR's PARSeq word recognizer (TokBench's text protocol, --ocr parseq)", "56125471"),
+    # Semantic teachers for `tokbench train --model.semantic_teacher` (Meta's releases; Meta
+    # publishes no checksum for them, so none is checked: verify the file's source yourself).
+    **{name: WeightFile(name, f"dinov2_{arch}14_pretrain.pth",
+                        f"https://dl.fbaipublicfiles.com/dinov2/dinov2_{arch}14/dinov2_{arch}14_pretrain.pth",
+                        f"DINOv2 ViT-{arch[-1].upper()}/14 backbone (semantic teacher for training)", by_name_only=True)
+       for name, arch in (("dinov2-vits14", "vits"), ("dinov2-vitb14", "vitb"))},
 }
 
 
@@ -79,7 +90,10 @@ def fetch(metrics: list[str] | None = None, override: str | os.PathLike | None =
     out = []
     target = weights_dir(override)
     target.mkdir(parents=True, exist_ok=True)
-    for metric in metrics or list(WEIGHT_FILES):
+    unknown = [m for m in metrics or () if m not in WEIGHT_FILES]
+    if unknown:
+        raise ValueError(f"unknown weights {', '.join(unknown)}; known: {', '.join(WEIGHT_FILES)}")
+    for metric in metrics or [m for m, spec in WEIGHT_FILES.items() if not spec.by_name_only]:
         spec = WEIGHT_FILES[metric]
         path = target / spec.filename
         if not path.is_file():

@@ -27,6 +27,24 @@ def cpu_ext_status() -> str:
     return cpu_loader.extension_status()
 
 
+def cuda_backend() -> str:
+    """The CUDA search path, without building the extension."""
+    try:
+        from tokbench.cuda_ext import loader
+    except ImportError:
+        return "torch"
+    return loader.planned_backend()
+
+
+def cpu_backend(d: int) -> str:
+    """The CPU search path for codewords of length ``d``, without building the kernel."""
+    try:
+        from tokbench.cuda_ext import cpu_loader
+    except ImportError:
+        return "torch_chunked"
+    return cpu_loader.planned_backend(d)
+
+
 def layout_dim(tokenizer) -> int:
     """The codeword length of the tokenizer's first quantizer (8 when it has none)."""
     for module in tokenizer.modules():
@@ -40,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     import torch  # here, not at module level: the CLI's start-up must not import torch
 
     import tokbench
-    from tokbench.ops import active_backend
     from tokbench.provenance import checkpoint_sha256
     from tokbench.registry import with_weights
 
@@ -60,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
            if upstream else {}),
         "checkpoint_sha256": checkpoint_sha256(args.checkpoint),
         "nearest_codeword": {
-            "cpu": active_backend("cpu", d=layout_dim(tokenizer)),
-            "cuda": active_backend("cuda") if torch.cuda.is_available() else "no CUDA device",
+            "cpu": cpu_backend(layout_dim(tokenizer)),
+            "cuda": cuda_backend() if torch.cuda.is_available() else "no CUDA device",
             "cpu_ext": cpu_ext_status(),
             "cuda_ext": cuda_ext_status(),
         },

@@ -119,20 +119,30 @@ def precision_recall(real_NF: np.ndarray, fake_NF: np.ndarray, k: int = DEFAULT_
     return float(fake_in.double().mean()), float(real_in.double().mean())
 
 
-def inception_score(logits_NC: np.ndarray, splits: int = DEFAULT_IS_SPLITS) -> tuple[float, float]:
+def inception_score(logits_NC: np.ndarray, splits: int = DEFAULT_IS_SPLITS,
+                    split_size: int | None = None) -> tuple[float, float]:
     """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` from classifier logits: ``(mean, std)``
     over ``splits`` contiguous, near-equal splits (``numpy.array_split``; no shuffling).
 
+    ``split_size``: instead, consecutive splits of that many samples, the last one holding the
+    remainder -- ADM's evaluator (``compute_inception_score``, 5,000 per split): 12,000 samples
+    give splits of 5,000, 5,000 and 2,000; fewer than 5,000 give one split.
     Uniform predictions give 1; confident predictions spread evenly over C classes give C.
     """
     logits = _features_2d("logits", logits_NC).astype(np.float64)
-    if splits < 1:
-        raise ValueError(f"splits must be >= 1, got {splits}")
-    if logits.shape[0] < splits:
-        raise ValueError(f"the Inception Score over {splits} splits needs at least {splits} samples, "
-                         f"got {logits.shape[0]}")
+    if split_size is not None:
+        if split_size < 1:
+            raise ValueError(f"split_size must be >= 1, got {split_size}")
+        parts = [logits[i : i + split_size] for i in range(0, logits.shape[0], split_size)]
+    else:
+        if splits < 1:
+            raise ValueError(f"splits must be >= 1, got {splits}")
+        if logits.shape[0] < splits:
+            raise ValueError(f"the Inception Score over {splits} splits needs at least {splits} samples, "
+                             f"got {logits.shape[0]}")
+        parts = np.array_split(logits, splits)
     scores = []
-    for part in np.array_split(logits, splits):
+    for part in parts:
         log_p = log_softmax(part, axis=1)
         log_marginal = logsumexp(log_p, axis=0) - np.log(part.shape[0])
         kl = float((np.exp(log_p) * (log_p - log_marginal)).sum(1).mean())
@@ -231,13 +241,19 @@ class GenerationScores:
 
 
 def score_features(sample_pool: np.ndarray, sample_logits: np.ndarray, reference, *, k: int = DEFAULT_K,
-                   is_splits: int = DEFAULT_IS_SPLITS, device: str | torch.device = "cpu") -> GenerationScores:
-    """Scores of already-extracted sample features against a `tokbench.generation.reference.Reference`."""
+                   is_splits: int = DEFAULT_IS_SPLITS, is_split_size: int | None = None,
+                   device: str | torch.device = "cpu") -> GenerationScores:
+    """Scores of already-extracted sample features against a `tokbench.generation.reference.Reference`.
+
+    ``is_split_size``: Inception Score over consecutive splits of that many samples (ADM: 5,000)
+    instead of ``is_splits`` equal ones; ``is_splits`` then records how many splits that made."""
     if sample_pool.shape[1] != reference.features.shape[1]:
         raise ValueError(f"sample features are {sample_pool.shape[1]}-d but the reference's are "
                          f"{reference.features.shape[1]}-d (computed with another feature extractor?)")
     gfid = fid_of_features(sample_pool, reference.mu, reference.sigma)
-    is_mean, is_std = inception_score(sample_logits, is_splits)
+    is_mean, is_std = inception_score(sample_logits, is_splits, split_size=is_split_size)
+    if is_split_size is not None:
+        is_splits = -(-int(sample_logits.shape[0]) // is_split_size)
     precision, recall = precision_recall(reference.features, sample_pool, k, device=device)
     return GenerationScores(gfid=gfid, inception_score=is_mean, inception_score_std=is_std, precision=precision,
                             recall=recall, num_samples=int(sample_pool.shape[0]),

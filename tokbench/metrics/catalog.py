@@ -15,6 +15,9 @@ IMAGE_QUALITY = (
     Metric("psnr", "PSNR", "peak signal-to-noise ratio of the 8-bit RGB images, per image (identical images: 100)",
            True, unit="dB", low=0.0, high=100.0),
     Metric("ssim", "SSIM", "structural similarity on 8-bit RGB, Gaussian window 11, sigma 1.5", True, low=-1.0, high=1.0),
+    Metric("ssim_llamagen", "SSIM (LlamaGen)", "SSIM as LlamaGen's tables report it: scikit-image defaults (7x7 "
+           "uniform window, sample covariance) on [0, 1] images with data_range 2.0; not comparable with ssim",
+           True, low=-1.0, high=1.0),
     Metric("lpips", "LPIPS", "learned perceptual distance (AlexNet, v0.1) on [-1, 1] inputs", False, low=0.0, high=2.0,
            weights="lpips", network="tokbench.metrics.perceptual:load_lpips"),
 )
@@ -101,7 +104,8 @@ _GEN_INCEPTION = dict(aggregation="dataset", weights="rfid",
                       network="tokbench.metrics.fid:load_inception_generation_features")
 SAMPLE_QUALITY = (
     Metric("inception_score", "IS", "Inception Score exp(E KL(p(y|x) || p(y))) of generated samples from the "
-           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits", True, low=1.0,
+           "Inception's bias-free logits (1008 classes), mean over 10 contiguous splits (or over "
+           "ADM's consecutive 5,000-sample splits: gen score --is-split-size 5000)", True, low=1.0,
            high=1008.0, **_GEN_INCEPTION),
     Metric("precision", "precision", "share of generated samples inside the k=3 nearest-neighbour balls of the "
            "real images' Inception pool features (Kynkaanniemi et al. 2019, as ADM's evaluator)", True, low=0.0,

@@ -17,6 +17,10 @@ doctr ``utils/metrics.py`` (string comparison). The rules, as that code applies 
 * **Buckets per resolution setting** ``[low, high)``: 256 px: 0.02 / 0.03 / 0.04 / 1;
   512 px: 0.01 / 0.02 / 0.03 / 1; 1024 px: 0.005 / 0.01 / 0.02 / 1 -- small, medium, large.
   A word outside ``[first edge, 1)`` is in no bucket and is dropped.
+* **Source size**: the ratio is always measured on the source image (TokBench's annotations),
+  whatever resolution policy prepares it. A centre crop (``--resolution N``) can cut words
+  out of the evaluated image: they are counted as ``dropped_crop`` and not scored (TokBench
+  has no crop: ``letterbox:N``, which its preset uses, keeps every word).
 * **Refine**: ground-truth words that the recognizer misreads (not an exact raw match) on
   the *original* image are dropped before scoring any reconstruction.
 * **Pooling**: every kept word of the dataset goes into its bucket; each bucket's score is
@@ -85,6 +89,7 @@ class WordResult:
     ratio: float
     original_reading: str | None  # None: not read (a word outside every bucket is dropped unread)
     reconstruction_reading: str | None
+    cut_by_crop: bool = False  # in a bucket, but a centre crop cut it out of the evaluated image: dropped
 
 
 @dataclass
@@ -105,11 +110,16 @@ def summarize(words: list[WordResult], setting: int, refine: bool = True, readin
     if reading not in ("reconstruction", "original"):
         raise ValueError(f"reading must be 'reconstruction' or 'original', got {reading!r}")
     pooled: dict[str, list[tuple[float, float]]] = {b: [] for b in BUCKETS}
-    counts = {"words": len(words), "dropped_size": 0, "dropped_refine": 0}
+    counts = {"words": len(words), "dropped_size": 0, "dropped_crop": 0, "dropped_refine": 0,
+              **{f"sized_{b}": 0 for b in BUCKETS}}
     for word in words:
         bucket = bucket_of(word.ratio, setting)
         if bucket is None:
             counts["dropped_size"] += 1
+            continue
+        counts[f"sized_{bucket}"] += 1  # TokBench's size bucket, before the crop and refine drop words
+        if word.cut_by_crop:
+            counts["dropped_crop"] += 1
             continue
         if refine and word.original_reading != word.text:
             counts["dropped_refine"] += 1

@@ -23,6 +23,7 @@ from tokbench.training.entropy import CodebookEntropy
 from tokbench.training.losses import (PatchDiscriminator, Perceptual, adaptive_weight, discriminator_loss,
                                       generator_loss)
 from tokbench.training.schedule import schedule_length, warmup_cosine
+from tokbench.training.semantic import SemanticRegularizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,6 +46,10 @@ class AutoencoderModule(L.LightningModule):
         quantizer_weight: float = 1.0,
         entropy_weight: float = 0.0,
         entropy_temperature: float = 0.01,
+        semantic_teacher: str | None = None,
+        semantic_weight: float = 0.0,
+        semantic_random_teacher: bool = False,
+        semantic_adaptive_weight: bool = True,
         learned_logvar: bool = False,
         disc_weight: float = 0.0,
         disc_start: int = 0,
@@ -70,7 +75,11 @@ class AutoencoderModule(L.LightningModule):
         overrides on top. Loss weights: ``l1_weight``/``l2_weight`` (pixels, [0, 1] range),
         ``perceptual_weight`` (LPIPS; AlexNet weights from the cache or ``weights_dir``),
         ``quantizer_weight`` (times the tokenizer's own terms: codebook, commitment, KL),
-        ``entropy_weight`` (codebook entropy, MAGVIT-2 style), ``learned_logvar`` (SD/LDM:
+        ``entropy_weight`` (codebook entropy, MAGVIT-2 style), ``semantic_teacher`` with
+        ``semantic_weight`` (alignment with a frozen DINOv2, ``"dinov2-vits14[:layer=L,resolution=R]"``:
+        GigaTok's cosine loss on a decoder stage for discrete families, VA-VAE's VF loss on the
+        latent for ``vae``, with its adaptive weight unless ``semantic_adaptive_weight`` is false;
+        ``semantic_random_teacher`` for tests and speed runs), ``learned_logvar`` (SD/LDM:
         reconstruction / e^logvar + logvar with a learned scalar logvar), ``disc_weight``
         (PatchGAN from step ``disc_start``, ``disc_loss`` hinge or non_saturating, scaled by
         taming's adaptive weight unless ``adaptive_disc_weight`` is false). Optimizer: AdamW
@@ -93,6 +102,11 @@ class AutoencoderModule(L.LightningModule):
         self.ema_tokenizer = make_ema(self.tokenizer)
         # After the EMA copy: its hooks must stay on the trained tokenizer only.
         self.entropy = CodebookEntropy(self.tokenizer, entropy_temperature) if entropy_weight > 0 else None
+        if (semantic_teacher is None) != (semantic_weight == 0):
+            raise ValueError("model.semantic_teacher and model.semantic_weight go together: give a teacher "
+                             f"(e.g. dinov2-vits14) and a weight > 0, got {semantic_teacher!r} and {semantic_weight}")
+        self.semantic = (SemanticRegularizer(self.tokenizer, semantic_teacher, weights_dir, semantic_random_teacher)
+                         if semantic_teacher else None)
         self.logvar = nn.Parameter(torch.zeros(())) if learned_logvar else None
         self.discriminator = PatchDiscriminator(disc_ndf, disc_layers) if disc_weight > 0 else None
         self.perceptual = (Perceptual(weights_dir, perceptual_random_backbone).requires_grad_(False)
@@ -113,6 +127,7 @@ class AutoencoderModule(L.LightningModule):
                                                self.trainer.estimated_stepping_batches if self.trainer.max_steps < 0
                                                else None)
         params = list(self.tokenizer.parameters()) + ([self.logvar] if self.logvar is not None else [])
+        params += list(self.semantic.parameters()) if self.semantic is not None else []
         opt_g = torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, self._schedule)
         if self.discriminator is None:
@@ -167,6 +182,13 @@ class AutoencoderModule(L.LightningModule):
             ent = self.entropy.pop_loss()
             loss = loss + h.entropy_weight * ent
             logs["train/entropy_loss"] = ent.detach()
+        if self.semantic is not None:
+            sem = self.semantic.loss(x)
+            weight = torch.tensor(1.0, device=x.device)
+            if self.semantic.family == "vae" and h.semantic_adaptive_weight:
+                weight = adaptive_weight(rec_loss, sem, self.tokenizer.encoder.conv_out.weight)  # VA-VAE: on the encoder
+            loss = loss + h.semantic_weight * weight * sem
+            logs.update({"train/semantic_loss": sem.detach(), "train/semantic_adaptive_weight": weight})
         if self.logvar is not None:
             logs["train/logvar"] = self.logvar.detach()
         if gan_on:

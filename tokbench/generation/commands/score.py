@@ -36,6 +36,30 @@ def build_feature_fn(spec: str | None, weights_dir: str | None, device: str) -> 
     return load_inception_generation_features(path, device)
 
 
+def apply_protocol(args: argparse.Namespace):
+    """The ``gen score`` preset named by ``--protocol``, with its IS split size set on ``args``."""
+    from tokbench.protocol_registry import get_protocol
+
+    protocol = get_protocol(args.protocol)
+    protocol.require_command("gen score")
+    if args.is_split_size is not None and args.is_split_size != protocol.is_split_size:
+        raise ValueError(f"--protocol {protocol.name} scores IS over splits of {protocol.is_split_size}; "
+                         f"drop --is-split-size {args.is_split_size}")
+    args.is_split_size = protocol.is_split_size
+    return protocol
+
+
+def protocol_block(protocol, args: argparse.Namespace, results: dict, reference_kind: str) -> dict:
+    """The results' ``protocol`` block of a ``gen score`` run, with what keeps it from the published setting."""
+    deviations = []
+    if reference_kind != "adm_npz":
+        deviations.append(f"reference is a {reference_kind}, not ADM's reference batch (its mu/sigma)")
+    if args.features:
+        deviations.append(f"features from {args.features}, not the FID Inception")
+    scored = {"generation": results["tasks"]["generation"]["num_images"]}
+    return protocol.record(results["datasets"][0]["resolution"], scored, deviations)
+
+
 def run(args: argparse.Namespace) -> int:
     from tokbench.generation.reference import load_reference
     from tokbench.generation.score_results import build_results, tokenizer_from_manifest
@@ -48,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     args.batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.is_split_size is not None and args.is_split_size < 1:
+        raise ValueError(f"--is-split-size must be >= 1, got {args.is_split_size}")
+    protocol = apply_protocol(args) if args.protocol else None
     samples = open_samples(args.samples)
     if args.out:  # a results file needs the tokenizer: fail now rather than after the features
         tokenizer_from_manifest(samples.manifest, args.tokenizer_kind)
@@ -57,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
           f"({'cached features' if reference.from_cache else 'features computed and cached'}; "
           f"FID statistics from {reference.stats_source})")
     pool, logits = extract_features(samples.batches(args.batch_size), feature_fn, progress="sample features")
-    scores = score_features(pool, logits, reference, k=DEFAULT_K, is_splits=DEFAULT_IS_SPLITS, device=args.device)
+    scores = score_features(pool, logits, reference, k=DEFAULT_K, is_splits=DEFAULT_IS_SPLITS,
+                            is_split_size=args.is_split_size, device=args.device)
     print(f"samples {samples.name}: {scores.num_samples} images")
     print(f"  gFID       {scores.gfid:.4f}")
     print(f"  IS         {scores.inception_score:.4f} +- {scores.inception_score_std:.4f} ({scores.is_splits} splits)")
@@ -66,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         results = build_results(scores, reference, samples, device=args.device,
                                 elapsed_s=time.perf_counter() - started, tokenizer_kind=args.tokenizer_kind)
+        results["protocol"] = None if protocol is None else protocol_block(protocol, args, results, reference.kind)
         out = Path(args.out) / "results.json"
         write_results(out, results)
         write_score_report(Path(args.out), results, Path(args.samples))
@@ -99,6 +128,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (features and precision/recall distances)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per Inception batch (default: tokbench.generation.scoring.DEFAULT_BATCH_SIZE, 50)")
+    p.add_argument("--protocol", help="a sample-score preset (adm-gfid: ADM's reference batch and IS splits); "
+                                       "recorded in the results")
+    p.add_argument("--is-split-size", type=int, default=None, metavar="N",
+                   help="Inception Score over consecutive splits of N samples, as ADM's evaluator (5000) "
+                        "(default: tokbench.generation.scoring.DEFAULT_IS_SPLITS, 10, equal splits; the same at "
+                        "50,000 samples)")
     p.add_argument("--ref-cache", help="where reference features are cached "
                                        "(default: $TOKBENCH_CACHE/gen_references or ~/.cache/tokbench/gen_references)")
     p.add_argument("--tokenizer-kind", choices=["discrete", "continuous"],
