@@ -33,6 +33,8 @@ def test_numbers_follow_the_metric_declaration():
     assert format_value("nll_bits_per_image", 86688.3) == "86,688"  # bits: thousands separators
     assert format_value("tacc_mean", 0.8689) == "86.89%"  # TokBench publishes percentages
     assert format_value("psnr", None) == "—"
+    assert format_value("cer_gt", 4.45e-06) == "0.0000"  # an error rate: never scientific notation
+    assert format_value("rfid", 12.3456) == "12.35" and format_value("rfid", 12345.6) == "12,346"
 
 
 def test_pooled_metrics_say_so_instead_of_a_zero_width_interval():

@@ -6,9 +6,9 @@ One rule per kind of number, so a value reads the same everywhere:
   x100, two decimals and ``%`` (``86.89%``);
 - unit ``dB``: two decimals (``31.64``);
 - unit ``bits``: thousands separators, no decimals, from 1,000 up (``86,688``);
-- a unitless score of bounded range (declared range at most 2 wide: fractions, SSIM, LPIPS):
-  four decimals (``0.8746``, ``0.0038``);
-- anything else: four significant digits, thousands separators from 10,000 up.
+- anything else below 10 (fractions, SSIM, LPIPS, error rates, cycles/px): four decimals
+  (``0.8746``, ``0.0038``, never ``4.45e-06``);
+- from 10 up: four significant digits, thousands separators from 10,000 up (``12.35``, ``1,235``).
 
 An interval is shown as ``[low, high]``, except for metrics pooled over the dataset (one value,
 no per-image spread), which read ``pooled, no interval`` instead of a zero-width interval, and
@@ -45,14 +45,14 @@ def format_value(name: str, value: float | None) -> str:
         return NO_VALUE
     metric = _declaration(name)
     if metric is None:
-        return format_number(value)
+        return f"{value:.4f}" if abs(value) < 10 else format_number(value)
     if metric.percent:
         return f"{100 * value:.2f}%"
     if metric.unit == "dB":
         return f"{value:.2f}"
     if metric.unit == "bits":
         return f"{value:,.0f}" if abs(value) >= 1000 else format_number(value)
-    if not metric.unit and math.isfinite(metric.low) and math.isfinite(metric.high) and metric.high - metric.low <= 2:
+    if abs(value) < 10:
         return f"{value:.4f}"
     return format_number(value)
 
