@@ -18,6 +18,7 @@ import os
 import lightning as L
 import torch
 
+from tokbench.checkpoint import CheckpointError
 from tokbench.generation.presets import build_generator
 from tokbench.generation.token_data import TokenDataset
 from tokbench.tokens import TokenLayout
@@ -85,7 +86,8 @@ class GeneratorModule(L.LightningModule):
         """``(B,)`` the (EMA) continuous generator's denoising loss of each sequence, with noise and
         timesteps fixed by ``seed`` so that runs and checkpoints compare on the same draws."""
         g = torch.Generator(device=latents_BLC.device).manual_seed(seed)
-        return torch.stack([self.ema.loss(x[None].float(), None if labels_B is None else labels_B[i:i + 1], g)
+        return torch.stack([self.ema.loss(x[None].float(), None if labels_B is None else labels_B[i:i + 1], g,
+                                          with_bound=False)
                             for i, x in enumerate(latents_BLC)])
 
     @torch.no_grad()
@@ -160,6 +162,17 @@ class GeneratorModule(L.LightningModule):
                                 lr=h.lr, betas=tuple(h.betas))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, h.warmup_steps, total, h.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuses a run saved with the former fixed-variance diffusion head (``C`` outputs): its
+        optimizer state does not fit the learned-variance head, so it cannot be resumed."""
+        out = checkpoint.get("state_dict", {}).get("model.head.out.weight")
+        if self.continuous and out is not None and out.shape[0] == self.model.channels:
+            raise CheckpointError(
+                "this run was saved with tokbench's former MAR head (fixed variance, "
+                f"{out.shape[0]} outputs); the head now learns its variance as MAR does "
+                f"({2 * out.shape[0]} outputs), so the run cannot be resumed: start a new run (another "
+                "--trainer.default_root_dir). Its exported generator/ still samples with `gen sample`.")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokbench_generator"] = {"arch": self.hparams.arch, "preset": self.hparams.preset,

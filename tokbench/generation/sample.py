@@ -35,7 +35,7 @@ CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the repor
 class SamplingSettings:
     cfg: float = 1.0
     cfg_interval: tuple[float, float] = (0.0, 1.0)  # next-token GPT: fraction of the steps guided
-    cfg_schedule: str = "linear"  # next-scale: VAR's ramp over the maps, or "constant"
+    cfg_schedule: str = "linear"  # next-scale: VAR's ramp over the maps; mar: MAR's over the tokens; or "constant"
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
@@ -80,7 +80,8 @@ def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int
     """``(B, 3, H, W)`` decoded samples in [0, 1]."""
     if model.arch == "mar":
         x_BLC = model.generate(labels_B, num=num, cfg=s.cfg, cfg_interval=tuple(s.cfg_interval),
-                               temperature=s.temperature, diffusion_steps=s.diffusion_steps, generator=generator)
+                               cfg_schedule=s.cfg_schedule, temperature=s.temperature,
+                               diffusion_steps=s.diffusion_steps, generator=generator)
         with torch.no_grad():
             return tokenizer.decode(latents_from_sequence(x_BLC, layout, image_size)).clamp(0, 1)
     common = dict(cfg=s.cfg, temperature=s.temperature, top_k=s.top_k or None,

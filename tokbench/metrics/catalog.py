@@ -94,6 +94,11 @@ GENERATION = (
     Metric("diffusion_loss", "diffusion loss", "held-out denoising loss of the continuous generator's diffusion "
            "head (mean squared noise error per normalised latent channel, fixed timesteps and noise): lower = "
            "latents easier to model; not a likelihood, not comparable with the discrete NLL", False, low=0.0),
+    Metric("ar_probe_top1", "AR probe top-1", "linear-probe accuracy (GigaTok's AR probing) on held-out images' "
+           "crops: logistic regression on the fitted generator's middle-block features averaged over positions, "
+           "standardised, L2 chosen on held-out training images", True, low=0.0, high=1.0),
+    Metric("latent_probe_top1", "token probe top-1", "the same linear probe on the tokens themselves: latents, or "
+           "the codewords of the ids, averaged over positions", True, low=0.0, high=1.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )

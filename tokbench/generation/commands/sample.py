@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-interval", type=_interval, default=(0.0, 1.0),
                    help="next-token generators: guide only on this fraction of the steps, START,END (default 0,1)")
     p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
-                   help="next-scale generators: VAR's ramp from 1 at the first map to --cfg at the last, or constant")
+                   help="next-scale generators: VAR's ramp from 1 at the first map to --cfg at the last; mar "
+                        "generators: MAR's ramp 1 + (cfg - 1) * generated / tokens; or constant")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
