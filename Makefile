@@ -24,11 +24,11 @@ system-deps:
 	./scripts/install_system_deps.sh
 
 # The built-in default: JPEG at quality 50 on the three built-in suites. LPIPS and rFID
-# need pretrained weights that a fresh offline machine lacks (`tokbench weights fetch`);
-# the results file records that they were skipped.
+# need pretrained weights that a fresh offline machine lacks (`tokbench weights fetch`):
+# without them the run skips those two, naming the missing files at start, in the table,
+# the results file and the report.
 demo: setup system-deps
-	$(VENV)/bin/tokbench eval --tokenizer jpeg:q=50 --tasks reconstruction,detail,text \
-		--skip-metric lpips,rfid --out $(OUT)
+	$(VENV)/bin/tokbench eval --tokenizer jpeg:q=50 --tasks reconstruction,detail,text --out $(OUT)
 
 test: setup
 	TOKBENCH_FOR_TESTS=1 ./scripts/install_system_deps.sh

@@ -136,10 +136,10 @@ def _load_entries(args: argparse.Namespace, status: str):  # noqa: ANN202
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the leaderboard as a table, Markdown, CSV or HTML."""
-    from tokbench.leaderboard.table import format_table, format_tokbench
-
     entries, _, close = _load_entries(args, args.status)
     close()
+    from tokbench.leaderboard.table import format_table, format_tokbench  # pandas: only once there is a table
+
     safe = [_safe_entry(e) for e in entries]
     # Sanitized before formatting, so that columns stay aligned.
     text = format_tokbench(safe, args.format) if args.view == "tokbench" else format_table(safe, args.format, args.task)

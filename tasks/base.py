@@ -162,7 +162,8 @@ class Task:
     def plots(cls, runs: list[dict], plot_dir: Path, new_figure: Callable) -> dict[str, str]:
         """Report plots over one or more runs: ``title -> file name`` written into ``plot_dir``.
 
-        ``new_figure()`` returns a matplotlib ``(fig, ax)`` on the non-interactive backend.
+        ``new_figure(figsize=(w, h))`` returns a matplotlib ``(fig, ax)`` on the non-interactive
+        backend (figsize in inches, optional).
         """
         return {}
 

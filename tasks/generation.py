@@ -25,9 +25,10 @@ from tokbench.generation.sampling import check_sampling
 from tokbench.generation.settings import GenerationSettings
 from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
-from tokbench.metrics.networks import load_networks
+from tokbench.metrics.networks import load_networks, missing_weights
 from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
+from tokbench.weights import MissingWeightsError
 from tokbench.weights import require as require_weights
 
 # --gen-X option -> GenerationSettings field, type, help
@@ -83,8 +84,15 @@ class GenerationTask(Task):
             raise ValueError(f"--gen-steps, --gen-crops and --gen-samples must be >= 1, got {s.steps}, "
                              f"{s.crops_per_image} and {s.num_samples}")
         check_sampling(s.temperature, s.top_k, s.top_p, 1.0)
-        if wants_gfid(cfg, s):
-            require_weights(["rfid"], cfg.weights_dir)  # before any work: gFID uses rFID's Inception
+        if wants_gfid(cfg, s):  # before any work: gFID uses rFID's Inception
+            try:
+                require_weights(["rfid"], cfg.weights_dir)
+            except MissingWeightsError:
+                if getattr(cfg, "strict_metrics", True):
+                    raise
+                # the default: gFID is skipped, named with the reason (the runner announces it)
+                cfg.missing_weights["gfid"] = missing_weights(["rfid"], cfg.weights_dir)["rfid"]
+                cfg.skip_metrics = sorted({*cfg.skip_metrics, "gfid"})
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
             arch = default_arch(layout) if s.arch == "auto" else s.arch
@@ -116,7 +124,9 @@ class GenerationTask(Task):
             skipped_metrics["gfid"] = (f"{settings.num_samples} samples (--gen-samples); gFID needs at least "
                                        f"{cfg.fid_min_images} (--fid-min-images)")
         elif not wants_gfid(cfg, settings):
-            skipped_metrics["gfid"] = "--skip-metric rfid (gFID uses rFID's Inception)"
+            missing = getattr(cfg, "missing_weights", {})
+            skipped_metrics["gfid"] = (missing.get("gfid") or missing.get("rfid")
+                                       or "skipped with --skip-metric (gFID uses rFID's Inception)")
         else:
             features = inception_features(cfg, ctx)
             metrics["gfid"] = dataset_metric_entry("gfid", sample_fid(result.samples_B3HW, images, settings.image_size,
@@ -144,7 +154,8 @@ def class_labels(dataset: Dataset, ids: list[str]) -> tuple[list[int] | None, st
 
 def wants_gfid(cfg, settings: GenerationSettings) -> bool:
     """Whether this run computes gFID: enough samples requested and the metric not skipped."""
-    return settings.num_samples >= cfg.fid_min_images and "rfid" not in cfg.skip_metrics
+    return (settings.num_samples >= cfg.fid_min_images
+            and "rfid" not in cfg.skip_metrics and "gfid" not in cfg.skip_metrics)
 
 
 def inception_features(cfg, ctx: MetricContext):

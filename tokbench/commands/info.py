@@ -5,11 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-import tokbench
-from tokbench.provenance import checkpoint_sha256
-
 
 # What `tokbench eval --resolution 256` does, beside an upstream's own evaluation preprocessing.
 TOKBENCH_PREPROCESSING = ("shorter side resized to 256 (bicubic, antialias), center crop 256x256 (--resolution 256); "
@@ -60,6 +55,10 @@ def layout_dim(tokenizer) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at module level: the CLI's start-up must not import torch
+
+    import tokbench
+    from tokbench.provenance import checkpoint_sha256
     from tokbench.registry import with_weights
 
     tokenizer = tokbench.load(with_weights(args.checkpoint, args.weights))

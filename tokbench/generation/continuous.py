@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tokbench.generation.blocks import KVCache, init_weights
+from tokbench.generation.blocks import init_weights
 from tokbench.generation.diffusion_head import DiffusionHead, upgrade_fixed_variance_state
 from tokbench.generation.gpt import CausalBackbone
 from tokbench.generation.sampling import CFG_SCHEDULES, guidance_batch, in_interval, mar_cfg
@@ -89,7 +89,7 @@ class ContinuousGPT(CausalBackbone):
         device = self.input_proj.weight.device
         B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         tokens = []
-        cache = KVCache() if use_cache else None
+        cache = self.new_cache(len(classes_B), device) if use_cache else None
         x_BLC = self.prefix(classes_B)
         for t in range(self.seq_len):
             if use_cache:

@@ -30,9 +30,11 @@ class GeneratorModule(L.LightningModule):
     def __init__(self, tokens: str | None = None, info: dict | None = None, arch: str = "gpt", preset: str = "tiny",
                  model_options: dict | None = None, label_dropout: float = 0.1, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0,
-                 max_steps: int | None = None, min_lr_ratio: float = 0.0, ema_decay: float = 0.999) -> None:
+                 max_steps: int | None = None, min_lr_ratio: float = 0.0, ema_decay: float = 0.999,
+                 compile: bool = False) -> None:
         """``tokens``: a token dataset folder (`tokbench gen encode`), or ``info``: its
-        ``{"layout", "num_classes", "tokenizer"}`` directly."""
+        ``{"layout", "num_classes", "tokenizer"}`` directly. ``compile``: train through
+        `torch.compile` (`tokbench.generation.compile`; the EMA copy stays eager)."""
         super().__init__()
         if info is None:
             if not tokens:
@@ -51,6 +53,10 @@ class GeneratorModule(L.LightningModule):
         self.model = build_generator(arch, self.layout, self.num_classes, preset, code_dim=code_dim,
                                      **(model_options or {}))
         self.ema = make_ema(self.model)
+        if compile:
+            from tokbench.generation.compile import compile_training
+
+            compile_training(self.model)
 
     def attach_tokenizer(self, tokenizer):
         """The tokenizer a next-scale generator reads its inputs from (loaded from the info's
@@ -159,7 +165,7 @@ class GeneratorModule(L.LightningModule):
         decay = [p for n, p in self.model.named_parameters() if decays[n]]
         no_decay = [p for n, p in self.model.named_parameters() if not decays[n]]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=h.lr, betas=tuple(h.betas))
+                                lr=h.lr, betas=tuple(h.betas), fused=self.device.type == "cuda")
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, h.warmup_steps, total, h.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

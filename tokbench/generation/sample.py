@@ -131,13 +131,19 @@ def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int
 
 def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, settings: SamplingSettings,
                      classes: str = "all", batch_size: int = 32, device: str = "cpu", tokenizer: str | None = None,
-                     npz: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
-    """Write ``num`` samples as ``out/000000.png ...`` (+ ``manifest.json``, ``samples.npz``)."""
+                     npz: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True,
+                     compile: bool = False) -> Path:
+    """Write ``num`` samples as ``out/000000.png ...`` (+ ``manifest.json``, ``samples.npz``);
+    ``compile``: through `tokbench.generation.compile.compile_sampling`."""
     s = settings
     check_sampling(s.temperature, s.top_k, s.top_p, s.cfg)
     if num < 1 or batch_size < 1:
         raise ValueError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
     model, config = load_generator(generator_dir, device)
+    if compile:
+        from tokbench.generation.compile import compile_sampling
+
+        compile_sampling(model, device)
     tok = load_matching_tokenizer(config, tokenizer, device)
     layout = TokenLayout.from_dict(config["layout"])
     side = int(config.get("resolution") or 256)
@@ -153,7 +159,7 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
                 "tokenizer": {**config["tokenizer"], "spec": tokenizer or config["tokenizer"]["spec"]},
                 "sampling": {**asdict(s), "cfg_interval": list(s.cfg_interval), "classes": classes,
                              "batch_size": batch_size},
-                "num_samples": num, "resolution": side, "files": files,
+                "num_samples": num, "resolution": side, "files": files, "compiled": compile,
                 "labels": None if labels_N is None else labels_N.tolist(),
                 "class_names": config.get("classes")}
     if (out / MANIFEST).is_file():  # a resumed run: its kept PNGs must come from this very generator and settings

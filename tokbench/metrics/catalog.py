@@ -60,15 +60,15 @@ _TB_RANGE = {"small": "TokBench's small", "medium": "TokBench's medium", "large"
 TOKBENCH_TEXT = (
     *(Metric(f"tacc_{b}", f"T-ACC, {b} text", f"share of ground-truth words in {_TB_RANGE[b]} size bucket read "
              "exactly (case-sensitive, raw strings) from their box in the reconstruction, pooled over the dataset's "
-             "words (TokBench protocol)", True, low=0.0, high=1.0, aggregation="dataset")
+             "words (TokBench protocol)", True, low=0.0, high=1.0, aggregation="dataset", percent=True)
       for b in ("small", "medium", "large")),
     Metric("tacc_mean", "T-ACC, mean", "unweighted mean of the small, medium and large T-ACC (TokBench's headline)",
-           True, low=0.0, high=1.0, aggregation="dataset"),
+           True, low=0.0, high=1.0, aggregation="dataset", percent=True),
     *(Metric(f"tned_{b}", f"T-NED, {b} text", f"1 - normalized edit distance (raw strings) of the words in "
              f"{_TB_RANGE[b]} size bucket, pooled over the dataset's words (TokBench protocol)", True, low=0.0,
-             high=1.0, aggregation="dataset") for b in ("small", "medium", "large")),
+             high=1.0, aggregation="dataset", percent=True) for b in ("small", "medium", "large")),
     Metric("tned_mean", "T-NED, mean", "unweighted mean of the small, medium and large T-NED (TokBench's headline)",
-           True, low=0.0, high=1.0, aggregation="dataset"),
+           True, low=0.0, high=1.0, aggregation="dataset", percent=True),
 )
 
 _FACE_BUCKET = {"small": "small faces", "medium": "medium faces", "large": "large faces"}

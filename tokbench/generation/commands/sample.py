@@ -25,7 +25,7 @@ def run_sample(args: argparse.Namespace) -> int:
                                 diffusion_steps=args.diffusion_steps, seed=args.seed)
     out = sample_to_folder(args.generator, args.out, args.num, settings, classes=args.classes,
                            batch_size=args.batch_size, device=device, tokenizer=args.tokenizer,
-                           npz=args.format == "npz", rank=rank, world_size=world)
+                           npz=args.format == "npz", rank=rank, world_size=world, compile=args.compile)
     if rank == 0:
         print(f"wrote {args.num} samples to {out} (manifest.json{', samples.npz' if args.format == 'npz' else ''})")
     return 0
@@ -53,4 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("png", "npz"), default="png", help="npz: also pack ADM's samples.npz")
     p.add_argument("--tokenizer", help="decode with this tokenizer instead of the recorded one (same weights only)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step (torch.compile; CUDA graphs on a GPU): slower start, faster long runs")
     p.set_defaults(func=run_sample)
