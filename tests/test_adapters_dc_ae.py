@@ -114,3 +114,13 @@ def test_a_small_dc_ae_trains_a_step():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_list_shows_family_layout_and_released_file(capsys):
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for name, family, file in [("dc-ae-f32c32", "dc_ae", "diffusion_pytorch_model.safetensors"),
+                               ("flux1-ae", "vae", "ae.safetensors"), ("sd3-vae", "vae", "float16")]:
+        fields = rows[name].split()
+        assert fields[2] == family and file in rows[name]
+    assert rows["dc-ae-f32c32"].split()[5:7] == ["64", "32"]  # 8x8 latents of 32 channels at 256 px

@@ -1,4 +1,5 @@
-"""``tokbench list``: every registered tokenizer with its size and token budget at 256 px."""
+"""``tokbench list``: every registered tokenizer with its family, size and token budget at 256 px,
+and for a public name the released file it expects."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from tokbench import registry
 def describe_variants(name: str) -> list[dict]:
     """One row per named variant (or the default) of a registered tokenizer, built on the meta device."""
     rows = []
+    release = getattr(registry.get_factory(name), "release", None)
     for variant, options in (registry.variants(name) or {"default": {}}).items():
         with torch.device("meta"):
             tokenizer = registry.get_factory(name)(**options)
@@ -21,11 +23,13 @@ def describe_variants(name: str) -> list[dict]:
             "name": name,
             "variant": variant,
             "spec": name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else ""),
+            "family": tokenizer.family,
             "kind": tokenizer.kind,
             "params": tokenizer.num_parameters(),
             "tokens@256": layout.num_tokens if fixed else "variable",
             "vocab/channels": str(layout.vocab_size) if layout.vocab_size is not None else f"{layout.latent_channels} ch",
             "bits@256": bits_at_256(layout, fixed),
+            "released file": release.files if release else "",
         })
     return rows
 

@@ -24,17 +24,9 @@ CONFIG_KEYS = (
     "decoder_in_shortcut", "decoder_conv_act_fn",
 )
 PREPROCESSING = "none fixed by the release (SANA trains at 512-4096 px); inputs 2x - 1"
-_STAGES = dict(encoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-               decoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-               encoder_qkv_multiscales=[[], [], [], [5], [5], [5]], decoder_qkv_multiscales=[[], [], [], [5], [5], [5]])
-RELEASES = {
-    # mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers (SANA 1.0's vae/)
-    "dc-ae-f32c32": dict(latent_channels=32, attention_head_dim=32, **_STAGES,
-                         encoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
-                         decoder_block_out_channels=[128, 256, 512, 512, 1024, 1024],
-                         encoder_layers_per_block=[2, 2, 2, 3, 3, 3], decoder_layers_per_block=[3, 3, 3, 3, 3, 3],
-                         upsample_block_type="interpolate", downsample_block_type="Conv",
-                         decoder_norm_types="rms_norm", decoder_act_fns="silu"),
+RELEASES: dict[str, dict[str, Any]] = {
+    # mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers (SANA 1.0's vae/): the dc_ae family's defaults.
+    "dc-ae-f32c32": {},
 }
 
 # tokbench name -> diffusers name, applied in order to each tokbench key.

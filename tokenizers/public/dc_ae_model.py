@@ -254,20 +254,21 @@ class DCAETokenizer(Tokenizer):
     """Images -> ``(B, latent_channels, H/2^(n-1), W/2^(n-1))`` latents (deterministic, not scaled).
 
     Options are the diffusers ``AutoencoderDC`` config's, one value per stage (a single string
-    for every stage is accepted where diffusers accepts it).
+    for every stage is accepted where diffusers accepts it); the defaults are SANA 1.0's f32c32.
     """
 
     family, kind = "dc_ae", "continuous"
 
     def __init__(self, latent_channels: int = 32, attention_head_dim: int = 32,
-                 encoder_block_types: list[str] | str = "ResBlock", decoder_block_types: list[str] | str = "ResBlock",
+                 encoder_block_types: list[str] | str = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+                 decoder_block_types: list[str] | str = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
                  encoder_block_out_channels: list[int] = (128, 256, 512, 512, 1024, 1024),
                  decoder_block_out_channels: list[int] = (128, 256, 512, 512, 1024, 1024),
                  encoder_layers_per_block: list[int] = (2, 2, 2, 3, 3, 3),
                  decoder_layers_per_block: list[int] = (3, 3, 3, 3, 3, 3),
                  encoder_qkv_multiscales: list[list[int]] = ((), (), (), (5,), (5,), (5,)),
                  decoder_qkv_multiscales: list[list[int]] = ((), (), (), (5,), (5,), (5,)),
-                 upsample_block_type: str = "pixel_shuffle", downsample_block_type: str = "pixel_unshuffle",
+                 upsample_block_type: str = "interpolate", downsample_block_type: str = "Conv",
                  decoder_norm_types: list[str] | str = "rms_norm", decoder_act_fns: list[str] | str = "silu",
                  encoder_out_shortcut: bool = True, decoder_in_shortcut: bool = True,
                  decoder_conv_act_fn: str = "relu") -> None:
