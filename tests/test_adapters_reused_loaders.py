@@ -74,3 +74,21 @@ def test_a_checkpoint_without_the_vq_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape("no gen_vision_model.* tensors")) as err:
         tokbench.load("janus-pro-vq", weights=str(tmp_path))
     assert "\n" not in str(err.value)
+
+
+TAMING = FIXTURES / "taming-vqgan-f16-256"
+
+
+def test_chameleon_reads_taming_in_its_own_layout(tmp_path):
+    """Chameleon/Anole ship taming's VQGAN as tokenizer/vqgan.ckpt + tokenizer/vqgan.yaml."""
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    (folder / "vqgan.ckpt").symlink_to(TAMING / "checkpoint/ckpts/last.ckpt")
+    (folder / "vqgan.yaml").write_text((TAMING / "checkpoint/configs/model.yaml").read_text())
+    tokenizer = tokbench.load("chameleon-vqgan", weights=str(folder / "vqgan.ckpt"))
+    assert tokenizer.config["codebook_size"] == 256  # the fixture's yaml, not the release's 8,192
+    x = torch.from_numpy(np.load(TAMING / "expected/inputs.npy"))
+    tokens = tokenizer.encode(x)
+    ids_up = np.load(TAMING / "expected/indices.npy")
+    assert np.array_equal(tokens.ids.numpy().reshape(ids_up.shape), ids_up)
+    assert np.abs(tokenizer.decode(tokens).numpy() - np.load(TAMING / "expected/recon.npy")).max() <= 1e-4
