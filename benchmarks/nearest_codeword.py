@@ -7,7 +7,9 @@
 
 Each path is timed (CUDA events on GPU, perf_counter on CPU; warm-up, then the median and
 the minimum of the repeats: on a shared machine the minimum is the reproducible one) with
-its peak extra memory on GPU. Paths: ``fused`` (the CUDA extension; GPU only),
+its peak extra memory on GPU. Paths: ``fused`` (the CUDA extension called directly; GPU
+only), ``dispatch`` (`nearest_codeword`, which picks by ``CUDA_REGIMES``; GPU only),
+``chunked_bf16`` (the chunked path with its GEMM on bf16 tensor cores; bf16 rows only),
 ``fused_cpu`` (the fused CPU kernel; CPU only), ``cdist`` (torch.cdist + argmin),
 ``expanded`` (|c|^2 - 2 z c^T + argmin in one matmul), ``chunked`` (tokbench's PyTorch
 path), and faiss-cpu / pykeops where installed (CPU). ``--check`` counts, per path, the
@@ -41,15 +43,23 @@ def paths(device: str):
     def expanded(z, c):
         return torch.addmm(c.square().sum(1), z, c.T, alpha=-2).argmin(1)
 
-    out = {"cdist": cdist, "expanded": expanded, "chunked": lambda z, c: nearest_codeword_torch(z, c)[0]}
+    def chunked_bf16(z, c):
+        return nearest_codeword_torch(z, c, gemm_dtype=torch.bfloat16)[0]
+
+    out = {"cdist": cdist, "expanded": expanded, "chunked": lambda z, c: nearest_codeword_torch(z, c)[0],
+           "chunked_bf16": chunked_bf16}
     if device == "cuda":
-        out["fused"] = lambda z, c: nearest_codeword(z, c)[0]
+        from tokbench.cuda_ext import loader
+
+        if loader.load_extension() is not None:  # the kernel itself, whatever the dispatch picks
+            out["fused"] = lambda z, c: loader.nearest_codeword_cuda(z, c, "l2")[0]
+        out["dispatch"] = lambda z, c: nearest_codeword(z, c)[0]  # what the quantizers get (CUDA_REGIMES)
     else:
         from tokbench.cuda_ext import cpu_loader
 
         module = cpu_loader.load_extension()
         if module is not None:  # called directly: the dispatch by D is measured here, not assumed
-            out["fused_cpu"] = lambda z, c: module.nearest_codeword_cpu(z, c, True)[0]
+            out["fused_cpu"] = lambda z, c: module.nearest_codeword_cpu(z, c, cpu_loader.simd_choice())[0]
         try:
             import faiss
 
@@ -159,6 +169,8 @@ def main() -> None:
             chosen = paths(device)
             if args.paths:
                 chosen = {p: fn for p, fn in chosen.items() if p in args.paths.split(",")}
+            if dtype != torch.bfloat16:
+                chosen.pop("chunked_bf16", None)
             ref = reference_index(z[:CHECK_ROWS], c) if args.check else None
             for name, fn in chosen.items():
                 try:
@@ -174,7 +186,7 @@ def main() -> None:
                 if mem >= 0:
                     row[f"{name}_MiB"] = mem / 2**20
             unfused = [row[f"{p}_ms"] for p in ("cdist", "expanded") if f"{p}_ms" in row and row[f"{p}_ms"] == row[f"{p}_ms"]]
-            ours = row.get("fused_ms", row.get("chunked_ms"))  # the path `nearest_codeword` takes here
+            ours = row.get("dispatch_ms", row.get("fused_ms", row.get("chunked_ms")))  # what `nearest_codeword` takes
             if unfused and ours:
                 row["speedup_vs_best_unfused"] = min(unfused) / ours
             if "fused_cpu_min_ms" in row:

@@ -25,9 +25,10 @@ from tokbench.training.cli import build_cli, shipped_config
 USAGE_FLOOR = 0.25  # of the codebook, over the last 100 steps
 
 
-def train_family(family: str, steps: int, root: Path, extra: list[str] = ()) -> dict:
-    """Train ``<family>_tiny`` for ``steps`` steps; the first/last validation losses and codebook stats."""
-    argv = ["--config", str(shipped_config(f"{family}_tiny")), "--trainer.max_steps", str(steps),
+def train_family(family: str, steps: int, root: Path, extra: list[str] = (), config: str | None = None) -> dict:
+    """Train ``config`` (default ``<family>_tiny``) for ``steps`` steps; the first/last validation
+    losses and codebook stats."""
+    argv = ["--config", str(shipped_config(config or f"{family}_tiny")), "--trainer.max_steps", str(steps),
             "--model.max_steps", str(steps), "--trainer.default_root_dir", str(root / family),
             "--trainer.logger.init_args.save_dir", str(root / family), "--trainer.enable_progress_bar", "false",
             "--trainer.val_check_interval", str(steps), "--model.log_images_every", "0", *extra]

@@ -10,8 +10,9 @@ def run(args: argparse.Namespace) -> int:
     from tokbench.cuda_ext import cpu_loader, loader
 
     if not args.cuda_only:  # the CPU kernel needs only the system C++ compiler
-        module = cpu_loader.build_extension(verbose=args.verbose)
-        print(f"built {cpu_loader.NAME} ({module.simd_level()} kernel on this CPU)")
+        module = cpu_loader.build_extension(verbose=args.verbose, force=True)
+        print(f"{cpu_loader.NAME} ready in {cpu_loader.jit.build_dir(cpu_loader.spec())} "
+              f"(micro-kernels on this CPU: {', '.join(module.simd_levels())})")
     if args.cpu_only:
         return 0
     archs = [a.strip() for a in (args.arch or "").split(",") if a.strip()] or None
@@ -20,8 +21,8 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError("no CUDA device to build for: pass --arch, e.g. --arch 8.0,9.0")
         print("CUDA extension skipped: no CUDA device (pass --arch, e.g. --arch 8.0,9.0, to build it anyway)")
         return 0
-    loader.build_extension(archs, verbose=args.verbose)
-    print(f"built {loader.NAME} for {', '.join(archs) if archs else 'this GPU'}")
+    loader.build_extension(archs, verbose=args.verbose, force=True)
+    print(f"{loader.NAME} ready for {', '.join(loader.target_archs(archs))}")
     return 0
 
 

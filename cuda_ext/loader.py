@@ -1,9 +1,11 @@
 """Build (on first use, or ahead of time with ``tokbench build-ext``) and load the CUDA extension.
 
-The extension is compiled with ``torch.utils.cpp_extension`` (ninja) into PyTorch's
-standard extensions cache for the GPU's own architecture. ``TOKBENCH_DISABLE_CUDA_EXT=1``
-turns it off. Any build failure falls back to the PyTorch path with one warning saying why;
-`extension_status` reports which path is active and never triggers a build by itself.
+The extension is compiled with ``torch.utils.cpp_extension`` (ninja) for the GPU's own
+architecture into this environment's own cache folder (`tokbench.cuda_ext.jit`: keyed by
+``sys.prefix``, versions, the target architectures and the source hash; the same build lock,
+bounded wait and build message as the CPU kernel). ``TOKBENCH_DISABLE_CUDA_EXT=1`` turns it off.
+Any build failure falls back to the PyTorch path with one warning saying why; `extension_status`
+reports which path is active and never triggers a build by itself.
 """
 from __future__ import annotations
 
@@ -13,9 +15,13 @@ from pathlib import Path
 
 import torch
 
+from tokbench.cuda_ext import jit
+
 HERE = Path(__file__).resolve().parent
 SOURCES = [HERE / "nearest_codeword_binding.cpp", HERE / "nearest_codeword_kernel.cu", HERE / "nearest_codeword_tc.cu"]
+HEADERS = [HERE / "nearest_codeword.h", HERE / "nearest_codeword_device.cuh"]
 NAME = "tokbench_nearest_codeword"
+CFLAGS, CUDA_CFLAGS = ["-O3"], ["-O3", "-std=c++17"]  # no fast-math: exact fp32 arithmetic
 _state: dict = {"module": None, "error": None, "tried": False}
 
 
@@ -37,8 +43,21 @@ def disabled() -> bool:
     return os.environ.get("TOKBENCH_DISABLE_CUDA_EXT") == "1"
 
 
-def build_extension(archs: list[str] | None = None, verbose: bool = False):
-    """Compile and import the extension (for ``archs`` such as ``["8.0", "9.0"]``, default: this GPU)."""
+def target_archs(archs: list[str] | None) -> list[str]:
+    """``archs``, or the current GPU's compute capability (``["9.0"]``)."""
+    if archs:
+        return archs
+    major, minor = torch.cuda.get_device_capability()
+    return [f"{major}.{minor}"]
+
+
+def spec(archs: list[str]) -> jit.JitSpec:
+    return jit.JitSpec(name=NAME, sources=tuple(SOURCES + HEADERS),
+                       flags=(*CFLAGS, *CUDA_CFLAGS, "arch=" + ";".join(archs), str(cuda_home())),
+                       label="the CUDA nearest-codeword extension", duration="≈1-2 min")
+
+
+def _compile(folder: Path, archs: list[str], verbose: bool):
     from torch.utils import cpp_extension
 
     home = cuda_home()
@@ -46,12 +65,18 @@ def build_extension(archs: list[str] | None = None, verbose: bool = False):
         raise RuntimeError("no CUDA toolkit with lib/libcudart.so found; set CUDA_HOME")
     os.environ["CUDA_HOME"] = home
     cpp_extension.CUDA_HOME = home  # read at import time by torch; keep both in step
-    if archs:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
     return cpp_extension.load(
         name=NAME, sources=[str(s) for s in SOURCES], extra_include_paths=[str(HERE)], verbose=verbose,
-        extra_cflags=["-O3"], extra_cuda_cflags=["-O3", "-std=c++17"],  # no fast-math: exact fp32 arithmetic
+        build_directory=str(folder), extra_cflags=CFLAGS, extra_cuda_cflags=CUDA_CFLAGS,
     )
+
+
+def build_extension(archs: list[str] | None = None, verbose: bool = False, force: bool = False):
+    """The extension (for ``archs`` such as ``["8.0", "9.0"]``, default: this GPU) from this
+    environment's cache, compiled into it first if needed."""
+    archs = target_archs(archs)
+    return jit.load(spec(archs), lambda folder: _compile(folder, archs, verbose), force=force)
 
 
 def load_extension():
@@ -154,14 +179,29 @@ def nearest_codeword_cuda(z: torch.Tensor, codebook: torch.Tensor, metric: str) 
     return index, (distance / 2 if metric == "cosine" else distance)
 
 
+def planned_backend() -> str:
+    """The path CUDA tensors will take, without building anything."""
+    if disabled() or not torch.cuda.is_available() or _state["error"]:
+        return "torch"
+    if _state["module"] is not None:
+        return "cuda_ext"
+    on_disk = jit.state(spec(target_archs(None)))[0]
+    return {"built": "cuda_ext", "failed": "torch"}.get(on_disk, "cuda_ext once built (torch if the build fails)")
+
+
 def extension_status() -> str:
-    """Which nearest-codeword path CUDA tensors take; never builds anything."""
+    """Which nearest-codeword path CUDA tensors take (built / not built / disabled / failed); never builds."""
     if disabled():
         return "disabled by TOKBENCH_DISABLE_CUDA_EXT=1 (PyTorch path)"
     if not torch.cuda.is_available():
         return "not built: no CUDA device (PyTorch path)"
     if _state["module"] is not None:
-        return f"loaded: {NAME} from the torch extensions cache"
+        return f"loaded: {NAME}"
     if _state["error"]:
-        return f"build failed: {_state['error']} (PyTorch path)"
-    return "not built yet: compiled on first use (or run 'tokbench build-ext')"
+        return f"failed: {_state['error']} (PyTorch path)"
+    built, detail = jit.state(spec(target_archs(None)))
+    if built == "built":
+        return f"built: {NAME} in {detail} (loaded on first use)"
+    if built == "failed":
+        return f"failed: {detail} (PyTorch path; 'tokbench build-ext' retries)"
+    return "not built: compiled on first use (≈1-2 min), or ahead with 'tokbench build-ext'"

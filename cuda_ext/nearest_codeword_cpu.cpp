@@ -18,7 +18,8 @@
 // kCodes codewords accumulates in registers (SIMD over codewords), and its only epilogue is a min
 // over the tile and one compare against the rows' thresholds: the slow path (the list update) runs
 // only when some score comes under a threshold, which after the first panels is rare. Rows are
-// split across threads with at::parallel_for (torch.get_num_threads()).
+// split across threads with at::parallel_for (torch.get_num_threads()). The micro-kernel is chosen
+// at run time: AVX-512F (a 6 x 64 tile), AVX2 + FMA (3 x 32), or portable loops (simd_level).
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -30,6 +31,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #define TOKBENCH_X86 1
 #endif
@@ -280,22 +282,159 @@ __attribute__((target("avx2,fma"))) void scan_avx2(const GroupScan& g, int64_t q
 }
 #endif
 
-using ScanFn = void (*)(const GroupScan&, int64_t, int64_t);
 
-// The scan for this CPU and code dimension (the common small D get an unrolled kernel).
-ScanFn pick_scan(bool simd, int64_t d) {
 #ifdef TOKBENCH_X86
-  if (simd) {
-    switch (d) {
-      case 4: return scan_avx2<4>;
-      case 8: return scan_avx2<8>;
-      case 16: return scan_avx2<16>;
-      case 32: return scan_avx2<32>;
-      default: return scan_avx2<0>;
+// The micro-tile with AVX-512F: kRows512 rows x kPanels512 consecutive 32-codeword panels (two zmm
+// vectors each) in 24 accumulators, + 4 codeword vectors + a broadcast = 29 of the 32 zmm registers;
+// per dimension 4 vector loads and 6 broadcasts feed 24 FMAs (the AVX2 tile: 7 loads per 12), and
+// the epilogue's threshold test runs on mask registers. The arithmetic per score is the AVX2
+// kernel's exactly (norm, then one FMA per dimension in index order).
+constexpr int kRows512 = 6;
+constexpr int kPanels512 = 2;
+static_assert(kBlockRows % kRows512 == 0, "row blocks must hold whole AVX-512 groups");
+
+// kP: panels in this tile (kPanels512, or 1 for an odd last panel); pstride: floats per panel.
+// out (kStore): per panel, kRows512 x kCodes scores; masks: per panel, kRows512 row masks.
+template <int kD, int kP, bool kStore, bool kSeed = false>
+__attribute__((target("avx512f"), always_inline)) inline bool micro_avx512(const float* zm2, const float* panel,
+                                                                           int64_t pstride, int64_t d_rt,
+                                                                           const float* thresholds, float* out,
+                                                                           uint32_t* masks) {
+  constexpr int kV = 2 * kP;  // zmm vectors per row
+  const int64_t d = kD > 0 ? kD : d_rt;
+  __m512 acc[kRows512][kV];  // fully unrolled below: GCC keeps them in registers
+#pragma GCC unroll 4
+  for (int v = 0; v < kV; ++v) {
+    const __m512 norm = _mm512_loadu_ps(panel + (v / 2) * pstride + d * kCodes + (v % 2) * 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows512; ++r) acc[r][v] = norm;
+  }
+#pragma GCC unroll 8
+  for (int64_t e = 0; e < d; ++e) {
+    __m512 col[kV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kV; ++v) col[v] = _mm512_loadu_ps(panel + (v / 2) * pstride + e * kCodes + (v % 2) * 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows512; ++r) {
+      const __m512 b = _mm512_set1_ps(zm2[r * d + e]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kV; ++v) acc[r][v] = _mm512_fmadd_ps(b, col[v], acc[r][v]);
     }
   }
+  __m512 row_min[kRows512];
+  if (!kStore || kSeed) {
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows512; ++r) {
+      row_min[r] = acc[r][0];
+#pragma GCC unroll 4
+      for (int v = 1; v < kV; ++v) row_min[r] = _mm512_min_ps(row_min[r], acc[r][v]);
+    }
+  }
+  if (kSeed) {  // out: kRows512 x 16 running lane minima
+#pragma GCC unroll 12
+    for (int r = 0; r < kRows512; ++r)
+      _mm512_storeu_ps(out + r * 16, _mm512_min_ps(_mm512_loadu_ps(out + r * 16), row_min[r]));
+    return false;
+  }
+  if (!kStore) {  // (the masks are OR-ed in mask registers: `|=` on __mmask16 went through general registers)
+    __mmask16 hit = _mm512_cmp_ps_mask(row_min[0], _mm512_set1_ps(thresholds[0]), _CMP_LE_OQ);
+#pragma GCC unroll 12
+    for (int r = 1; r < kRows512; ++r)
+      hit = _mm512_kor(hit, _mm512_cmp_ps_mask(row_min[r], _mm512_set1_ps(thresholds[r]), _CMP_LE_OQ));
+    return !_mm512_kortestz(hit, hit);
+  }
+  // Rare: the scores and, per row, which of them are under its threshold.
+  uint32_t any = 0;
+#pragma GCC unroll 12
+  for (int r = 0; r < kRows512; ++r) {
+    const __m512 t = _mm512_set1_ps(thresholds[r]);
+#pragma GCC unroll 2
+    for (int p = 0; p < kP; ++p) {
+      uint32_t& mask = masks[p * kRows512 + r];
+      mask = static_cast<uint32_t>(_mm512_cmp_ps_mask(acc[r][2 * p], t, _CMP_LE_OQ)) |
+             static_cast<uint32_t>(_mm512_cmp_ps_mask(acc[r][2 * p + 1], t, _CMP_LE_OQ)) << 16;
+      any |= mask;
+      _mm512_storeu_ps(out + (p * kRows512 + r) * kCodes, acc[r][2 * p]);
+      _mm512_storeu_ps(out + (p * kRows512 + r) * kCodes + 16, acc[r][2 * p + 1]);
+    }
+  }
+  return any != 0;
+}
+
+template <int kD, int kP>
+__attribute__((target("avx512f"), noinline)) void on_hit_avx512(const GroupScan& g, int64_t q) {
+  alignas(64) float scores[kP * kRows512 * kCodes];
+  uint32_t masks[kP * kRows512];
+  micro_avx512<kD, kP, true>(g.zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, scores, masks);
+  for (int p = 0; p < kP; ++p)  // panel by panel: each row's candidates stay in index order
+    update_group(g, scores + p * kRows512 * kCodes, masks + p * kRows512, q + p);
+}
+
+template <int kD>
+__attribute__((target("avx512f"))) void scan_avx512(const GroupScan& g, int64_t q0, int64_t q1) {
+  const float* zg = g.zg;
+  if (q0 == 0 && g.states[0].best == std::numeric_limits<float>::infinity()) {
+    // The branch-free seed pass of scan_avx2 (see there), 16 lanes per row.
+    const int64_t seed_panels = std::min<int64_t>(q1, std::max<int64_t>(2, g.panel_count / 16));
+    alignas(64) float run[kRows512 * 16];
+    std::fill(run, run + kRows512 * 16, std::numeric_limits<float>::infinity());
+    int64_t q = 0;
+    for (; q + kPanels512 <= seed_panels; q += kPanels512)
+      micro_avx512<kD, kPanels512, true, true>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds,
+                                               run, nullptr);
+    for (; q < seed_panels; ++q)
+      micro_avx512<kD, 1, true, true>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, run,
+                                      nullptr);
+    for (int r = 0; r < g.rows; ++r) {
+      const float m = *std::min_element(run + r * 16, run + (r + 1) * 16);
+      g.states[r].threshold = std::min(g.states[r].threshold, m + g.states[r].slack);
+      g.thresholds[r] = g.states[r].threshold;
+    }
+  }
+  int64_t q = q0;
+  for (; q + kPanels512 <= q1; q += kPanels512)
+    if (__builtin_expect(micro_avx512<kD, kPanels512, false>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d,
+                                                             g.thresholds, nullptr, nullptr), 0))
+      on_hit_avx512<kD, kPanels512>(g, q);
+  for (; q < q1; ++q)
+    if (micro_avx512<kD, 1, false>(zg, g.panels + q * g.panel_floats, g.panel_floats, g.d, g.thresholds, nullptr,
+                                   nullptr))
+      on_hit_avx512<kD, 1>(g, q);
+}
 #endif
-  return scan_generic;
+
+using ScanFn = void (*)(const GroupScan&, int64_t, int64_t);
+
+// The micro-kernels a run can use, best first; which one runs is chosen per call (see simd_levels).
+enum class Simd { kGeneric, kAvx2, kAvx512 };
+
+struct Scan {
+  ScanFn fn;
+  int group_rows;  // rows per micro-tile
+};
+
+template <template <int> class Kernel>
+ScanFn by_dim(int64_t d) {  // the common small D get a kernel unrolled for them
+  switch (d) {
+    case 4: return Kernel<4>::fn;
+    case 8: return Kernel<8>::fn;
+    case 16: return Kernel<16>::fn;
+    case 32: return Kernel<32>::fn;
+    default: return Kernel<0>::fn;
+  }
+}
+
+#ifdef TOKBENCH_X86
+template <int kD> struct Avx2 { static constexpr ScanFn fn = scan_avx2<kD>; };
+template <int kD> struct Avx512 { static constexpr ScanFn fn = scan_avx512<kD>; };
+#endif
+
+Scan pick_scan(Simd simd, int64_t d) {
+#ifdef TOKBENCH_X86
+  if (simd == Simd::kAvx512) return {by_dim<Avx512>(d), kRows512};
+  if (simd == Simd::kAvx2) return {by_dim<Avx2>(d), kRows};
+#endif
+  return {scan_generic, kRows};
 }
 
 // |z - c|^2 from the uncentred fp32 values, accumulated in double.
@@ -345,13 +484,66 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512() {  // (libgcc also checks that the OS saves the zmm registers)
+#ifdef TOKBENCH_X86
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// AMD family 19h (Zen 3, Zen 4): Zen 4 runs a 512-bit FMA as two 256-bit halves, so the AVX-512
+// tile has no more FMA throughput than the AVX2 one, and it measured 3-9% slower (BENCHMARKS.md).
+bool avx512_is_half_rate() {
+#ifdef TOKBENCH_X86
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx) || ebx != 0x68747541u) return false;  // "Auth"enticAMD
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const unsigned base = (eax >> 8) & 0xF;
+  const unsigned family = base == 0xF ? base + ((eax >> 20) & 0xFF) : base;
+  return family == 0x19;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
-std::string simd_level() { return cpu_has_avx2() ? "avx2+fma" : "generic"; }
+// The micro-kernels this CPU can run, widest first: some of "avx512", "avx2" (with FMA), and "generic".
+std::vector<std::string> simd_levels() {
+  std::vector<std::string> out;
+  if (cpu_has_avx512()) out.emplace_back("avx512");
+  if (cpu_has_avx2()) out.emplace_back("avx2");
+  out.emplace_back("generic");
+  return out;
+}
 
-// z (N, D), codebook (K, D): float32 CPU tensors. use_simd: the AVX2 micro-kernel where the CPU
-// has it (false: the portable one, for tests). Returns (index int64 (N,), distance float32 (N,)).
-std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, bool use_simd) {
+// The one "auto" runs: the widest, except AVX2 where AVX-512 runs at half rate (see avx512_is_half_rate).
+std::string simd_level() {
+  if (cpu_has_avx512() && cpu_has_avx2() && avx512_is_half_rate()) return "avx2";
+  return simd_levels().front();
+}
+
+namespace {
+
+Simd parse_simd(const std::string& level) {
+  const std::vector<std::string> have = simd_levels();
+  const std::string want = level == "auto" ? simd_level() : level;
+  TORCH_CHECK(want == "avx512" || want == "avx2" || want == "generic",
+              "nearest_codeword_cpu: simd must be 'auto', 'avx512', 'avx2' or 'generic', got '", level, "'");
+  TORCH_CHECK(std::find(have.begin(), have.end(), want) != have.end(), "nearest_codeword_cpu: this CPU cannot run the ",
+              want, " kernel (it has: ", simd_level(), ")");
+  return want == "avx512" ? Simd::kAvx512 : want == "avx2" ? Simd::kAvx2 : Simd::kGeneric;
+}
+
+}  // namespace
+
+// z (N, D), codebook (K, D): float32 CPU tensors. simd: "auto" (the fastest micro-kernel this CPU
+// runs) or one of simd_levels() (tests and benchmarks force each). Every level is exact (the rounding
+// bound covers each one's arithmetic), so all return the same indices and distances.
+// Returns (index int64 (N,), distance float32 (N,)).
+std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, const std::string& simd) {
   TORCH_CHECK(z.device().is_cpu() && codebook.device().is_cpu(), "nearest_codeword_cpu: tensors must be on the CPU");
   TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
               "nearest_codeword_cpu: expected z (N, D) and codebook (K, D)");
@@ -377,7 +569,7 @@ std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, 
   const float* code_p = codebook.data_ptr<float>();
   int64_t* index_p = index.data_ptr<int64_t>();
   float* distance_p = distance.data_ptr<float>();
-  const ScanFn scan = pick_scan(use_simd && cpu_has_avx2(), d);
+  const Scan scan = pick_scan(parse_simd(simd), d);
   const int64_t tile_panels = std::max<int64_t>(1, kTileBytes / (packed.panel_floats * 4));
   const int64_t blocks = (n + kBlockRows - 1) / kBlockRows;
 
@@ -388,7 +580,7 @@ std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, 
     for (int64_t block = b0; block < b1; ++block) {
       const int64_t r0 = block * kBlockRows;
       const int rows = static_cast<int>(std::min<int64_t>(kBlockRows, n - r0));
-      const int groups = (rows + kRows - 1) / kRows;
+      const int groups = (rows + scan.group_rows - 1) / scan.group_rows;
       // This block's -2 z, padded with zero rows to a whole number of micro-tiles.
       std::fill(zpad.begin(), zpad.end(), 0.f);
       std::copy(zm2_p + r0 * d, zm2_p + (r0 + rows) * d, zpad.begin());
@@ -406,10 +598,10 @@ std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, 
       for (int64_t t0 = 0; t0 < packed.panels; t0 += tile_panels) {
         const int64_t t1 = std::min(packed.panels, t0 + tile_panels);
         for (int g = 0; g < groups; ++g) {
-          const GroupScan group{zpad.data() + g * kRows * d, packed.data.data(), packed.panel_floats, packed.panels, d, k,
-                                thresholds + g * kRows, state.data() + g * kRows,
-                                std::min(kRows, rows - g * kRows)};
-          scan(group, t0, t1);
+          const int g0 = g * scan.group_rows;
+          const GroupScan group{zpad.data() + g0 * d, packed.data.data(), packed.panel_floats, packed.panels, d, k,
+                                thresholds + g0, state.data() + g0, std::min(scan.group_rows, rows - g0)};
+          scan.fn(group, t0, t1);
         }
       }
       for (int r = 0; r < rows; ++r)
@@ -422,6 +614,7 @@ std::vector<at::Tensor> nearest_codeword_cpu(at::Tensor z, at::Tensor codebook, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nearest_codeword_cpu", &nearest_codeword_cpu,
         "fused exact nearest-codeword search on the CPU (indices int64, distances fp32)", pybind11::arg("z"),
-        pybind11::arg("codebook"), pybind11::arg("use_simd") = true);
-  m.def("simd_level", &simd_level, "the micro-kernel this CPU runs: 'avx2+fma' or 'generic'");
+        pybind11::arg("codebook"), pybind11::arg("simd") = "auto");
+  m.def("simd_levels", &simd_levels, "the micro-kernels this CPU can run, widest first ('avx512', 'avx2', 'generic')");
+  m.def("simd_level", &simd_level, "the micro-kernel 'auto' runs on this CPU");
 }

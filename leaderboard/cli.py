@@ -29,12 +29,14 @@ def terminal_safe(text: str, keep_newlines: bool = False) -> str:
 
 
 def _safe_entry(entry):  # noqa: ANN001, ANN202
-    """An entry whose strings (names, task and metric keys) are :func:`terminal_safe`."""
+    """An entry whose strings (names, task and metric keys, suites) are :func:`terminal_safe`."""
     metrics = {terminal_safe(task): {terminal_safe(m): v for m, v in block.items()}
                for task, block in entry.metrics.items()}
     strings = {f.name: terminal_safe(getattr(entry, f.name)) for f in dataclasses.fields(entry)
                if isinstance(getattr(entry, f.name), str)}
-    return dataclasses.replace(entry, **strings, metrics=metrics)
+    settings = {terminal_safe(task): {k: terminal_safe(v) if isinstance(v, str) else v for k, v in setting.items()}
+                for task, setting in entry.settings.items()}
+    return dataclasses.replace(entry, **strings, metrics=metrics, settings=settings)
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -134,10 +136,10 @@ def _load_entries(args: argparse.Namespace, status: str):  # noqa: ANN202
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the leaderboard as a table, Markdown, CSV or HTML."""
-    from tokbench.leaderboard.table import format_table, format_tokbench
-
     entries, _, close = _load_entries(args, args.status)
     close()
+    from tokbench.leaderboard.table import format_table, format_tokbench  # pandas: only once there is a table
+
     safe = [_safe_entry(e) for e in entries]
     # Sanitized before formatting, so that columns stay aligned.
     text = format_tokbench(safe, args.format) if args.view == "tokbench" else format_table(safe, args.format, args.task)

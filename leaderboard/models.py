@@ -46,6 +46,8 @@ submissions = Table(
     Column("duplicate_key", String(64), nullable=False, unique=True),
     Column("results_sha256", String(64), nullable=False),
     Column("results_json", Text, nullable=False),
+    # The protocol preset's name (results' top-level "protocol"); NULL: none (revision 0002).
+    Column("protocol", Text, nullable=True),
     Index("ix_submissions_family", "family"),
     Index("ix_submissions_status", "status"),
 )
@@ -63,4 +65,17 @@ metric_values = Table(
     Column("higher_is_better", Boolean, nullable=False),
     UniqueConstraint("submission_id", "task", "metric", name="uq_metric_values_entry_task_metric"),
     Index("ix_metric_values_task_metric", "task", "metric"),
+)
+
+# Each task's setting (`tokbench.comparability.Setting`): scores are ranked only among
+# entries of the same suite, protocol and resolution. Revision 0002.
+task_settings = Table(
+    "task_settings", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("submission_id", Integer, ForeignKey("submissions.id", ondelete="CASCADE"), nullable=False),
+    Column("task", String(100), nullable=False),
+    Column("suite", Text, nullable=False),
+    Column("resolution", String(64), nullable=True),
+    Column("recognizer", Text, nullable=True),  # the text task's OCR engine, where recorded
+    UniqueConstraint("submission_id", "task", name="uq_task_settings_entry_task"),
 )

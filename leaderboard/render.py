@@ -13,15 +13,20 @@ from typing import Any, Callable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from tokbench.leaderboard.plot import Point, build_plot
+from tokbench.leaderboard.display import checks, display_name, grouped_reasons, plural, recognizers, short_hash
+from tokbench.leaderboard.plot import Point, build_plot, build_prefix_curve
 from tokbench.leaderboard.query import primary_metric
+from tokbench.leaderboard.ranking import Board, boards
 from tokbench.leaderboard.store import Entry
-from tokbench.leaderboard.tokbench_view import tokbench_columns, tokbench_rows
-from tokbench.metrics.registry import get_metric, metric_label, registration_order
+from tokbench.leaderboard.tokbench_view import recognizer_of, tokbench_tables
+from tokbench.metrics.registry import get_metric, is_registered, metric_label, registration_order
+from tokbench.comparability import protocol_name, task_settings
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 TASK_ORDER = ("reconstruction", "detail", "text", "faces", "generation")
+TASK_TITLES = {"reconstruction": "Reconstruction", "detail": "Fine detail", "text": "Text", "faces": "Faces",
+               "generation": "Generation"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,15 @@ def static_site(depth: int) -> Site:
                 results_url=lambda i: f"{up}entries/{i}.json", tokbench=f"{up}tokbench.html")
 
 
+def count(value: Any) -> str:
+    """A count such as tokens per image: ``256``, ``1,024`` (never ``256.0``); ``—`` for none."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
+    return number(value)
+
+
 def number(value: Any, digits: int = 4) -> str:
     """A compact, readable number: ``31.27``, ``0.8512``, ``3.7e+04``; ``—`` for none."""
     if value is None:
@@ -65,7 +79,14 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["number"] = number
+    env.filters["count"] = count
     env.filters["metric_label"] = metric_label
+    env.filters["metric_title"] = lambda name: get_metric(name).title if is_registered(name) else name
+    env.filters["display_name"] = display_name
+    env.filters["short_hash"] = short_hash
+    env.filters["plural"] = plural
+    env.globals.update(checks=checks, codebook=codebook, grouped_reasons=grouped_reasons, zip=zip,
+                       task_titles=TASK_TITLES)
     env.filters["higher_is_better"] = lambda name: get_metric(name).higher_is_better
     return env
 
@@ -81,24 +102,36 @@ def task_order(tasks: set[str]) -> list[str]:
     return [t for t in TASK_ORDER if t in tasks] + sorted(tasks - set(TASK_ORDER))
 
 
+def codebook(tokens: float | None, bits: float | None, kind: str) -> str:
+    """The codebook an entry's tokens amount to: ``4,096 (12 bits)`` from bits per token;
+    ``continuous`` for latents; ``—`` where tokens or bits are unknown."""
+    if kind == "continuous":
+        return "continuous"
+    if not tokens or not bits:
+        return "—"
+    per_token = bits / tokens
+    if per_token > 64:  # more than a 64-bit index per token: not a codebook, say the bits only
+        return f"{per_token:.3g} bits"
+    return f"{round(2 ** per_token):,} ({per_token:.3g} bits)"
+
+
+def _board_view(board: Board) -> dict[str, Any]:
+    """A board with what the template draws: its plot and label."""
+    plot, unplotted = None, 0
+    if board.rank_metric:
+        metric = board.rank_metric
+        points = [Point(e.id, display_name(e.tokenizer), e.family, e.bits_per_image, e.metrics[board.task][metric]["mean"])
+                  for e in board.entries if metric in e.metrics[board.task] and e.bits_per_image]
+        unplotted = len(board.entries) - len(points)
+        plot = build_plot(points, metric, get_metric(metric).higher_is_better)
+    return {"board": board, "key": board.setting.key, "label": board.setting.label(), "plot": plot,
+            "unplotted": unplotted, "rows": list(zip(board.ranks, board.entries)),
+            "more": max(len(e.metrics[board.task]) for e in board.entries) - len(board.headline)}
+
+
 def _task_section(task: str, entries: list[Entry]) -> dict[str, Any]:
-    rows = [e for e in entries if task in e.metrics]
-    metrics = metric_order(task, {m for e in rows for m in e.metrics[task]})
-    plot_metric = metrics[0] if metrics else None
-    plot = None
-    # Directions come from the metric registry, never from a submission.
-    directions = {m: get_metric(m).higher_is_better for m in metrics}
-    if plot_metric:
-        higher = directions[plot_metric]
-        points = [Point(e.id, e.tokenizer, e.family, e.bits_per_image, e.metrics[task][plot_metric]["mean"])
-                  for e in rows if plot_metric in e.metrics[task] and e.bits_per_image]
-        plot = build_plot(points, plot_metric, higher)
-    if plot_metric:  # ranked by the task's primary metric, best first, entries without it last
-        sign = -1.0 if directions[plot_metric] else 1.0
-        rows.sort(key=lambda e: (plot_metric not in e.metrics[task],
-                                 sign * e.metrics[task][plot_metric]["mean"] if plot_metric in e.metrics[task] else 0.0))
-    return {"task": task, "rows": rows, "metrics": metrics, "directions": directions, "plot": plot,
-            "unplotted": sum(1 for e in rows if not e.bits_per_image)}
+    views = [_board_view(b) for b in boards(entries, task)]
+    return {"task": task, "title": TASK_TITLES.get(task, task), "boards": views}
 
 
 def render_index(entries: list[Entry], site: Site = SERVER_SITE, filters: dict[str, Any] | None = None,
@@ -113,19 +146,41 @@ def render_index(entries: list[Entry], site: Site = SERVER_SITE, filters: dict[s
         families=families, filters=filters or {}, total=len(entries), generated=generated)
 
 
+def _protocol_text(results: dict[str, Any]) -> str:
+    """The protocol preset as the entry page states it: its name and recorded settings, or "none"."""
+    name = protocol_name(results)
+    if name is None:
+        return "none (tokbench's defaults)"
+    parts = []
+    for key, value in results["protocol"].items():
+        if key == "name":
+            continue
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value) or "none"
+        elif isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return (name + (f" ({', '.join(parts)})" if parts else ""))[:1000]
+
+
 def render_entry(entry: Entry, results: dict[str, Any], site: Site = SERVER_SITE, generated: str | None = None) -> str:
     """The page of one entry: tokenizer, datasets, every task's metrics and extras, hardware, timings."""
     extras = {task: json.dumps(block.get("extra") or {}, indent=1)[:200_000] for task, block in results["tasks"].items()}
     tasks = task_order(set(results["tasks"]))
+    curves = {task: build_prefix_curve((block.get("extra") or {}).get("prefix_curve") or [])
+              for task, block in results["tasks"].items()}
     return environment().get_template("entry.html").render(
-        site=site, entry=entry, results=results, tasks=tasks, extras=extras,
-        config=json.dumps(results["tokenizer"]["config"], indent=1), generated=generated)
+        site=site, entry=entry, results=results, tasks=tasks, extras=extras, curves=curves,
+        config=json.dumps(results["tokenizer"]["config"], indent=1), generated=generated,
+        protocol=_protocol_text(results), recognizers=recognizers(results), settings=task_settings(results),
+        entry_checks=checks(entry.status, entry.reasons, entry.checkpoint_sha256))
 
 
 def render_tokbench(entries: list[Entry], site: Site = SERVER_SITE, generated: str | None = None) -> str:
-    """The TokBench-form page: T-ACC / T-NED / F-Sim per size bucket, one row per entry that has any."""
-    columns = tokbench_columns(entries)
+    """The TokBench-form page: T-ACC / T-NED (percent) / F-Sim per size bucket, one table per
+    setting (`tokbench.leaderboard.tokbench_view.tokbench_tables`), the recognizer of each row."""
+    columns, tables = tokbench_tables(entries)
     groups = [(g, sum(1 for c in columns if c.group == g)) for g in dict.fromkeys(c.group for c in columns)]
     return environment().get_template("tokbench.html").render(
-        site=site, columns=columns, groups=groups, rows=tokbench_rows(entries, columns), total=len(entries),
-        generated=generated)
+        site=site, columns=columns, groups=groups, tables=tables, total=len(entries), generated=generated,
+        shown=sum(len(t.rows) for t in tables), recognizer_of=recognizer_of)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import secrets
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ from sqlalchemy import and_, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from tokbench.comparability import Setting, protocol_name, recognizer, task_settings
 from tokbench.metrics.registry import get_metric, is_registered
 from tokbench.leaderboard.models import api_tokens, metric_values, submissions
+from tokbench.leaderboard.models import task_settings as task_settings_table
 from tokbench.leaderboard.query import SORT_COLUMNS, EntryQuery
 from tokbench.leaderboard.validation import Candidate, Problem, Refused
 
@@ -83,6 +85,9 @@ class Entry:
     submitted_by: str
     # task -> metric -> {"mean", "ci95": [lo, hi], "n", "higher_is_better"}
     metrics: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    protocol: str | None = None  # the protocol preset's name; None: none
+    # task -> {"suite", "resolution", "recognizer"}: what the task was scored on (see `setting`)
+    settings: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -90,8 +95,17 @@ class Entry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Entry":
-        """The inverse of :meth:`to_dict` (used by clients of the JSON API)."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """The inverse of :meth:`to_dict` (used by clients of the JSON API); fields a server
+        older than this client does not send keep their defaults."""
+        required = {k for k, f in cls.__dataclass_fields__.items() if f.default is f.default_factory is MISSING}
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in required or k in data})
+
+    def setting(self, task: str) -> Setting | None:
+        """The (suite, protocol, resolution) ``task`` was scored under; None if it was not run."""
+        recorded = self.settings.get(task)
+        if recorded is None:
+            return None
+        return Setting(recorded["suite"], self.protocol, recorded.get("resolution"))
 
 
 def engine_for(url: str) -> Engine:
@@ -221,16 +235,20 @@ class Store:
                    tokens_per_image=tok["tokens_per_image"], bits_per_image=tok["bits_per_image"],
                    tokbench_version=res["tokbench"]["version"], duplicate_key=candidate.duplicate_key,
                    results_sha256=hashlib.sha256(candidate.text.encode("utf-8")).hexdigest(),
-                   results_json=candidate.text)
+                   results_json=candidate.text, protocol=protocol_name(res))
         # The direction is the registry's, never the submitter's (validation refused unknown names).
         metrics = [dict(task=task, metric=name, mean=m["mean"], ci_low=m["ci95"][0], ci_high=m["ci95"][1], n=m["n"],
                         higher_is_better=get_metric(name).higher_is_better)
                    for task, block in res["tasks"].items() for name, m in block["metrics"].items()]
+        settings = [dict(task=task, suite=setting.suite, resolution=setting.resolution,
+                         recognizer=recognizer(res["tasks"][task])) for task, setting in task_settings(res).items()]
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
                 entry_id = conn.execute(insert(submissions).values(**row)).inserted_primary_key[0]
                 if metrics:
                     conn.execute(insert(metric_values), [dict(m, submission_id=entry_id) for m in metrics])
+                if settings:
+                    conn.execute(insert(task_settings_table), [dict(t, submission_id=entry_id) for t in settings])
         except IntegrityError:
             existing = self.find_duplicate(candidate.duplicate_key)
             if existing is None:
@@ -322,7 +340,7 @@ class Store:
     def _entry_columns():
         s = submissions.c
         return (s.id, s.created, s.status, s.status_reasons, s.tokenizer_name, s.family, s.kind, s.checkpoint_sha256,
-                s.parameters, s.tokens_per_image, s.bits_per_image, s.tokbench_version,
+                s.parameters, s.tokens_per_image, s.bits_per_image, s.tokbench_version, s.protocol,
                 api_tokens.c.name.label("submitted_by"))
 
     def _entries(self, stmt) -> list[Entry]:  # noqa: ANN001
@@ -330,13 +348,19 @@ class Store:
             rows = conn.execute(stmt).all()
             ids = [r.id for r in rows]
             metrics: dict[int, dict[str, dict[str, Any]]] = {i: {} for i in ids}
+            settings: dict[int, dict[str, dict[str, str | None]]] = {i: {} for i in ids}
             if ids:
                 mv = metric_values.c
                 for m in conn.execute(select(metric_values).where(mv.submission_id.in_(ids)).order_by(mv.id)):
                     metrics[m.submission_id].setdefault(m.task, {})[m.metric] = {
                         "mean": m.mean, "ci95": [m.ci_low, m.ci_high], "n": m.n, "higher_is_better": _direction(m.metric, m.higher_is_better)}
+                ts = task_settings_table.c
+                for t in conn.execute(select(task_settings_table).where(ts.submission_id.in_(ids)).order_by(ts.id)):
+                    settings[t.submission_id][t.task] = {"suite": t.suite, "resolution": t.resolution,
+                                                         "recognizer": t.recognizer}
         return [Entry(id=r.id, created=_iso(r.created), status=r.status, reasons=json.loads(r.status_reasons),
                       tokenizer=r.tokenizer_name, family=r.family, kind=r.kind, checkpoint_sha256=r.checkpoint_sha256,
                       parameters=r.parameters, tokens_per_image=r.tokens_per_image, bits_per_image=r.bits_per_image,
-                      tokbench_version=r.tokbench_version, submitted_by=r.submitted_by, metrics=metrics[r.id])
+                      tokbench_version=r.tokbench_version, submitted_by=r.submitted_by, metrics=metrics[r.id],
+                      protocol=r.protocol, settings=settings[r.id])
                 for r in rows]

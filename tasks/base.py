@@ -7,6 +7,8 @@ A task is one class in one module, found through the entry-point group ``tokbenc
 * ``metrics``: the metrics it reports, in display order -- names of registered metrics
   (`tokbench.metrics.catalog`) or `Metric` declarations of its own (a plug-in's new metrics);
 * ``primary``: the metric its comparison grid ranks images by;
+* ``headline``: the metrics a leaderboard's compact table shows first, in order (the first
+  three an entry of the table reports; the others are on the entry's page);
 * ``scoring``: ``"per_image"`` (the runner reconstructs every image and calls `score` on
   batches of (original, reconstruction) pairs, caches the rows, then calls `aggregate`) or
   ``"dataset"`` (the runner calls `run_dataset` once, after the per-image tasks, as the
@@ -101,6 +103,7 @@ class Task:
     default_suite = "photos"
     metrics: tuple[str | Metric, ...] = ()
     primary = "psnr"
+    headline: tuple[str, ...] = ()
     scoring = "per_image"
 
     @classmethod
@@ -159,7 +162,8 @@ class Task:
     def plots(cls, runs: list[dict], plot_dir: Path, new_figure: Callable) -> dict[str, str]:
         """Report plots over one or more runs: ``title -> file name`` written into ``plot_dir``.
 
-        ``new_figure()`` returns a matplotlib ``(fig, ax)`` on the non-interactive backend.
+        ``new_figure(figsize=(w, h))`` returns a matplotlib ``(fig, ax)`` on the non-interactive
+        backend (figsize in inches, optional).
         """
         return {}
 

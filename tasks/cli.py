@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
-
-import pandas as pd
 
 
 DEFAULT_TASKS = ("reconstruction", "detail", "text")
@@ -24,7 +23,7 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from tokbench.tasks.report import summary_frame
+    from tokbench.tasks.report import summary_text
     from tokbench.tasks.runner import EvalConfig, run_eval
 
     from tokbench.distributed import init_from_environment
@@ -45,7 +44,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
                      resolution=resolution or DEFAULT_RESOLUTION, batch_size=args.batch_size, device=device,
                      skip_metrics=skip_metrics, weights_dir=args.weights_dir, limit=args.limit,
                      fid_min_images=args.fid_min_images, task_options=task_options, protocol=args.protocol,
-                     preprocessing=preprocessing,
+                     preprocessing=preprocessing, strict_metrics=args.strict_metrics,
                      workers=args.workers if args.workers is not None else min(4, os.cpu_count() or 1))
     results = run_eval(cfg)
     if results is None:
@@ -53,17 +52,20 @@ def run_eval_command(args: argparse.Namespace) -> int:
     for task, block in results["tasks"].items():
         for skipped in block["skipped"]:
             print(f"skipped {skipped['file']}: {skipped['reason']}")
-    print(summary_frame([results]).to_string())
+    print(summary_text([results]))
     print(f"wrote {cfg.out / 'results.json'}, per_image.csv, report.md, report.html, grids/")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from tokbench.comparability import comparability_warnings
     from tokbench.results import read_results
-    from tokbench.tasks.report import summary_frame, write_report
+    from tokbench.tasks.report import summary_text, write_report
 
     runs = [read_results(Path(d) / "results.json" if Path(d).is_dir() else Path(d)) for d in args.runs]
-    print(summary_frame(runs).to_string())
+    for warning in comparability_warnings(runs, [str(d) for d in args.runs]):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(summary_text(runs))
     if args.out:
         write_report(Path(args.out), runs)
         print(f"wrote {Path(args.out) / 'report.md'} and report.html")
@@ -96,8 +98,17 @@ def run_weights(args: argparse.Namespace) -> int:
     rows = [{"metric": m, "file": str(weights.weight_path(m, args.weights_dir)),
              "present": weights.weight_path(m, args.weights_dir).is_file(), "what": spec.purpose}
             for m, spec in weights.WEIGHT_FILES.items()]
+    import pandas as pd
+
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
+
+
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    from tokbench.task_registry import load_all_tasks
+
+    for task in load_all_tasks().values():
+        task.add_arguments(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -120,14 +131,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default="runs/eval", help="output folder; rerunning with the same folder resumes")
     p.add_argument("--skip-metric", default="", help="run without these weight-needing metrics: lpips,rfid (fid = rfid) or a plug-in's")
+    p.add_argument("--strict-metrics", action="store_true",
+                   help="refuse to run when a metric's pretrained weights are missing (default: skip that metric, "
+                        "naming it with the reason in the terminal, results.json and the report)")
     p.add_argument("--weights-dir", help="folder holding LPIPS/Inception weights (default: the torch hub cache)")
     p.add_argument("--limit", type=int, help="score N images of each dataset, spread evenly over it (quick looks)")
     p.add_argument("--workers", type=int, help="processes decoding images and running OCR (default: min(4, CPUs))")
     p.add_argument("--fid-min-images", type=int, default=1000, help="rFID only over datasets at least this large")
-    from tokbench.task_registry import load_all_tasks
+    from tokbench.cli import defer_arguments
 
-    for task in load_all_tasks().values():  # each task's own options (the generation task's --gen-*)
-        task.add_arguments(p)
+    # Each task's own options (the generation task's --gen-*): loading the tasks imports torch,
+    # so they are added only when `eval` itself is parsed or its help shown.
+    defer_arguments(p, _add_task_arguments)
     p.set_defaults(func=run_eval_command)
 
     p = subparsers.add_parser("compare", help="one table and report across several eval runs")

@@ -8,13 +8,14 @@ from typing import Callable
 import numpy as np
 
 from tokbench.imageio import tensor_to_uint8
-from tokbench.metrics.detail import NUM_BANDS, band_energy_ratios, edge_f1, energy_kept, modulation_ratio, resolved_frequency
-from tokbench.metrics.stats import mean_ci95
+from tokbench.metrics.detail import (MIN_BAND_SHARE, NUM_BANDS, band_energies_per_pixel, band_energy_ratios, edge_f1,
+                                     energy_kept, modulation_ratio, pooled_band_ratios, resolved_frequency)
 from tokbench.tasks.base import IMAGE_QUALITY, MetricContext, Pair, Task, TaskSummary, image_quality_rows, metric_entry
 
 
 class DetailTask(Task):
     name, default_suite, primary = "detail", "detail", "energy_kept"
+    headline = ("energy_kept", "resolved_frequency", "edge_f1", "psnr")
     metrics = (*IMAGE_QUALITY, "energy_kept", "resolved_frequency", "edge_f1")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
@@ -24,6 +25,8 @@ class DetailTask(Task):
             ratios = band_energy_ratios(a, b)
             row["energy_kept"] = energy_kept(ratios)
             row.update({f"band_{i}": (None if not np.isfinite(r) else float(r)) for i, r in enumerate(ratios)})
+            # per-pixel band energies (private: cached as arrays, not in per_image.csv) for the pooled ratios
+            row["_band_orig"], row["_band_rec"] = band_energies_per_pixel(a), band_energies_per_pixel(b)
             row["edge_f1"] = edge_f1(a, b)
             meta = pair.item.meta
             if meta.get("pattern") == "grating":
@@ -43,11 +46,17 @@ class DetailTask(Task):
             summary.extra["modulation_by_orientation"] = {str(k): dict(sorted(v.items())) for k, v in by_orientation.items()}
         else:
             summary.skipped_metrics["resolved_frequency"] = "no grating images in the dataset (built-in detail suite only)"
-        bands = [[r.get(f"band_{i}") for r in rows if r.get(f"band_{i}") is not None] for i in range(NUM_BANDS)]
+        with_bands = [r for r in rows if r.get("_band_orig") is not None and r.get("_band_rec") is not None]
+        pooled = pooled_band_ratios(np.array([r["_band_orig"] for r in with_bands]).reshape(-1, NUM_BANDS),
+                                    np.array([r["_band_rec"] for r in with_bands]).reshape(-1, NUM_BANDS))
         edges = np.linspace(0, 0.5, NUM_BANDS + 1)
         summary.extra["band_energy_ratio"] = [
-            {"band": [float(edges[i]), float(edges[i + 1])], **mean_ci95(vals, (0.0, float("inf")))} for i, vals in enumerate(bands)
-        ]
+            {"band": [float(edges[i]), float(edges[i + 1])], "mean": p["ratio"], "ci95": p["ci95"], "n": p["n"],
+             "excluded": p["excluded"]} for i, p in enumerate(pooled)]
+        summary.extra["band_energy_definition"] = (
+            "per band: reconstructions' energy summed over the images / originals' (per pixel, luma, Hann window); "
+            f"bands where the originals hold < {MIN_BAND_SHARE:.0%} of their energy are excluded "
+            f"({sum(p['excluded'] for p in pooled)} of {NUM_BANDS} here)")
         return summary
 
     @classmethod
@@ -60,9 +69,26 @@ class DetailTask(Task):
             return {}
         fig, ax = new_figure()
         for name, curve in curves:
-            xs = [(b["band"][0] + b["band"][1]) / 2 for b in curve if b["mean"] is not None]
-            ax.plot(xs, [b["mean"] for b in curve if b["mean"] is not None], marker="o", label=name)
-        ax.axhline(1.0, color="gray", lw=0.5), ax.set_xlabel("cycles / pixel"), ax.set_ylabel("energy ratio (rec / orig)")
-        ax.set_title("energy per frequency band"), ax.legend(fontsize=7)
-        fig.tight_layout(), fig.savefig(plot_dir / "band_energy.png", dpi=110)
+            kept = [b for b in curve if b.get("mean") is not None and b["mean"] > 0]
+            xs = [(b["band"][0] + b["band"][1]) / 2 for b in kept]
+            ys = [b["mean"] for b in kept]
+            yerr = [[max(y - (b["ci95"][0] or y), 0) for y, b in zip(ys, kept)],
+                    [max((b["ci95"][1] or y) - y, 0) for y, b in zip(ys, kept)]]
+            excluded = sum(1 for b in curve if b.get("excluded"))
+            label = name + (f" ({excluded} band{'s' * (excluded > 1)} excluded: too little original energy)"
+                            if excluded else "")
+            ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=label)
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, 1, 2 rather than 3x10^-1
+        low, high = ax.get_ylim()
+        # within a decade the minor ticks are the only labels; over several they would overlap
+        ax.yaxis.set_major_formatter(plain), ax.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        ax.set_xlabel("spatial frequency (cycles / pixel)", fontsize=11)
+        ax.set_ylabel("energy ratio, reconstruction / original", fontsize=11)
+        ax.set_title("energy per frequency band (pooled over the suite, 95% CI)", fontsize=12)
+        ax.grid(True, which="both", alpha=0.3), ax.legend(fontsize=9)
+        fig.tight_layout(), fig.savefig(plot_dir / "band_energy.png", dpi=130)
         return {"Energy per frequency band (detail)": "band_energy.png"}

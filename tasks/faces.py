@@ -40,6 +40,7 @@ def mapped_boxes(pair: Pair) -> tuple[list[list[float]], list[list[float]]]:
 
 class FacesTask(Task):
     name, default_suite, primary = "faces", "faces", "face_sim_mean"
+    headline = ("face_sim_mean", "face_sim_small", "face_sim_large")
     metrics = FACE_METRICS
     grid_caption = "original | reconstruction | difference x4 (faces task)"
 

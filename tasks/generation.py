@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tokbench.atomic import atomic_write_text
+from tokbench.generation.image_labels import folder_labels
 from tokbench.generation.presets import build_generator, default_arch
 from tokbench.generation.sample import tile
 from tokbench.generation.sampling import check_sampling
 from tokbench.generation.settings import GenerationSettings
 from tokbench.imageio import resize_center_crop, save_png, to_uint8, uint8_to_tensor
 from tokbench.metrics.fid import fid_from_features
-from tokbench.metrics.networks import load_networks
+from tokbench.metrics.networks import load_networks, missing_weights
 from tokbench.tasks.base import MetricContext, Task, dataset_metric_entry, metric_entry
 from tokbench.tasks.data import BadImageError, Dataset, parse_resolution, subset
+from tokbench.weights import MissingWeightsError
 from tokbench.weights import require as require_weights
 
 # --gen-X option -> GenerationSettings field, type, help
@@ -54,8 +57,9 @@ def settings_for(cfg) -> GenerationSettings:
 
 class GenerationTask(Task):
     name, default_suite, primary = "generation", "photos", "nll_bits_per_image"
+    headline = ("nll_bits_per_image", "gfid", "inception_score", "nll_bits_per_token")
     metrics = ("nll_bits_per_image", "nll_bits_per_token", "nll_fraction_of_raw", "unigram_bits_per_image",
-               "diffusion_loss", "gfid")
+               "diffusion_loss", "ar_probe_top1", "latent_probe_top1", "gfid")
     scoring = "dataset"
     grid_caption = "samples of the AR generator fitted on the tokens, decoded"
 
@@ -80,8 +84,15 @@ class GenerationTask(Task):
             raise ValueError(f"--gen-steps, --gen-crops and --gen-samples must be >= 1, got {s.steps}, "
                              f"{s.crops_per_image} and {s.num_samples}")
         check_sampling(s.temperature, s.top_k, s.top_p, 1.0)
-        if wants_gfid(cfg, s):
-            require_weights(["rfid"], cfg.weights_dir)  # before any work: gFID uses rFID's Inception
+        if wants_gfid(cfg, s):  # before any work: gFID uses rFID's Inception
+            try:
+                require_weights(["rfid"], cfg.weights_dir)
+            except MissingWeightsError:
+                if getattr(cfg, "strict_metrics", True):
+                    raise
+                # the default: gFID is skipped, named with the reason (the runner announces it)
+                cfg.missing_weights["gfid"] = missing_weights(["rfid"], cfg.weights_dir)["rfid"]
+                cfg.skip_metrics = sorted({*cfg.skip_metrics, "gfid"})
         try:
             layout = tokenizer.layout_for(s.image_size, s.image_size)
             arch = default_arch(layout) if s.arch == "auto" else s.arch
@@ -96,22 +107,26 @@ class GenerationTask(Task):
         grids = {self.name: f"grids/{self.name}.png"}
         if cache.is_file() and (cfg.out / grids[self.name]).is_file():
             return json.loads(cache.read_text()), grids
-        images, skipped = [], []
+        images, ids, skipped = [], [], []
         for item in subset(dataset.items, cfg.limit):
             try:
                 images.append(item.pixels())
+                ids.append(item.id)
             except BadImageError as err:
                 skipped.append({"file": item.id, "reason": str(err).splitlines()[0]})
         settings = settings_for(cfg)
-        result = evaluate_generation(tokenizer, images, settings, device=cfg.device)
+        labels, no_labels = class_labels(dataset, ids)
+        result = evaluate_generation(tokenizer, images, settings, device=cfg.device, labels=labels)
         save_png(sample_grid(result.samples_B3HW[:64]), cfg.out / grids[self.name])
         metrics = {name: metric_entry(name, values) for name, values in result.metrics.items()}
-        skipped_metrics = {}
+        skipped_metrics = {name: no_labels or reason for name, reason in result.skipped.items()}
         if settings.num_samples < cfg.fid_min_images:
             skipped_metrics["gfid"] = (f"{settings.num_samples} samples (--gen-samples); gFID needs at least "
                                        f"{cfg.fid_min_images} (--fid-min-images)")
         elif not wants_gfid(cfg, settings):
-            skipped_metrics["gfid"] = "--skip-metric rfid (gFID uses rFID's Inception)"
+            missing = getattr(cfg, "missing_weights", {})
+            skipped_metrics["gfid"] = (missing.get("gfid") or missing.get("rfid")
+                                       or "skipped with --skip-metric (gFID uses rFID's Inception)")
         else:
             features = inception_features(cfg, ctx)
             metrics["gfid"] = dataset_metric_entry("gfid", sample_fid(result.samples_B3HW, images, settings.image_size,
@@ -122,9 +137,25 @@ class GenerationTask(Task):
         return block, grids
 
 
+def class_labels(dataset: Dataset, ids: list[str]) -> tuple[list[int] | None, str | None]:
+    """``(a class per image, None)`` for a labelled folder (ImageFolder layout: the top-level
+    subfolder is the class), else ``(None, why there are no labels)`` for the probes."""
+    if dataset.source != "folder":
+        return None, (f"no class labels: the built-in suite {dataset.name!r} is unlabelled; give --data a folder "
+                      "of class subfolders (DIR/CLASS/IMAGE)")
+    try:
+        labels, classes, _ = folder_labels(Path(dataset.name), ids)
+    except ValueError as err:
+        return None, f"no class labels: {err}"
+    if classes is None:
+        return None, "no class labels: the --data folder is flat (class subfolders DIR/CLASS/IMAGE give them)"
+    return labels.tolist(), None
+
+
 def wants_gfid(cfg, settings: GenerationSettings) -> bool:
     """Whether this run computes gFID: enough samples requested and the metric not skipped."""
-    return settings.num_samples >= cfg.fid_min_images and "rfid" not in cfg.skip_metrics
+    return (settings.num_samples >= cfg.fid_min_images
+            and "rfid" not in cfg.skip_metrics and "gfid" not in cfg.skip_metrics)
 
 
 def inception_features(cfg, ctx: MetricContext):
@@ -132,12 +163,12 @@ def inception_features(cfg, ctx: MetricContext):
     return ctx.networks.get("rfid") or load_networks(["rfid"], [], cfg.weights_dir, cfg.device)["rfid"]
 
 
-def evaluate_generation(tokenizer, images, settings: GenerationSettings, device: str):
+def evaluate_generation(tokenizer, images, settings: GenerationSettings, device: str, labels: list[int] | None = None):
     """`tokbench.generation.evaluate.evaluate_generation`, imported on first use: it brings in
     Lightning, and this module is imported by every `tokbench` command (for its options)."""
     from tokbench.generation.evaluate import evaluate_generation as evaluate
 
-    return evaluate(tokenizer, images, settings, device=device)
+    return evaluate(tokenizer, images, settings, device=device, labels=labels)
 
 
 def sample_grid(samples_B3HW: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ from tokbench.tasks.data import crop_content, prepare
 
 DIFF_GAIN = 4.0  # |difference| is multiplied by this so small errors are visible
 COLUMNS = f"original | reconstruction | difference x{DIFF_GAIN:g}"
-LABEL_HEIGHT = 14
+CAPTION_FONT_PX = 16  # caption text size in the grid PNGs (cap height ~12 px: readable at 100% zoom)
+CAPTION_PAD = 4
 
 
 def pick_worst_median_best(rows: list[dict], metric: str, higher_is_better: bool) -> list[tuple[str, dict]]:
@@ -26,10 +27,28 @@ def pick_worst_median_best(rows: list[dict], metric: str, higher_is_better: bool
     return [("worst", ranked[0]), ("median", ranked[len(ranked) // 2]), ("best", ranked[-1])]
 
 
+def _wrap(text: str, font, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a long word stays whole)."""
+    lines, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}".strip()
+        if current and font.getlength(candidate) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return lines + [current]
+
+
 def _label(text: str, width: int) -> torch.Tensor:
-    """A white strip ``(3, LABEL_HEIGHT, width)`` with ``text`` in black (cut to fit)."""
-    strip = Image.new("RGB", (width, LABEL_HEIGHT), (255, 255, 255))
-    ImageDraw.Draw(strip).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    """A white strip ``(3, h, width)`` with ``text`` in black at ``CAPTION_FONT_PX``, wrapped to fit."""
+    font = ImageFont.load_default(size=CAPTION_FONT_PX)
+    lines = _wrap(text, font, width - 2 * CAPTION_PAD)
+    line_height = CAPTION_FONT_PX + 4
+    strip = Image.new("RGB", (width, line_height * len(lines) + 2 * CAPTION_PAD), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, line in enumerate(lines):
+        draw.text((CAPTION_PAD, CAPTION_PAD + i * line_height), line, fill=(0, 0, 0), font=font)
     return uint8_to_tensor(np.asarray(strip))
 
 

@@ -60,6 +60,7 @@ def _name(k: int) -> str:
 
 class PrefixTask(Task):
     name, default_suite, primary = "prefix", "photos", "prefix_auc_psnr"
+    headline = ("prefix_auc_psnr", "prefix_auc_lpips", "psnr")
     metrics = (*IMAGE_QUALITY, *PREFIX_METRICS)
     grid_caption = "original | reconstruction from all tokens | difference x4"
 

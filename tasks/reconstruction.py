@@ -26,6 +26,7 @@ def _features(fn, images: list[torch.Tensor]) -> list[torch.Tensor]:
 
 class ReconstructionTask(Task):
     name, default_suite, primary = "reconstruction", "photos", "psnr"
+    headline = ("psnr", "ssim", "lpips", "rfid", "ssim_llamagen")
     metrics = (*IMAGE_QUALITY, "ssim_llamagen", "rfid")
 
     def score(self, pairs: list[Pair], ctx: MetricContext) -> list[dict]:
@@ -63,10 +64,16 @@ class ReconstructionTask(Task):
         points = [(name, bits, m) for name, bits, m in points if bits and m]
         if len(points) < 2:
             return {}
-        fig, ax = new_figure()
-        for name, bits, m in points:
-            ax.errorbar(bits, m["mean"], yerr=[[m["mean"] - m["ci95"][0]], [m["ci95"][1] - m["mean"]]], fmt="o")
-            ax.annotate(name, (bits, m["mean"]), fontsize=7)
-        ax.set_xscale("log"), ax.set_xlabel("bits per image"), ax.set_ylabel("PSNR (dB)"), ax.set_title("rate-distortion")
-        fig.tight_layout(), fig.savefig(plot_dir / "rate_distortion.png", dpi=110)
+        # Large, with each run named in a legend beside the axes (a marker and colour per run) rather
+        # than text at the points, where names collide with each other and with the error bars.
+        fig, ax = new_figure(figsize=(10, 6))
+        markers = "osD^vP*Xh<>"
+        for i, (name, bits, m) in enumerate(points):
+            ax.errorbar(bits, m["mean"], yerr=[[m["mean"] - m["ci95"][0]], [m["ci95"][1] - m["mean"]]],
+                        fmt=markers[i % len(markers)], markersize=8, capsize=4, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per image (log scale)", fontsize=12), ax.set_ylabel("PSNR (dB), mean and 95% CI", fontsize=12)
+        ax.set_title("rate-distortion", fontsize=13), ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        fig.tight_layout(), fig.savefig(plot_dir / "rate_distortion.png", dpi=130, bbox_inches="tight")
         return {"Rate-distortion (PSNR vs bits per image)": "rate_distortion.png"}

@@ -1,90 +1,204 @@
 """Human reports (``report.md``, ``report.html``) and the terminal table, for one run or several.
 
-Everything shown comes from the metric registry: display titles and units instead of raw
-keys, the registered direction, values at 4 and intervals at 3 significant digits, and the
-identity bound (the same score with OCR on the original image) as a column beside the value.
+A report opens with the run header (what was measured, on what, how: tokenizer spec and
+checkpoint hash, suites and their fingerprints, resolution policy, protocol, recognizer,
+tokbench version and commit, device, date), then the summary table and one table per task.
+Every number is written by `tokbench.metrics.formatting` from the metric's declaration (titles,
+units, direction arrows, decimals per unit, percentages, "pooled, no interval"); metrics that
+were not computed are listed with the reason. The HTML is a styled page, not a data-frame dump.
 Plots come from the tasks themselves (`Task.plots`).
 """
 from __future__ import annotations
 
 import html
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from tokbench.atomic import atomic_write_text
+from tokbench.metrics.formatting import direction_arrow, format_entry, format_interval, format_number, format_value
 from tokbench.metrics.registry import get_metric, is_registered, metric_label, registration_order
 from tokbench.task_registry import get_task
 
 IDENTITY_COLUMN = "identity (OCR on the original)"
+NOT_COMPUTED = "not computed"
+
+RESOLUTION_POLICY = {"native": "native size (no resize)"}
 
 
-def significant(value: float | None, digits: int = 4) -> str:
-    """``31.84``, ``0.003843``, ``14,336``; ``—`` for none."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+@dataclass
+class Table:
+    """A rectangular table of strings; ``numeric`` columns are right-aligned in HTML and text."""
+
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    numeric: set[int] = field(default_factory=set)
+
+    def markdown(self) -> str:
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|") or " "
+
+        align = ["---:" if i in self.numeric else "---" for i in range(len(self.columns))]
+        lines = ["| " + " | ".join(cell(c) for c in self.columns) + " |", "| " + " | ".join(align) + " |"]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def html(self, css_class: str = "metrics") -> str:
+        def th(i: int, text: str) -> str:
+            return f'<th class="{"num" if i in self.numeric else ""}">{html.escape(text)}</th>'
+
+        head = "<tr>" + "".join(th(i, c) for i, c in enumerate(self.columns)) + "</tr>"
+        body = "".join("<tr>" + "".join(f'<td class="{"num" if i in self.numeric else ""}">{html.escape(v)}</td>'
+                                        for i, v in enumerate(row)) + "</tr>" for row in self.rows)
+        return f'<table class="{css_class}"><thead>{head}</thead><tbody>{body}</tbody></table>'
+
+    def text(self) -> str:
+        widths = [max([len(c)] + [len(r[i]) for r in self.rows]) for i, c in enumerate(self.columns)]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.rjust(w) if i in self.numeric else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        return "\n".join([line(self.columns), line(["-" * w for w in widths])] + [line(r) for r in self.rows])
+
+
+# -- the run header ----------------------------------------------------------------------
+def _resolution_policy(resolution: str | None) -> str:
+    if not resolution:
         return "—"
-    if value != 0 and abs(value) >= 10**digits:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    if resolution in RESOLUTION_POLICY:
+        return RESOLUTION_POLICY[resolution]
+    if resolution.startswith("letterbox:"):
+        n = resolution.split(":", 1)[1]
+        return f"letterbox {n} (padded to a square, scaled to {n}x{n}, restored after)"
+    return f"{resolution} (shorter side resized to {resolution}, center crop {resolution}x{resolution})"
 
 
-def format_entry(entry: dict | None) -> str:
-    """``mean [low, high]``: the mean at 4, the interval at 3 significant digits."""
-    if not entry or entry.get("mean") is None:
-        return ""
-    lo, hi = entry["ci95"]
-    if lo == hi == entry["mean"]:
-        return significant(entry["mean"])
-    return f"{significant(entry['mean'])} [{significant(lo, 3)}, {significant(hi, 3)}]"
+def _recognizer(run: dict) -> str:
+    found = []
+    for task, block in run["tasks"].items():
+        protocol = (block.get("extra") or {}).get("protocol")
+        if isinstance(protocol, dict) and protocol.get("ocr"):
+            rule = protocol.get("text_protocol")
+            found.append(f"{protocol['ocr']}" + (f" ({rule} word rules)" if rule else ""))
+    return "; ".join(dict.fromkeys(found)) or "— (no text task)"
 
 
-def _rate_rows(run: dict) -> dict[str, str]:
+def _protocol(run: dict) -> str:
+    protocol = run.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("name"):
+        return str(protocol["name"])
+    return "none (tokbench's own settings)"
+
+
+def header_fields(run: dict) -> dict[str, str]:
+    """The run header: what was measured, on what, and how (one line each)."""
     tok = run["tokenizer"]
-    where = f" @ {tok['rate_resolution']}" if tok.get("rate_resolution") else ""
-    return {f"bits / image{where}": significant(tok["bits_per_image"], 6),
-            # codecs have no fixed token count: their size is the coded bytes
-            f"tokens / image{where}": "variable" if tok["tokens_per_image"] is None else significant(tok["tokens_per_image"], 6)}
+    sha = tok.get("checkpoint_sha256")
+    datasets = "; ".join(f"{d.get('name', '?')} ({d.get('source', '?')}, {format_number(d.get('num_images'), 6)} images, "
+                         f"fingerprint {str(d.get('fingerprint', ''))[:12]})" for d in run.get("datasets", []))
+    resolutions = dict.fromkeys(d.get("resolution") for d in run.get("datasets", []))
+    commit = (run.get("tokbench") or {}).get("git_commit")
+    hw = run.get("hardware") or {}
+    device = hw.get("device", "—") + (f" ({hw['gpu']})" if hw.get("gpu") else "")
+    return {
+        "tokenizer": f"{tok['name']} ({tok.get('family', '?')}, {tok.get('kind', '?')}, "
+                     f"{format_number(tok.get('parameters'), 6)} parameters)",
+        "checkpoint SHA-256": sha[:16] + "…" if sha else "none (no weights file)",
+        "suites": datasets or "—",
+        "resolution": "; ".join(_resolution_policy(r) for r in resolutions) or "—",
+        "protocol": _protocol(run),
+        "recognizer": _recognizer(run),
+        "tokbench": f"{(run.get('tokbench') or {}).get('version', '?')}"
+                    + (f" (commit {commit[:10]})" if commit else " (commit unknown)"),
+        "device": device,
+        "date": run.get("created", "—"),
+    }
 
 
-def summary_frame(runs: list[dict]) -> pd.DataFrame:
-    """One row per task and metric, one column per run (``mean [95% CI]``), the rate on top,
-    and an identity column where a task reports identity bounds."""
-    columns: dict[str, dict[str, str]] = {}
-    identity: dict[str, str] = {}
-    order: list[str] = []
+def _run_labels(runs: list[dict]) -> list[str]:
+    labels = []
     for i, run in enumerate(runs):
         name = run["tokenizer"]["name"]
-        label = name if name not in columns else f"{name} #{i + 1}"
-        col = dict(_rate_rows(run))
-        order += [k for k in col if k not in order]
+        labels.append(name if name not in labels else f"{name} #{i + 1}")
+    return labels
+
+
+def header_table(runs: list[dict]) -> Table:
+    fields = [header_fields(r) for r in runs]
+    table = Table(["", *_run_labels(runs)])
+    for key in fields[0]:
+        table.rows.append([key, *[f[key] for f in fields]])
+    return table
+
+
+# -- the summary and task tables ---------------------------------------------------------
+def _rate_cells(run: dict) -> dict[str, str]:
+    tok = run["tokenizer"]
+    where = f" @ {tok['rate_resolution']}" if tok.get("rate_resolution") else ""
+    bits = tok.get("bits_per_image")
+    return {f"bits / image{where}": f"{bits:,.0f}" if bits is not None else "— (continuous)",
+            # codecs have no fixed token count: their size is the coded bytes
+            f"tokens / image{where}": "variable" if tok.get("tokens_per_image") is None
+            else f"{tok['tokens_per_image']:,.0f}"}
+
+
+def summary_table(runs: list[dict]) -> tuple[Table, list[str]]:
+    """One row per task and metric (title, unit and ↑/↓), one column per run (value [95% CI]),
+    the rate on top, an identity column where a task reports identity bounds; and the notes
+    naming each metric that was not computed and why."""
+    cells: dict[str, dict[int, str]] = {}
+    identity: dict[str, str] = {}
+    reasons: dict[str, list[str]] = {}  # one note per reason, naming every metric it applies to
+    labels = _run_labels(runs)
+    computed = {m for run in runs for block in run["tasks"].values() for m in block["metrics"]}
+    for i, run in enumerate(runs):
+        for key, value in _rate_cells(run).items():
+            cells.setdefault(key, {})[i] = value
         for task, block in run["tasks"].items():
-            bound = block.get("extra", {}).get("identity_upper_bound", {})
-            for metric in registration_order(block["metrics"]):
-                key = f"{task}: {metric_label(metric)}"
-                col[key] = format_entry(block["metrics"][metric])
-                identity.setdefault(key, format_entry(bound.get(metric)))
-                if key not in order:
-                    order.append(key)
-        columns[label] = col
-    frame = pd.DataFrame({label: [col.get(k, "") for k in order] for label, col in columns.items()}, index=order)
-    if any(identity.values()):
-        frame[IDENTITY_COLUMN] = [identity.get(k, "") for k in order]
-    frame.index.name = "metric"
-    return frame
+            bound = (block.get("extra") or {}).get("identity_upper_bound", {})
+            skipped = block.get("skipped_metrics", {})
+            for metric in registration_order([*block["metrics"], *skipped]):
+                entry = block["metrics"].get(metric)
+                key = f"{task}: {metric_label(metric)} {direction_arrow(metric, (entry or {}).get('higher_is_better'))}"
+                if entry is None:
+                    where = f"{task}: {metric_label(metric)}" + (f" ({labels[i]})" if len(runs) > 1 else "")
+                    reasons.setdefault(skipped[metric], []).append(where)
+                    # a row where another run has the value, or where weights would compute it
+                    if metric in computed or (is_registered(metric) and get_metric(metric).weights):
+                        cells.setdefault(key, {})[i] = NOT_COMPUTED
+                    continue
+                cells.setdefault(key, {})[i] = format_entry(metric, entry)
+                if bound.get(metric):
+                    identity.setdefault(key, format_entry(metric, bound[metric]))
+    notes = [f"{NOT_COMPUTED}: {', '.join(where)} — {reason}" for reason, where in reasons.items()]
+    columns = ["metric", *labels] + ([IDENTITY_COLUMN] if identity else [])
+    table = Table(columns, numeric=set(range(1, len(columns))))
+    for key, by_run in cells.items():
+        table.rows.append([key, *[by_run.get(i, "") for i in range(len(runs))]]
+                          + ([identity.get(key, "")] if identity else []))
+    return table, notes
 
 
-def task_frame(block: dict) -> pd.DataFrame:
-    """A task's metrics: title, value with interval, identity bound, n, direction (from the registry)."""
-    bound = block.get("extra", {}).get("identity_upper_bound", {})
-    rows = []
+def summary_text(runs: list[dict]) -> str:
+    """The terminal table: the summary and, below it, every metric that was not computed and why."""
+    table, notes = summary_table(runs)
+    return "\n".join([table.text(), *notes])
+
+
+def task_table(block: dict) -> Table:
+    """A task's metrics: title, ↑/↓, value, 95% CI (or pooled), identity bound, n."""
+    bound = (block.get("extra") or {}).get("identity_upper_bound", {})
+    columns = ["metric", "↑↓", "value", "95% CI"] + ([IDENTITY_COLUMN] if bound else []) + ["n"]
+    table = Table(columns, numeric={2, 3, len(columns) - 1} | ({4} if bound else set()))
     for name in registration_order(block["metrics"]):
         entry = block["metrics"][name]
-        higher = get_metric(name).higher_is_better if is_registered(name) else entry["higher_is_better"]
-        rows.append({"metric": metric_label(name), "mean [95% CI]": format_entry(entry),
-                     **({IDENTITY_COLUMN: format_entry(bound.get(name))} if bound else {}),
-                     "n": entry["n"], "better": "higher" if higher else "lower"})
-    return pd.DataFrame(rows)
+        row = [metric_label(name), direction_arrow(name, entry.get("higher_is_better")),
+               format_value(name, entry["mean"]), format_interval(name, entry)]
+        if bound:
+            row.append(format_entry(name, bound.get(name)))
+        row.append(f"{entry['n']:,}")
+        table.rows.append(row)
+    return table
 
 
 def _plots(out: Path, runs: list[dict]) -> dict[str, str]:
@@ -94,8 +208,8 @@ def _plots(out: Path, runs: list[dict]) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def new_figure():
-        return plt.subplots(figsize=(5, 3.5))
+    def new_figure(figsize: tuple[float, float] = (6.4, 4.2)):
+        return plt.subplots(figsize=figsize)
 
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -113,16 +227,17 @@ def _plots(out: Path, runs: list[dict]) -> dict[str, str]:
 def _single_run_sections(run: dict, grids: dict[str, dict]) -> tuple[list[str], list[str]]:
     md, body = [], []
     for task, block in run["tasks"].items():
-        title = f"{task} — {block['dataset']} ({block['num_images']} images)"
-        frame = task_frame(block)
-        md += [f"## {title}", "", frame.to_markdown(index=False), ""]
-        body += [f"<h2>{html.escape(title)}</h2>", frame.to_html(index=False, escape=True)]
+        title = f"{task} — {block['dataset']} ({block['num_images']:,} images)"
+        table = task_table(block)
+        md += [f"## {title}", "", table.markdown(), ""]
+        body += [f"<h2>{html.escape(title)}</h2>", table.html()]
         for metric, reason in block["skipped_metrics"].items():
-            md.append(f"- {metric_label(metric)} not reported: {reason}")
-            body.append(f"<p>{html.escape(metric_label(metric))} not reported: {html.escape(reason)}</p>")
+            md.append(f"- {metric_label(metric)} {NOT_COMPUTED}: {reason}")
+            body.append(f'<p class="note">{html.escape(metric_label(metric))} {NOT_COMPUTED}: {html.escape(reason)}</p>')
         for skipped in block["skipped"]:
             md.append(f"- skipped file `{skipped['file']}`: {skipped['reason']}")
-            body.append(f"<p>skipped file <code>{html.escape(skipped['file'])}</code>: {html.escape(skipped['reason'])}</p>")
+            body.append(f'<p class="note">skipped file <code>{html.escape(skipped["file"])}</code>: '
+                        f"{html.escape(skipped['reason'])}</p>")
         if task in grids:
             grid = grids[task]
             md += ["", f"![{grid['caption']}]({grid['path']})", "", f"*{grid['caption']}*", ""]
@@ -131,14 +246,31 @@ def _single_run_sections(run: dict, grids: dict[str, dict]) -> tuple[list[str], 
     return md, body
 
 
+STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px}
+th,td{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
+thead th{background:#f3f5f8;border-bottom:2px solid #c9d0da}
+tbody tr:nth-child(even){background:#fafbfc} td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+table.header td:first-child{font-weight:600;white-space:nowrap;color:#444}
+p.note{color:#8a4b00;margin:.2em 0;font-size:13px} figure{margin:1em 0} img{max-width:100%}
+figcaption{font-size:13px;color:#555}
+"""
+
+
 def write_report(out: Path, runs: list[dict], grids: dict[str, dict] | None = None) -> None:
-    """Write ``report.md`` and ``report.html`` (tables, plots, captioned grids) into ``out``."""
+    """Write ``report.md`` and ``report.html`` (header, tables, plots, captioned grids) into ``out``."""
     out = Path(out)
     plots = _plots(out, runs)
-    md, body = ["# tokbench report", ""], ["<h1>tokbench report</h1>"]
-    summary = summary_frame(runs)
-    md += ["## Summary", "", "mean [95% confidence interval]", "", summary.to_markdown(), ""]
-    body += ["<h2>Summary</h2>", summary.to_html(escape=True)]
+    header = header_table(runs)
+    summary, notes = summary_table(runs)
+    legend = "value [95% confidence interval]; ↑ higher is better, ↓ lower is better"
+    md = ["# tokbench report", "", header.markdown(), "", "## Summary", "", legend, "", summary.markdown(), ""]
+    md += [f"- {n}" for n in notes] + ([""] if notes else [])
+    body = ["<h1>tokbench report</h1>", header.html("header"), "<h2>Summary</h2>", f"<p>{html.escape(legend)}</p>",
+            summary.html()]
+    body += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
     if len(runs) == 1:
         sections_md, sections_html = _single_run_sections(runs[0], grids or {})
         md += sections_md
@@ -148,7 +280,5 @@ def write_report(out: Path, runs: list[dict], grids: dict[str, dict] | None = No
         body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(path)}" alt="{html.escape(title)}">']
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>tokbench report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+            f"<style>{STYLE}</style></head><body>" + "\n".join(body) + "</body></html>\n")
     atomic_write_text(out / "report.html", page)

@@ -13,6 +13,7 @@ in dataset order, so results do not depend on the number of ranks.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 import tokbench
-from tokbench.metrics.networks import canonical_skips, load_networks
+from tokbench.metrics.networks import canonical_skips, load_networks, missing_weights
 from tokbench.protocol import PREPROCESSINGS
 from tokbench.protocol_registry import get_protocol
 from tokbench.task_registry import get_task
@@ -54,6 +55,10 @@ class EvalConfig:
     preprocessing: str = "default"  # resampling: tokbench's, or a reference pipeline's (adm, var)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     stop_after: int | None = None  # test hook: raise Interrupted after this many new images
+    # False (the default): metrics whose pretrained weights are missing are skipped, each named with
+    # the reason and remedy; True: refuse to run without them (`--strict-metrics`).
+    strict_metrics: bool = False
+    missing_weights: dict[str, str] = field(default_factory=dict)  # set by validate_config: skipped metric -> why
 
     def task_classes(self) -> list[type[Task]]:
         return [get_task(name) for name in self.tasks]
@@ -85,6 +90,7 @@ def validate_config(cfg: EvalConfig) -> None:
         raise ValueError("--tasks is empty; name at least one task")
     cfg.task_classes()  # an unknown task name fails here, listing the available ones
     cfg.skip_metrics = canonical_skips(cfg.skip_metrics)
+    resolve_missing_weights(cfg)
     parse_resolution(cfg.resolution)
     for name, value, minimum in (("--batch-size", cfg.batch_size, 1), ("--limit", cfg.limit, 1),
                                  ("--workers", cfg.workers, 0)):
@@ -97,6 +103,28 @@ def validate_config(cfg: EvalConfig) -> None:
     check_device(cfg.device)
     if cfg.protocol is not None:
         get_protocol(cfg.protocol).check(cfg)  # the preset's settings, metrics and weights, before any work
+
+
+def resolve_missing_weights(cfg: EvalConfig) -> None:
+    """Skip the requested tasks' metrics whose weights are missing (or refuse, with ``strict_metrics``).
+
+    The skipped metrics join ``cfg.skip_metrics`` (so every task and the resume pin see them) and
+    ``cfg.missing_weights`` keeps why, for the start-up message, results.json and the report.
+    """
+    if cfg.strict_metrics or cfg.protocol is not None:
+        # the networks' loader (or the preset's check: a preset needs its metrics) refuses, naming every
+        # missing file, after the cheaper checks
+        return
+    wanted = [m for task in cfg.task_classes() for m in task.metric_names() if m not in cfg.skip_metrics]
+    missing = missing_weights(wanted, cfg.weights_dir)
+    cfg.missing_weights = {**cfg.missing_weights, **missing}
+    cfg.skip_metrics = sorted(set(cfg.skip_metrics) | set(missing))
+
+
+def announce_skipped_metrics(cfg: EvalConfig) -> None:
+    """One stderr line per metric skipped for missing weights, before any work."""
+    for metric, reason in cfg.missing_weights.items():
+        print(f"tokbench: skipping {metric}: {reason} (--strict-metrics refuses instead)", file=sys.stderr)
 
 
 def check_device(device: str) -> None:
@@ -117,7 +145,8 @@ def build_metric_context(cfg: EvalConfig) -> MetricContext:
     networks = load_networks([m for t in per_image for m in t.metric_names()], cfg.skip_metrics, cfg.weights_dir,
                              cfg.device)
     unreported = get_protocol(cfg.protocol).unreported_weighted() if cfg.protocol else []
-    skipped = {m: f"not part of protocol {cfg.protocol}" if m in unreported else "skipped with --skip-metric"
+    skipped = {m: cfg.missing_weights.get(m) or (f"not part of protocol {cfg.protocol}" if m in unreported
+                                                 else "skipped with --skip-metric")
                for m in cfg.skip_metrics}
     return MetricContext(networks=networks, skipped=skipped,
                          device=cfg.device, fid_min_images=cfg.fid_min_images, workers=cfg.workers,
@@ -174,7 +203,9 @@ def run_eval(cfg: EvalConfig, ctx: MetricContext | None = None) -> dict | None:
     tasks = [cls() for cls in cfg.task_classes()]
     tokenizer = tokbench.load(cfg.tokenizer).to(cfg.device).eval()
     for task in tasks:
-        task.check_applicable(tokenizer, cfg)
+        task.check_applicable(tokenizer, cfg)  # may skip a metric whose weights are missing, too
+    if rank == 0:
+        announce_skipped_metrics(cfg)
     per_image = [t for t in tasks if t.scoring == "per_image"]
     own_ctx = ctx is None
     if own_ctx:

@@ -223,6 +223,8 @@ IDENTITY_METRICS = ("cer_gt", "wer_gt", *OWN_WORD_METRICS)
 
 class TextTask(Task):
     name, default_suite, primary = "text", "text", "cer_gt"
+    # TokBench's protocol reports no page CER: its entries lead with T-ACC / T-NED instead
+    headline = ("cer_gt", "wer_gt", "word_acc_all", "tacc_mean", "tned_mean", "psnr")
     metrics = (*IMAGE_QUALITY, *PAGE_METRICS, *OWN_WORD_METRICS, *TOKBENCH_METRICS)
 
     @classmethod
@@ -365,8 +367,16 @@ class TextTask(Task):
             return {}
         fig, ax = new_figure()
         for name, by_size in curves:
-            ax.plot([float(k) for k in by_size], [v["mean"] for v in by_size.values()], marker="o", label=name)
-        ax.set_xlabel("font size (px)"), ax.set_ylabel("CER vs ground truth"), ax.set_title("CER by font size")
-        ax.legend(fontsize=7)
-        fig.tight_layout(), fig.savefig(plot_dir / "cer_by_font_size.png", dpi=110)
+            points = [(float(k), v) for k, v in by_size.items() if v.get("mean") is not None]
+            xs, ys = [x for x, _ in points], [v["mean"] for _, v in points]
+            lo = [max(v["mean"] - (v["ci95"][0] if v["ci95"][0] is not None else v["mean"]), 0) for _, v in points]
+            hi = [max((v["ci95"][1] if v["ci95"][1] is not None else v["mean"]) - v["mean"], 0) for _, v in points]
+            line = ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
+            for x, y, (_, v) in zip(xs, ys, points):  # n under each point
+                ax.annotate(f"n={v['n']}", (x, y), textcoords="offset points", xytext=(6, 6), ha="left",
+                            fontsize=8, color=line[0].get_color())
+        ax.set_xlabel("font size (px)", fontsize=11), ax.set_ylabel("CER vs ground truth (mean, 95% CI)", fontsize=11)
+        ax.set_title("CER by font size (n = images per size)", fontsize=12)
+        ax.grid(True, alpha=0.3), ax.legend(fontsize=9)
+        fig.tight_layout(), fig.savefig(plot_dir / "cer_by_font_size.png", dpi=130)
         return {"CER by font size (text)": "cer_by_font_size.png"}

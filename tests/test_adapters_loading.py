@@ -21,11 +21,12 @@ VAR = FIXTURES / "var-vqvae-ch32v512z32/checkpoint/vae_ch32v512z32.pth"
 TAMING = FIXTURES / "taming-vqgan-f16-256/checkpoint/ckpts/last.ckpt"
 SD = FIXTURES / "sd-vae-kl-f8/checkpoint"
 TITOK = FIXTURES / "titok-t8/checkpoint"
+OPEN_MAGVIT2 = FIXTURES / "open-magvit2-lfq/checkpoint/imagenet_256_L.ckpt"
 INPUTS = FIXTURES / "llamagen-vq16/expected/inputs.npy"
 
 CONVERT = [
     ("llamagen-vq16", LLAMAGEN), ("var-vqvae", VAR), ("taming-vqgan-f16-16384", TAMING),
-    ("sd-vae-kl-f8", SD / "diffusers/vae"), ("titok-s128", TITOK),
+    ("sd-vae-kl-f8", SD / "diffusers/vae"), ("titok-s128", TITOK), ("open-magvit2-lfq", OPEN_MAGVIT2),
 ]
 
 
@@ -46,7 +47,8 @@ def test_convert_gives_a_plain_checkpoint_with_identical_reconstructions(tmp_pat
 @pytest.mark.parametrize("path,name", [
     (LLAMAGEN, "llamagen-vq16"), (VAR, "var-vqvae"), (SD / "diffusers/vae", "sd-vae-kl-f8"),
     (SD / "ldm/vae-ft-mse-840000-ema-pruned.ckpt", "sd-vae-kl-f8"), (SD / "ldm/sd-v1-style.ckpt", "sd-vae-kl-f8"),
-], ids=["llamagen", "var", "sd-diffusers", "sd-ldm", "sd-full"])
+    (OPEN_MAGVIT2, "open-magvit2-lfq"),
+], ids=["llamagen", "var", "sd-diffusers", "sd-ldm", "sd-full", "open-magvit2"])
 def test_a_released_file_is_recognised_from_its_keys(path, name):
     assert tokbench.load(path).upstream["name"] == name
 
@@ -70,7 +72,8 @@ def test_the_spec_spelling_and_the_keyword_agree():
 
 @pytest.mark.parametrize("name,weights", [
     ("llamagen-vq16", VAR), ("var-vqvae", LLAMAGEN), ("sd-vae-kl-f8", VAR), ("taming-vqgan-f16-16384", SD / "ldm/vae-ft-mse-840000-ema-pruned.ckpt"),
-], ids=["var-as-llamagen", "llamagen-as-var", "var-as-sd", "sd-as-taming"])
+    ("open-magvit2-lfq", TAMING),
+], ids=["var-as-llamagen", "llamagen-as-var", "var-as-sd", "sd-as-taming", "taming-as-open-magvit2"])
 def test_a_wrong_file_for_a_name_is_one_line_listing_the_keys(name, weights):
     with pytest.raises(CheckpointError) as err:
         tokbench.load(name, weights=str(weights))

@@ -31,6 +31,7 @@ DISCRETE = [
     ("taming", "taming-vqgan-f16-16384", "taming-vqgan-f16-256/checkpoint/ckpts/last.ckpt",
      "taming-vqgan-f16-256/expected"),
     ("titok", "titok-s128", "titok-t8/checkpoint", "titok-t8/expected"),
+    ("open-magvit2", "open-magvit2-lfq", "open-magvit2-lfq/checkpoint/imagenet_256_L.ckpt", "open-magvit2-lfq/expected"),
 ]
 CONTINUOUS = [
     ("sd-diffusers", "sd-vae-kl-f8", "sd-vae-kl-f8/checkpoint/diffusers/vae", ""),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokbench import registry
-from tokbench.tokenizers.public import llamagen, taming, titok, var
+from tokbench.tokenizers.public import llamagen, open_magvit2, taming, titok, var
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap
 
 
@@ -45,6 +45,8 @@ CASES = {
     "titok-l32": (692, 641_054_735, 32),
     "taming-vqgan-f16-16384": (392, 91_454_156, 256),
     "sd-vae-kl-f8": (248, 83_653_863, 32 * 32),
+    # the generator alone (the file adds an EMA shadow of it and the loss modules, both ignored)
+    "open-magvit2-lfq": (339, 115_127_829, 256),
 }
 
 
@@ -58,6 +60,8 @@ def _keymap_and_extra(name: str, model) -> tuple[object, int, int]:
         return var.keymap_for(cfg), 1, len(cfg["scales"]) * cfg["codebook_size"]  # quantize.ema_vocab_hit_SV
     if name.startswith("titok"):
         return titok.keymap_for(model), 0, 0
+    if name.startswith("open-magvit2"):
+        return open_magvit2.keymap_for(model, ema=False), 0, 0
     if name.startswith("taming"):
         return taming.keymap_for(cfg), TAMING_LOSS_KEYS, TAMING_LOSS_ELEMENTS
     return autoencoder_keymap("ldm", cfg["ch"], tuple(cfg["ch_mult"]), cfg["num_res_blocks"]), 0, 0

@@ -1,8 +1,11 @@
 """The fused CPU nearest-codeword kernel (`cuda_ext/nearest_codeword_cpu.cpp`) against a float64 brute force.
 
-The extension is compiled once per machine into torch's extensions cache (about a minute on a
-2-core machine the first time); the module-scoped fixture loads it once per session.
+The extension is compiled once per environment into its cache (about a minute on a 2-core
+machine the first time); the module-scoped fixture loads it once per session. Every micro-kernel
+this CPU can run (AVX-512, AVX2, portable) is forced in turn; one the CPU lacks is skipped with
+the reason.
 """
+import os
 import warnings
 
 import pytest
@@ -30,7 +33,17 @@ def reference_index(z, c, metric="l2"):
     return d.argmin(dim=1), d
 
 
-def check(ext, z, c, simd=True):
+SIMD_LEVELS = ["avx512", "avx2", "generic"]
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request, ext):
+    if request.param not in ext.simd_levels():
+        pytest.skip(f"this CPU cannot run the {request.param} kernel (it has: {', '.join(ext.simd_levels())})")
+    return request.param
+
+
+def check(ext, z, c, simd="auto"):
     idx, dist = ext.nearest_codeword_cpu(z, c, simd)
     ref_idx, d = reference_index(z, c)
     assert torch.equal(idx, ref_idx), f"{int((idx != ref_idx).sum())} rows differ from the float64 reference"
@@ -39,7 +52,6 @@ def check(ext, z, c, simd=True):
     return idx
 
 
-@pytest.mark.parametrize("simd", [True, False], ids=["avx2", "portable"])
 @pytest.mark.parametrize("d", [1, 3, 8, 17, 32, 100, 256])
 def test_random_data_matches_the_float64_reference(ext, d, simd):
     torch.manual_seed(d)
@@ -47,38 +59,87 @@ def test_random_data_matches_the_float64_reference(ext, d, simd):
     check(ext, torch.randn(n, d), torch.randn(k, d), simd)
 
 
-@pytest.mark.parametrize("n, k", [(1, 50), (50, 1), (1, 1), (2, 33), (97, 31)])
-def test_edge_sizes(ext, n, k):
+@pytest.mark.parametrize("n, k", [(1, 50), (50, 1), (1, 1), (2, 33), (97, 31), (13, 100)])
+def test_edge_sizes(ext, n, k, simd):
     torch.manual_seed(n * 100 + k)
-    for d in (5, 8):
-        check(ext, torch.randn(n, d), torch.randn(k, d))
+    for d in (5, 8):  # (13 rows: not a whole number of row groups of any micro-kernel)
+        check(ext, torch.randn(n, d), torch.randn(k, d), simd)
 
 
 @pytest.mark.parametrize("copies", [6, 40])  # 40: more near-ties than a row's list holds -> exact scan
-def test_exact_duplicate_codewords_go_to_the_lowest_index(ext, copies):
+def test_exact_duplicate_codewords_go_to_the_lowest_index(ext, copies, simd):
     torch.manual_seed(copies)
     base = torch.randn(10, 8)
     c = base.repeat(copies, 1)  # codeword j and j + 10, j + 20, ... are equal
     z = base[torch.randint(0, 10, (500,))] + 1e-3 * torch.randn(500, 8)
-    idx = check(ext, z, c)
+    idx = check(ext, z, c, simd)
     assert int(idx.max()) < 10
 
 
-def test_a_fully_tied_codebook(ext):
+def test_a_fully_tied_codebook(ext, simd):
     z = torch.randn(40, 5)
-    idx, dist = ext.nearest_codeword_cpu(z, torch.ones(300, 5), True)
+    idx, dist = ext.nearest_codeword_cpu(z, torch.ones(300, 5), simd)
     assert torch.equal(idx, torch.zeros(40, dtype=torch.long))
     assert torch.allclose(dist, (z - 1).square().sum(1))
 
 
-def test_near_ties_within_fp32_rounding_pick_the_exact_winner(ext):
+def test_near_ties_within_fp32_rounding_pick_the_exact_winner(ext, simd):
     # |z| ~ 1e3: the two candidates' distances differ far below the expansion's rounding error.
     torch.manual_seed(0)
     z = 1000 + torch.randn(64, 16)
     c = torch.cat([z[:1] + 1e-2, torch.randn(50, 16) * 3 + 1000, z[:1] - 1e-2 * 1.001])
-    check(ext, z, c)
+    check(ext, z, c, simd)
     c_far = 100 + 0.1 * torch.randn(1024, 32)  # codebook far from the origin: centring keeps it exact
-    check(ext, 100 + 0.1 * torch.randn(300, 32), c_far)
+    check(ext, 100 + 0.1 * torch.randn(300, 32), c_far, simd)
+
+
+def test_exact_ties_between_distinct_codewords_go_to_the_lowest_index(ext, simd):
+    # Codewords mirrored about each row: exactly equal distances (in fp32 and in float64), and
+    # the equal pair sits in different panels and lanes so every tile boundary is crossed.
+    torch.manual_seed(1)
+    z = torch.randint(-4, 5, (200, 8)).float()
+    offsets = torch.zeros(8)
+    offsets[0] = 1.0
+    far = 50 + torch.randn(100, 8)
+    c = torch.cat([far[:37], z[:1] + offsets, far[37:], z[:1] - offsets])  # indices 37 and 101 tie for row 0
+    idx = check(ext, z, c, simd)
+    assert int(idx[0]) == 37
+
+
+def test_every_micro_kernel_returns_the_same_answer(ext):
+    torch.manual_seed(3)
+    z, c = torch.randn(1000, 8), torch.randn(3000, 8)
+    answers = [ext.nearest_codeword_cpu(z, c, level) for level in ext.simd_levels()]
+    for idx, dist in answers[1:]:
+        assert torch.equal(idx, answers[0][0]) and torch.equal(dist, answers[0][1])
+
+
+def test_the_micro_kernel_can_be_forced_by_environment(ext, monkeypatch):
+    calls = []
+    real = ext.nearest_codeword_cpu
+    monkeypatch.setattr(cpu_loader, "load_extension", lambda: type("M", (), {
+        "nearest_codeword_cpu": staticmethod(lambda z, c, level: calls.append(level) or real(z, c, level))}))
+    z, c = torch.randn(20, 8), torch.randn(30, 8)
+    cpu_loader.nearest_codeword_cpu(z, c, "l2")
+    monkeypatch.setenv("TOKBENCH_CPU_SIMD", "generic")
+    cpu_loader.nearest_codeword_cpu(z, c, "l2")
+    assert calls == ["auto", "generic"]
+    assert "generic (TOKBENCH_CPU_SIMD) kernel" in cpu_loader.extension_status()
+    monkeypatch.setenv("TOKBENCH_CPU_SIMD", "sse9")
+    with pytest.raises(ValueError, match="TOKBENCH_CPU_SIMD must be one of auto, avx512, avx2, generic, got 'sse9'"):
+        cpu_loader.nearest_codeword_cpu(z, c, "l2")
+    with pytest.raises(RuntimeError, match="simd must be 'auto', 'avx512', 'avx2' or 'generic'"):
+        real(z, c, "sse9")
+
+
+def test_the_kernels_this_cpu_has_and_the_one_auto_runs(ext):
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = info.split()
+    expected = [lvl for lvl, has in (("avx512", "avx512f" in flags), ("avx2", "avx2" in flags and "fma" in flags))
+                if has] + ["generic"]
+    assert ext.simd_levels() == expected
+    zen_3_or_4 = "AuthenticAMD" in info and "cpu family\t: 25" in info  # AVX-512 at half rate
+    assert ext.simd_level() == ("avx2" if zen_3_or_4 and "avx512" in expected else expected[0])
 
 
 def test_non_contiguous_inputs(ext):
@@ -97,9 +158,9 @@ def test_one_and_two_threads_give_identical_results(ext):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = ext.nearest_codeword_cpu(z, c, True)
+        one = ext.nearest_codeword_cpu(z, c)
         torch.set_num_threads(2)
-        two = ext.nearest_codeword_cpu(z, c, True)
+        two = ext.nearest_codeword_cpu(z, c)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
@@ -138,7 +199,7 @@ def test_nan_and_inf_are_rejected_before_the_kernel(ext):
 def test_a_failed_build_falls_back_to_the_chunked_path_with_one_warning(monkeypatch):
     monkeypatch.setattr(cpu_loader, "_state", {"module": None, "error": None, "tried": False})
 
-    def no_compiler(verbose=False):
+    def no_compiler(verbose=False, force=False):
         raise RuntimeError("command 'c++' failed: No such file or directory")
 
     monkeypatch.setattr(cpu_loader, "build_extension", no_compiler)
@@ -150,7 +211,7 @@ def test_a_failed_build_falls_back_to_the_chunked_path_with_one_warning(monkeypa
         warnings.simplefilter("error")  # only once
         nearest_codeword(z, c)
     assert active_backend("cpu") == "torch_chunked"
-    assert cpu_loader.extension_status().startswith("build failed: RuntimeError: command 'c++' failed")
+    assert cpu_loader.extension_status().startswith("failed: RuntimeError: command 'c++' failed")
     monkeypatch.setenv("TOKBENCH_DISABLE_CPU_EXT", "1")
     assert "disabled" in cpu_loader.extension_status()
 

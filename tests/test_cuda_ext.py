@@ -86,7 +86,7 @@ def test_vq_training_step_on_gpu_uses_the_extension(monkeypatch):
 def test_full_extension_builds_and_imports_without_a_gpu(tmp_path):
     # The binding (.cpp against PyTorch's headers) and the kernel, linked into the module
     # that `tokbench build-ext` produces; importing it needs no GPU.
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    env = {**os.environ, "TOKBENCH_EXT_DIR": str(tmp_path)}
     code = "from tokbench.cuda_ext import loader; m = loader.build_extension(['9.0']); print(m.nearest_codeword.__doc__)"
     out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

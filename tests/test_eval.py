@@ -115,13 +115,15 @@ def test_empty_folder_and_missing_weights_are_clear_errors(tmp_path):
     out = cli("eval", "--tokenizer", "identity", "--data", str(tmp_path / "empty"), "--skip-metric", "lpips,rfid",
               "--out", str(tmp_path / "o1"))
     assert out.returncode == 1 and "contains no image files" in out.stderr and "Traceback" not in out.stderr
-    out = cli("eval", "--tokenizer", "identity", "--weights-dir", str(tmp_path / "no_weights"), "--out", str(tmp_path / "o2"))
+    out = cli("eval", "--tokenizer", "identity", "--weights-dir", str(tmp_path / "no_weights"), "--strict-metrics",
+              "--out", str(tmp_path / "o2"))
     assert out.returncode == 1
     assert "alexnet-owt-7be5be79.pth" in out.stderr and "tokbench weights fetch" in out.stderr
     assert "--skip-metric" in out.stderr
     assert not (tmp_path / "o2").exists(), "no work may start before the weights check"
     # The cheapest mistakes are reported first, before the weights check.
-    out = cli("eval", "--tokenizer", "jpg:q=5", "--weights-dir", str(tmp_path / "no_weights"), "--out", str(tmp_path / "o3"))
+    out = cli("eval", "--tokenizer", "jpg:q=5", "--weights-dir", str(tmp_path / "no_weights"), "--strict-metrics",
+              "--out", str(tmp_path / "o3"))
     assert out.returncode == 1 and "jpg" in out.stderr and "alexnet" not in out.stderr, out.stderr
     if not torch.cuda.is_available():
         out = cli("eval", "--tokenizer", "identity", "--device", "cuda", "--out", str(tmp_path / "o4"))

@@ -70,3 +70,35 @@ def test_skipped_metrics_are_recorded_and_fid_is_an_alias(tmp_path):
     skipped = results["tasks"]["reconstruction"]["skipped_metrics"]
     assert set(skipped) == {"lpips", "rfid"} and "--skip-metric" in skipped["lpips"]
     assert results["tasks"]["reconstruction"]["metrics"]["psnr"]["mean"] == 100.0
+
+
+def test_missing_weights_skip_their_metrics_by_default_and_say_why(tmp_path, capsys):
+    from tokbench.metrics.networks import computable_metrics
+
+    empty = str(tmp_path / "no_weights")
+    results = run_eval(EvalConfig(tokenizer="identity", tasks=["reconstruction"], limit=2, weights_dir=empty,
+                                  out=tmp_path / "o"))
+    block = results["tasks"]["reconstruction"]
+    assert {"psnr", "ssim"} <= set(block["metrics"]) and "lpips" not in block["metrics"]
+    lpips_reason = block["skipped_metrics"]["lpips"]
+    assert "alexnet-owt-7be5be79.pth" in lpips_reason and "tokbench weights fetch --metrics lpips" in lpips_reason
+    on_disk = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert on_disk["tasks"]["reconstruction"]["skipped_metrics"]["lpips"] == lpips_reason
+    err = capsys.readouterr().err
+    assert "skipping lpips:" in err and "skipping rfid:" in err  # named before any work
+    assert "alexnet-owt-7be5be79.pth" in (tmp_path / "o" / "report.md").read_text()
+    # The hook a protocol preset asks: which of its metrics can be computed here.
+    assert computable_metrics(["psnr", "lpips", "rfid"], empty) == ["psnr"]
+
+
+def test_strict_metrics_refuses_without_weights(tmp_path):
+    with pytest.raises(weights.MissingWeightsError, match="alexnet-owt-7be5be79.pth"):
+        run_eval(EvalConfig(tokenizer="identity", tasks=["reconstruction"], limit=2, strict_metrics=True,
+                            weights_dir=str(tmp_path / "none"), out=tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_computable_metrics_keeps_those_with_weights(weights_dir):
+    from tokbench.metrics.networks import computable_metrics
+
+    assert computable_metrics(["psnr", "lpips", "rfid"], str(weights_dir)) == ["psnr", "lpips", "rfid"]

@@ -137,6 +137,7 @@ def test_eval_generation_computes_gfid_of_enough_samples_with_rfids_inception(tm
 
     monkeypatch.setattr(generation_task, "inception_features", lambda cfg, ctx: stand_in)
     monkeypatch.setattr(generation_task, "require_weights", lambda names, where: {})
+    monkeypatch.setattr("tokbench.tasks.runner.missing_weights", lambda names, where: {})  # the weights "exist"
     cfg = EvalConfig(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", fid_min_images=10,
                      task_options={"generation": {"steps": 5, "crops": 4, "samples": 10}}, out=tmp_path / "out")
     block = run_eval(cfg)["tasks"]["generation"]
@@ -178,3 +179,16 @@ def test_generation_under_two_gloo_ranks_runs_on_rank_zero(tmp_path):
               for d in ("one", "two"))
     # Same data, seed and steps; only the CPU thread count differs (torchrun sets 1 per rank).
     assert m2["nll_bits_per_image"]["mean"] == pytest.approx(m1["nll_bits_per_image"]["mean"], rel=0.01)
+
+
+def test_eval_generation_without_inception_weights_skips_gfid_by_default_and_strict_refuses(tmp_path):
+    from tokbench.tasks.runner import EvalConfig, run_eval
+    from tokbench.weights import MissingWeightsError
+
+    common = dict(tokenizer="vq:size=tiny", tasks=["generation"], resolution="32", fid_min_images=10,
+                  weights_dir=str(tmp_path / "no_weights"),
+                  task_options={"generation": {"steps": 5, "crops": 4, "samples": 10}})
+    with pytest.raises(MissingWeightsError, match="weights-inception"):
+        run_eval(EvalConfig(out=tmp_path / "strict", strict_metrics=True, **common))
+    block = run_eval(EvalConfig(out=tmp_path / "out", **common))["tasks"]["generation"]
+    assert "gfid" not in block["metrics"] and "tokbench weights fetch --metrics rfid" in block["skipped_metrics"]["gfid"]

@@ -86,7 +86,7 @@ def test_submit_then_read_back(lb):
     assert page.status_code == 200 and "vq-small" in page.text and "reconstruction" in page.text
     assert HTTP.get(f"{url}/api/entries/999").status_code == 404
     assert HTTP.get(f"{url}/entries/999").status_code == 404
-    assert HTTP.get(f"{url}/api/health").json() == {"status": "ok", "entries": 1, "schema_revision": "0001"}
+    assert HTTP.get(f"{url}/api/health").json() == {"status": "ok", "entries": 1, "schema_revision": "0002"}
 
 
 def test_authentication(lb):
@@ -185,7 +185,9 @@ def test_payload_is_escaped_on_every_page(lb):
     for path in ("/", f"/entries/{entry_id}"):
         page = HTTP.get(f"{url}{path}")
         assert "<script>window.pwned" not in page.text and "<img src=x" not in page.text and "<b>fam" not in page.text
-        assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page.text
+        # the page shows the name escaped: the leaderboard its first 48 characters, the entry page all of it
+        assert "&lt;img src=x onerror=&#34;document.title=" in page.text
+        assert path == "/" or "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
     assert HTTP.get(f"{url}/api/entries").json()["entries"][0]["tokenizer"] == PAYLOAD  # stored as submitted
 
@@ -245,8 +247,9 @@ def test_cli_token_show_export(lb, tmp_path, capsys, monkeypatch):
         assert main(["leaderboard", "show", *source, "--task", "reconstruction", "--format", "csv"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].startswith("id,tokenizer,family,kind,status,tokens_per_image,bits_per_image,parameters,"
-                                   "reconstruction.psnr,reconstruction.psnr.ci_low")
+                                   "reconstruction.setting,reconstruction.psnr,reconstruction.psnr.ci_low")
         assert [line.split(",")[1] for line in lines[1:]] == ["second", "from-cli"]
+        assert {line.split(",")[8] for line in lines[1:]} == {"photos · no protocol · 256 px"}
     for fmt, marker in (("table", "33.00 [32.00, 34.00]"), ("markdown", "| second"), ("html", "<table")):
         assert main(["leaderboard", "show", "--db", db, "--format", fmt]) == 0
         assert marker in capsys.readouterr().out

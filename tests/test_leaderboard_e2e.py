@@ -24,6 +24,8 @@ import httpx
 import pytest
 from test_results_schema import FINGERPRINTS, make_results
 
+from tokbench.leaderboard.display import display_name
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -229,16 +231,17 @@ def test_page_in_browser_sorts_and_keeps_payload_inert(e2e, submitted, browser, 
     assert answer.status_code == 201, answer.text
     evil_id = answer.json()["id"]
     try:
-        for target in (url, f"{url}/entries/{evil_id}"):
+        # rendered as literal text: the leaderboard its display name (48 characters), the entry page the whole
+        for target, shown in ((url, display_name(PAYLOAD)), (f"{url}/entries/{evil_id}", PAYLOAD)):
             page.goto(target)
             page.wait_for_load_state("load")
             assert page.evaluate("() => window.pwned") is None
             assert page.title() != "pwned" and dialogs == []
             assert page.locator("img").count() == 0
-            assert page.get_by_text(PAYLOAD, exact=True).count() >= 1  # rendered as literal text
+            assert page.get_by_text(shown, exact=True).count() >= 1
         page.goto(url)
         name_cell = page.locator(f"tr[data-entry='{evil_id}'] td.name a").first
-        assert name_cell.text_content() == PAYLOAD
+        assert name_cell.text_content() == display_name(PAYLOAD) and display_name(PAYLOAD).startswith("<img src=x")
         page.screenshot(path=str(tmp_path / "with-payload.png"), full_page=True)
         # Filtering by token budget / family on the client hides rows and plot points.
         page.fill("#filter-max-bits", "1")
@@ -250,6 +253,7 @@ def test_page_in_browser_sorts_and_keeps_payload_inert(e2e, submitted, browser, 
     finally:
         with sqlite3.connect(e2e["work"] / "leaderboard.db") as raw:  # leave the module's data as it was
             raw.execute("DELETE FROM metric_values WHERE submission_id = ?", (evil_id,))
+            raw.execute("DELETE FROM task_settings WHERE submission_id = ?", (evil_id,))
             raw.execute("DELETE FROM submissions WHERE id = ?", (evil_id,))
         context.close()
     assert errors == []

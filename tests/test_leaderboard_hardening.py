@@ -221,6 +221,7 @@ def test_show_and_submit_print_no_control_characters(tmp_path, capsys):
     settings = Settings(known_suites={k: KnownSuite(v) for k, v in FINGERPRINTS.items()})
     results = make_results(name=EVIL, family="f\x1b[31m")
     results["datasets"][0]["name"] = "ph\x1b[2Jotos"  # echoed back in the "unverified because" reason
+    results["tasks"]["reconstruction"]["dataset"] = "ph\x1b[2Jotos"  # and in the task's setting column
     # (metric names cannot carry control characters: only registered names are accepted)
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))

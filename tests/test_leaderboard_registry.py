@@ -39,7 +39,7 @@ def test_a_submission_that_flips_a_direction_is_ranked_by_the_registry(lb):  # n
     page = HTTP.get(url).text
     table = page[page.index("<table"):]  # the ranked table of the first task (reconstruction)
     assert table.index("honest") < table.index("liar")
-    assert 'data-sort-col="psnr" title="psnr">PSNR (dB) ↑' in page
+    assert 'data-sort-col="psnr" title="PSNR (dB)">PSNR (dB) ↑' in page
 
 
 def test_unknown_metric_names_are_refused_with_422_naming_them(lb):  # noqa: F811

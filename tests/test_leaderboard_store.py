@@ -47,7 +47,7 @@ def test_migrations_match_the_tables(store):
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
-    assert store.revision == "0001"
+    assert store.revision == "0002"
 
 
 def test_sqlite_is_wal_with_durable_commits(store, tmp_path):
@@ -272,7 +272,7 @@ def postgres_url():
 def test_store_on_postgresql(postgres_url):
     store = Store(postgres_url)
     try:
-        assert store.revision == "0001"
+        assert store.revision == "0002"
         token = store.create_token("alice")
         a = submit(store, make_results(name="a", psnr=25.0, checkpoint="1" * 64), store.authenticate(token)[0])
         b = submit(store, make_results(name="b", psnr=31.0), store.authenticate(token)[0])

@@ -66,8 +66,8 @@ def test_view_shows_face_buckets_and_only_the_text_columns_that_exist(lb, text_m
     page = HTTP.get(f"{url}/tokbench")
     assert page.status_code == 200
     cells = header_cells(page.text)
-    assert cells[:2] == ["tokenizer", "status"] and "F-Sim" in cells
-    assert "T-ACC" not in cells and "T-NED" not in cells  # registered, but no entry reports them: no column
+    assert cells[:3] == ["tokenizer", "status", "recognizer"] and "F-Sim" in cells
+    assert not any(c.startswith(("T-ACC", "T-NED")) for c in cells)  # registered, but no entry reports them: no column
     assert [c for c in cells if c.endswith("↑")] == ["small ↑", "medium ↑", "large ↑", "mean ↑"]
     assert re.search(r'data-metric="face_sim_small"', page.text)
     row = page.text[page.text.index('<tr data-entry="1">'):]
@@ -82,14 +82,17 @@ def test_view_shows_face_buckets_and_only_the_text_columns_that_exist(lb, text_m
     post(url, with_faces(text, (0.70, 0.85, 0.95)), token)
     page = HTTP.get(f"{url}/tokbench").text
     cells = header_cells(page)
-    assert [c for c in cells if c in ("T-ACC", "T-NED", "F-Sim")] == ["T-ACC", "T-NED", "F-Sim"]
+    assert [c for c in cells if c.startswith(("T-", "F-"))] == ["T-ACC (%)", "T-NED (%)", "F-Sim"]
     assert len([c for c in cells if c.endswith("↑")]) == 12
     body = page[page.index("<tbody>"):]
     assert body.index("text-and-faces") < body.index("faces-only")  # ranked by T-ACC mean; without it last
     row = body[body.index('<tr data-entry="2">'):body.index("</tr>")]
     assert re.findall(r"<td data-value=\"([^\"]*)\">", row)[:4] == ["0.3", "0.5", "0.7", "0.5"]
+    # shown in percent like TokBench's table (T-ACC, T-NED), F-Sim as the similarity it is
+    assert re.findall(r"<td data-value=\"[^\"]*\">([^<]*)</td>", row)[:9] == [
+        "30.00", "50.00", "70.00", "50.00", "50.00", "70.00", "90.00", "70.00", "0.7000"]
     first = body[body.index('<tr data-entry="1">'):]
-    assert first.count("—") == 8  # the faces-only entry has no text values
+    assert first[:first.index("</tr>")].count("—") == 9  # the faces-only entry has no recognizer and no text values
 
     only_verified = HTTP.get(f"{url}/tokbench", params={"status": "verified"}).text
     assert "No entry reports any of these metrics yet" in only_verified
@@ -98,6 +101,9 @@ def test_view_shows_face_buckets_and_only_the_text_columns_that_exist(lb, text_m
 
     entries = store.list(EntryQuery(status="all"))
     csv = format_tokbench(entries, "csv").splitlines()
-    assert csv[0] == ("id,tokenizer,status," + ",".join(f"{g} {b}" for g in ("T-ACC", "T-NED", "F-Sim") for b in BUCKETS))
-    assert csv[1].startswith("2,text-and-faces,unverified,0.3,0.5,0.7,0.5,0.5,0.7,0.9,0.7,0.7,0.85,0.95,")
+    assert csv[0] == ("id,tokenizer,status,recognizer,setting,"
+                      + ",".join(f"{g} {b}" for g in ("T-ACC", "T-NED", "F-Sim") for b in BUCKETS))
+    setting = "faces: faces · no protocol · 256 px; text: text · no protocol · native"
+    assert csv[1].startswith(f"2,text-and-faces,unverified,,{setting},0.3,0.5,0.7,0.5,0.5,0.7,0.9,0.7,0.7,0.85,0.95,")
+    assert "T-ACC mean (%)" in format_tokbench(entries, "markdown") and "50.00" in format_tokbench(entries, "markdown")
     assert "faces-only" in format_tokbench(entries, "table")

@@ -1,4 +1,6 @@
 """`tokbench.ops.nearest_codeword` (the PyTorch path) against a float64 brute-force reference."""
+import importlib
+
 import pytest
 import torch
 
@@ -145,3 +147,113 @@ def test_the_finite_check_never_syncs_a_cuda_device_unless_asked(monkeypatch):
     assert not _check_finite_on_device(torch.device("cuda"))
     monkeypatch.setenv("TOKBENCH_CHECK_FINITE", "1")
     assert _check_finite_on_device(torch.device("cuda"))
+
+
+@pytest.mark.parametrize("pick", ["mask", "two_minima"])
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 256, None])  # None: the device default (one chunk here)
+def test_results_do_not_depend_on_the_chunking_or_the_pick(monkeypatch, pick, rows_per_chunk):
+    module = importlib.import_module("tokbench.ops.nearest_codeword")
+
+    if pick == "two_minima":  # the accelerators' pick, run on the CPU
+        monkeypatch.setitem(module.PICK_BY_DEVICE, "cpu", module._pick_by_two_minima)
+    torch.manual_seed(0)
+    c = torch.randn(500, 12)
+    c[300] = c[100]  # an exact duplicate: its row must go to the lower index
+    z = torch.cat([torch.randn(600, 12), c[100:101] + 1e-4])
+    chunk = None if rows_per_chunk is None else rows_per_chunk * 4 * c.shape[0]
+    idx, dist = nearest_codeword_torch(z, c, chunk_bytes=chunk)
+    ref_idx, d = reference(z, c)
+    assert torch.equal(idx, ref_idx)
+    assert int(idx[-1]) == 100
+    assert torch.allclose(dist.double(), d.gather(1, ref_idx[:, None]).squeeze(1), rtol=1e-5, atol=1e-6)
+
+
+def test_near_ties_are_gathered_once_not_per_chunk(monkeypatch):
+    # Reading a result back (`nonzero`) stalls a GPU until it catches up: once per search at most.
+    calls = []
+    real = torch.Tensor.nonzero
+
+    def spy(self, *args, **kwargs):
+        calls.append(self.shape)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "nonzero", spy)
+    torch.manual_seed(0)
+    z, c = torch.randn(2000, 8), torch.randn(256, 8)
+    idx, _ = nearest_codeword_torch(z, c, chunk_bytes=16 * 4 * 256)  # 125 chunks
+    assert len(calls) == 1
+    assert torch.equal(idx, reference(z, c)[0])
+
+
+def test_chunk_sizes_follow_the_device():
+    from tokbench.ops.nearest_codeword import (ACCELERATOR_CHUNK_BYTES, ACCELERATOR_CHUNK_SHARE,
+                                               ACCELERATOR_MIN_CHUNK_BYTES, CPU_CHUNK_BYTES, default_chunk_bytes)
+
+    assert default_chunk_bytes(torch.device("cpu"), 262144, 16384) == CPU_CHUNK_BYTES <= 16 * 2**20
+    gpu = torch.device("cuda")
+    assert default_chunk_bytes(gpu, 262144, 16384) == ACCELERATOR_CHUNK_BYTES >= 128 * 2**20
+    mid = default_chunk_bytes(gpu, 65536, 4096)  # 1 GiB of scores in all: a 1/16 share of them
+    assert mid == 65536 * 4096 * 4 // ACCELERATOR_CHUNK_SHARE <= 0.1 * 65536 * 4096 * 4
+    assert default_chunk_bytes(gpu, 100, 100) == ACCELERATOR_MIN_CHUNK_BYTES
+
+
+def test_chunk_size_environment_override(monkeypatch):
+    from tokbench.ops.nearest_codeword import default_chunk_bytes
+
+    monkeypatch.setenv("TOKBENCH_NN_CHUNK_BYTES", "12345")
+    assert default_chunk_bytes(torch.device("cuda"), 262144, 16384) == 12345
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_bf16_gemm_is_exact_on_bf16_values(offset):
+    # bf16 products are exact in fp32: the uncentered bf16 GEMM plus the re-rank gives the float64
+    # answer on the bf16 values, ties included, even for a codebook far from the origin.
+    torch.manual_seed(1)
+    c = (offset + torch.randn(700, 24)).bfloat16()
+    c[600] = c[5]
+    z = torch.cat([(offset + torch.randn(900, 24)).bfloat16(), c[5:6]])
+    idx, dist = nearest_codeword_torch(z, c, gemm_dtype=torch.bfloat16, chunk_bytes=64 * 4 * 700)
+    ref_idx, d = reference(z.float(), c.float())
+    assert torch.equal(idx, ref_idx) and int(idx[-1]) == 5
+    assert torch.allclose(dist.double(), d.gather(1, ref_idx[:, None]).squeeze(1), rtol=1e-5, atol=1e-4)
+
+
+def test_bf16_split_of_squared_norms_is_exact():
+    from tokbench.ops.nearest_codeword import _split_bf16
+
+    x = torch.randn(10000).exp() * 37.3
+    assert torch.equal(_split_bf16(x).float().sum(1), x)
+
+
+def test_bf16_gemm_refuses_other_inputs():
+    with pytest.raises(ValueError, match="bf16 z and codebook"):
+        nearest_codeword_torch(torch.randn(4, 8), torch.randn(16, 8), gemm_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="gemm_dtype"):
+        nearest_codeword_torch(torch.randn(4, 8), torch.randn(16, 8), gemm_dtype=torch.float16)
+
+
+def test_cuda_dispatch_follows_the_regime_table():
+    from tokbench.ops.nearest_codeword import CUDA_REGIMES, cuda_regime
+
+    assert cuda_regime(torch.float32, 8) == "cuda_ext"  # fused 2.3-3.6x faster on the H200
+    assert cuda_regime(torch.float32, 256) == "torch_chunked"  # fused 0.07x
+    assert cuda_regime(torch.bfloat16, 256) == "torch_gemm_bf16"  # fused 0.21x
+    assert cuda_regime(torch.bfloat16, 32) == "torch_gemm_bf16"  # fused 0.70-0.79x
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # every dtype covers every D
+        assert any(r[0] == dtype and r[1] == float("inf") for r in CUDA_REGIMES)
+    assert active_backend("cuda", d=256) == "torch_chunked"
+    assert active_backend("cuda", d=64, dtype=torch.bfloat16) == "torch_gemm_bf16"
+
+
+def test_the_fp32_gemm_turns_tf32_off_and_restores_it():
+    from tokbench.ops.nearest_codeword import _exact_fp32_matmul
+
+    flags = torch.backends.cuda.matmul
+    saved = flags.allow_tf32
+    flags.allow_tf32 = True
+    try:
+        with _exact_fp32_matmul(torch.device("cuda")):
+            assert not flags.allow_tf32 and not flags.allow_bf16_reduced_precision_reduction
+        assert flags.allow_tf32
+    finally:
+        flags.allow_tf32 = saved

@@ -11,6 +11,9 @@ from PIL import Image
 import tokbench
 from tokbench import Tokenizer, TokenLayout, Tokens
 from tokbench.imageio import tensor_to_uint8
+from tokbench.leaderboard.render import render_entry
+from tokbench.leaderboard.store import Store
+from tokbench.leaderboard.validation import check_submission, default_accepted_versions
 from tokbench.results import validate_results
 from tokbench.tasks.prefix import log2_area
 from tokbench.tasks.runner import EvalConfig, run_eval
@@ -101,6 +104,18 @@ def test_known_curve_rises_and_ends_at_the_reconstruction(tmp_path, photo_folder
     assert auc == pytest.approx(log2_area(np.array([1, 2, 4, 8]), np.array(psnr)), abs=1e-3)  # linear: means commute
     assert "needs LPIPS" in block["skipped_metrics"]["prefix_auc_lpips"]
     assert (tmp_path / "run" / "plots" / "prefix_curve.png").is_file()
+    # the leaderboard's entry page draws the same curve: one point per prefix, its interval as a band
+    store = Store(f"sqlite:///{tmp_path / 'lb.db'}")
+    store.create_token("alice")
+    candidate = check_submission(json.dumps(results).encode(), default_accepted_versions(), {})
+    entry_id = store.add(candidate, 1)
+    page = render_entry(store.get(entry_id), json.loads(store.results(entry_id)))
+    store.close()
+    figure = page[page.index('<figure class="prefix-curve">'):]
+    figure = figure[:figure.index("</figure>")]
+    assert figure.count("<circle") == 4 and "<polygon" in figure
+    for p in curve:
+        assert f"{p['tokens']} token" in figure
 
 
 def test_holistic_1d_tiny_end_to_end(tmp_path, photo_folder):

@@ -86,14 +86,27 @@
       row.hidden = !visible(row, family, maxTokens, maxBits);
     });
     document.querySelectorAll("svg.rd-plot").forEach(function (svg) {
-      var section = svg.closest("section");
-      svg.querySelectorAll("circle.pt").forEach(function (c) {
-        var row = section.querySelector('tr[data-entry="' + c.getAttribute("data-entry") + '"]');
+      var board = svg.closest(".board");
+      svg.querySelectorAll("circle.pt, text.pt-label").forEach(function (c) {
+        var row = board.querySelector('tr[data-entry="' + c.getAttribute("data-entry") + '"]');
         c.classList.toggle("filtered", !row || row.hidden);
       });
       redrawFront(svg);
     });
   }
+
+  // One table per test set (suite, protocol, resolution): the selector shows one at a time.
+  // Without JavaScript every table is shown, one after the other, each ranked on its own.
+  function showSetting(select) {
+    var section = select.closest("section");
+    section.querySelectorAll(".board").forEach(function (board) {
+      board.hidden = board.getAttribute("data-setting") !== select.value;
+    });
+  }
+  document.querySelectorAll("select[data-setting-select]").forEach(function (select) {
+    select.addEventListener("change", function () { showSetting(select); });
+    showSetting(select);
+  });
 
   document.querySelectorAll("table.lb-table").forEach(function (table) {
     table.querySelectorAll("thead th").forEach(function (th) {

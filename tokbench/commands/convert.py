@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-import tokbench
-from tokbench.registry import with_weights
 
 
 def run(args: argparse.Namespace) -> int:
+    import tokbench
+    from tokbench.registry import with_weights
+
     tokenizer = tokbench.load(with_weights(args.name, args.weights))
     tokenizer.save_pretrained(args.out_dir)
     print(f"wrote {args.out_dir}: family {tokenizer.family}, {tokenizer.num_parameters():,} parameters "

@@ -5,12 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-import tokbench
-from tokbench.ops import active_backend
-from tokbench.provenance import checkpoint_sha256
-
 
 # What `tokbench eval --resolution 256` does, beside an upstream's own evaluation preprocessing.
 TOKBENCH_PREPROCESSING = ("shorter side resized to 256 (bicubic, antialias), center crop 256x256 (--resolution 256); "
@@ -33,6 +27,24 @@ def cpu_ext_status() -> str:
     return cpu_loader.extension_status()
 
 
+def cuda_backend() -> str:
+    """The CUDA search path, without building the extension."""
+    try:
+        from tokbench.cuda_ext import loader
+    except ImportError:
+        return "torch"
+    return loader.planned_backend()
+
+
+def cpu_backend(d: int) -> str:
+    """The CPU search path for codewords of length ``d``, without building the kernel."""
+    try:
+        from tokbench.cuda_ext import cpu_loader
+    except ImportError:
+        return "torch_chunked"
+    return cpu_loader.planned_backend(d)
+
+
 def layout_dim(tokenizer) -> int:
     """The codeword length of the tokenizer's first quantizer (8 when it has none)."""
     for module in tokenizer.modules():
@@ -43,6 +55,10 @@ def layout_dim(tokenizer) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at module level: the CLI's start-up must not import torch
+
+    import tokbench
+    from tokbench.provenance import checkpoint_sha256
     from tokbench.registry import with_weights
 
     tokenizer = tokbench.load(with_weights(args.checkpoint, args.weights))
@@ -61,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
            if upstream else {}),
         "checkpoint_sha256": checkpoint_sha256(args.checkpoint),
         "nearest_codeword": {
-            "cpu": active_backend("cpu", d=layout_dim(tokenizer)),
-            "cuda": active_backend("cuda") if torch.cuda.is_available() else "no CUDA device",
+            "cpu": cpu_backend(layout_dim(tokenizer)),
+            "cuda": cuda_backend() if torch.cuda.is_available() else "no CUDA device",
             "cpu_ext": cpu_ext_status(),
             "cuda_ext": cuda_ext_status(),
         },

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-import tokbench
-from tokbench.imageio import load_image, quantize_8bit, save_png
-from tokbench.metrics_basic import psnr_8bit
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # imported by the command, not the CLI's start-up
+
+    import tokbench
+    from tokbench.imageio import load_image, quantize_8bit, save_png
+    from tokbench.metrics_basic import psnr_8bit
     from tokbench.registry import with_weights
 
     tokenizer = tokbench.load(with_weights(args.checkpoint, args.weights)).to(args.device)

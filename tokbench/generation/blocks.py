@@ -4,8 +4,6 @@ class-conditioned adaptive LayerNorm (VAR's AdaLN).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,23 +11,59 @@ from torch import nn
 from tokbench.generation.rope import apply_rope
 
 
-@dataclass
 class KVCache:
-    """Keys and values of the positions seen so far, one ``(k, v)`` per block."""
+    """Static-shape key/value cache: per block, keys and values preallocated to ``max_len``
+    positions, written in place at the positions of each step; attention reads all ``max_len``
+    keys under a mask of the ones it may see (never an unwritten one). Every decode step then
+    has the same shapes and the same tensor addresses: no per-step allocation, no attention
+    plan per key length, and a step that CUDA graphs can capture.
 
-    layers: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
+    The generator allocates it (`allocate`; a bare ``KVCache()`` handed to a generator is
+    allocated on its first step, to the generator's sequence length) and, before each step, sets
+    the step's positions and key mask (`begin_step`); each block's attention calls `update`.
+    """
 
-    def for_layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return self.layers[i] if i < len(self.layers) else None
+    def __init__(self, max_len: int | None = None) -> None:
+        self.max_len = max_len
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.positions_L: torch.Tensor | None = None  # positions written by the current step
+        self.mask_LM: torch.Tensor | None = None  # True where the step's query l may attend key m
 
-    def store(self, i: int, k_BHLD: torch.Tensor, v_BHLD: torch.Tensor) -> None:
-        while len(self.layers) <= i:
-            self.layers.append(None)
-        self.layers[i] = (k_BHLD, v_BHLD)
+    def allocate(self, layers: int, batch: int, heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> KVCache:
+        """Zeroed buffers ``(batch, heads, max_len, head_dim)`` for ``layers`` blocks (zeros: a
+        masked key has weight 0, and 0 times a value must stay 0). Returns itself."""
+        if self.max_len is None:
+            raise ValueError("KVCache.allocate needs max_len (the sequence length)")
+        shape = (batch, heads, self.max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        if torch.device(device).type == "cuda":  # fixed addresses: CUDA graphs read them in place
+            for t in self.keys + self.values:
+                torch._dynamo.mark_static_address(t)
+        return self
 
     @property
-    def length(self) -> int:
-        return 0 if not self.layers or self.layers[0] is None else self.layers[0][0].shape[2]
+    def allocated(self) -> bool:
+        return bool(self.keys)
+
+    def begin_step(self, positions_L: torch.Tensor, mask_LM: torch.Tensor) -> None:
+        self.positions_L, self.mask_LM = positions_L, mask_LM
+
+    def update(self, i: int, k_BHLD: torch.Tensor, v_BHLD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write block ``i``'s keys and values of this step in place; return the whole buffers."""
+        keys, values = self.keys[i], self.values[i]
+        keys.index_copy_(2, self.positions_L, k_BHLD.to(keys.dtype))
+        values.index_copy_(2, self.positions_L, v_BHLD.to(values.dtype))
+        return keys, values
+
+
+def cache_dtype(module: nn.Module, device: torch.device) -> torch.dtype:
+    """The dtype attention's keys come out in: autocast's when it is on, else the weights'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(module.parameters()).dtype
 
 
 class SwiGLU(nn.Module):
@@ -56,17 +90,15 @@ class Attention(nn.Module):
 
     def forward(self, x_BLC: torch.Tensor, angles_LP: torch.Tensor | None, mask_LL: torch.Tensor | None,
                 cache: KVCache | None, layer: int, causal: bool) -> torch.Tensor:
-        """``mask_LL``: True where query ``l`` may attend key ``m``; without one, ``causal`` or
-        (with a KV cache, fed one position or one whole map at a time) every key."""
+        """``mask_LL``: True where query ``l`` may attend key ``m``; without one, ``causal``. With a
+        KV cache, the keys are the cache's whole buffers and the mask is the cache's."""
         B, L, C = x_BLC.shape
         q, k, v = self.qkv(x_BLC).view(B, L, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         if angles_LP is not None:
             q, k = apply_rope(q, angles_LP), apply_rope(k, angles_LP)
-        past = cache.for_layer(layer) if cache is not None else None
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if cache is not None:
-            cache.store(layer, k, v)
+            k, v = cache.update(layer, k, v)
+            mask_LL = cache.mask_LM
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, is_causal=causal and mask_LL is None)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))
 

@@ -58,5 +58,8 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
     except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{Path(directory) / CONFIG_NAME}: cannot rebuild the generator ({err})") from err
     weights = Path(directory) / WEIGHTS_NAME
-    load_weights_strict(model, read_safetensors(weights), str(weights))
+    state = read_safetensors(weights)
+    if hasattr(model, "upgrade_state_dict"):  # weights written by an earlier layout of the model
+        state = model.upgrade_state_dict(state)
+    load_weights_strict(model, state, str(weights))
     return model.to(device).eval(), config

@@ -3,9 +3,10 @@
 The backbone is the discrete GPT's (`CausalBackbone`: class prefix with label dropout for CFG,
 causal RoPE blocks, raster order over the latent grid); a linear map replaces the token
 embedding, and the output at each position conditions a `DiffusionHead` that models the next
-latent token. Training minimises the head's denoising loss (each token's loss taken
-``diffusion_batch_mul`` times with fresh noise, as MAR); sampling draws each token with the
-head's reverse diffusion. Latents are normalised per channel with the mean and std measured
+latent token. Training minimises the head's loss (MSE + variational bound; each token's loss
+taken ``diffusion_batch_mul`` times with fresh noise, as MAR); sampling draws each token with
+the head's reverse diffusion, the guidance scale ramped linearly over the tokens (MAR's
+default) or constant. Latents are normalised per channel with the mean and std measured
 on the training tokens and stored with the generator (buffers), so any VAE works without
 hand-set scaling constants.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tokbench.generation.blocks import KVCache, init_weights
-from tokbench.generation.diffusion_head import DiffusionHead
+from tokbench.generation.blocks import init_weights
+from tokbench.generation.diffusion_head import DiffusionHead, upgrade_fixed_variance_state
 from tokbench.generation.gpt import CausalBackbone
-from tokbench.generation.sampling import guidance_batch, in_interval
+from tokbench.generation.sampling import CFG_SCHEDULES, guidance_batch, in_interval, mar_cfg
 
 
 class ContinuousGPT(CausalBackbone):
@@ -37,6 +38,11 @@ class ContinuousGPT(CausalBackbone):
         # Latent normalisation, measured on the training tokens (`set_normalization`).
         self.register_buffer("latent_mean", torch.zeros(channels))
         self.register_buffer("latent_std", torch.ones(channels))
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights saved with the former fixed-variance head load as the learned-range head that
+        samples exactly as they were trained (`upgrade_fixed_variance_state`)."""
+        return upgrade_fixed_variance_state(state, "head.", self.channels)
 
     @torch.no_grad()
     def set_normalization(self, latents_NLC: torch.Tensor) -> None:
@@ -61,24 +67,29 @@ class ContinuousGPT(CausalBackbone):
         return self.hidden(x_BLC, 0, None)
 
     def loss(self, latents_BLC: torch.Tensor, labels_B: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """The diffusion head's denoising loss (mean squared noise error per normalised channel)."""
+             generator: torch.Generator | None = None, with_bound: bool = True) -> torch.Tensor:
+        """The diffusion head's loss: MAR's mean squared noise error per normalised channel plus the
+        variational-bound term that trains the variance (``with_bound=False``: the squared error alone)."""
         z_NW = self.conditions(latents_BLC, labels_B).flatten(0, 1)
         x0_NC = self.normalize(latents_BLC).flatten(0, 1)
         k = self.diffusion_batch_mul
-        return self.head.loss(x0_NC.repeat(k, 1), z_NW.repeat(k, 1), generator)
+        return self.head.loss(x0_NC.repeat(k, 1), z_NW.repeat(k, 1), generator, with_bound)
 
     @torch.no_grad()
     def generate(self, labels_B: torch.Tensor | None = None, num: int | None = None, cfg: float = 1.0,
                  cfg_interval: tuple[float, float] = (0.0, 1.0), temperature: float = 1.0, diffusion_steps: int = 100,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-        """``(B, seq_len, C)`` latents (denormalised), token by token."""
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 cfg_schedule: str = "linear") -> torch.Tensor:
+        """``(B, seq_len, C)`` latents (denormalised), token by token; the guidance scale of each
+        token follows ``cfg_schedule`` (`mar_cfg`) on the steps inside ``cfg_interval``."""
         if cfg < 1:
             raise ValueError(f"the guidance scale must be >= 1 (1 = no guidance), got {cfg}")
+        if cfg_schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
         device = self.input_proj.weight.device
         B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         tokens = []
-        cache = KVCache() if use_cache else None
+        cache = self.new_cache(len(classes_B), device) if use_cache else None
         x_BLC = self.prefix(classes_B)
         for t in range(self.seq_len):
             if use_cache:
@@ -89,7 +100,8 @@ class ContinuousGPT(CausalBackbone):
                     [self.prefix(classes_B), self.input_proj(so_far.repeat(2, 1, 1) if guide else so_far)], dim=1)
                 z_BW = self.hidden(feed, 0, None)[:, -1]
             if guide and in_interval(t, self.seq_len, cfg_interval):
-                x_BC = self.head.sample(z_BW, diffusion_steps, temperature, cfg, generator)  # [cond; uncond]
+                x_BC = self.head.sample(z_BW, diffusion_steps, temperature, mar_cfg(cfg, t, self.seq_len, cfg_schedule),
+                                        generator)  # [cond; uncond]
             else:
                 x_BC = self.head.sample(z_BW[:B], diffusion_steps, temperature, 1.0, generator)
             tokens.append(x_BC)

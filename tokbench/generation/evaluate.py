@@ -15,13 +15,14 @@ smaller vocabulary, blurrier codes) has tokens that are easier to model, so its 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from tokbench.generation.presets import default_arch
+from tokbench.generation.probe import run_probes
 from tokbench.generation.sample import SamplingSettings, draw_batch
 from tokbench.generation.settings import GenerationSettings
 from tokbench.generation.sequence import generation_order, latents_to_sequence, to_sequence
@@ -33,6 +34,7 @@ class GenerationResult:
     metrics: dict[str, list[float]]  # metric name -> its value on each held-out image
     samples_B3HW: torch.Tensor  # decoded samples in [0, 1]
     extra: dict
+    skipped: dict[str, str] = field(default_factory=dict)  # metric name -> why it was not computed
 
 
 def random_crops(image_HW3: np.ndarray, size: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -70,18 +72,20 @@ def unigram_bits(train_NL: torch.Tensor, seqs_ML: torch.Tensor, vocab_size: int)
 
 
 def evaluate_generation(tokenizer, images: list[np.ndarray], settings: GenerationSettings | None = None,
-                        device: str = "cpu") -> GenerationResult:
-    """Fit the generator on the training images' tokens; held-out likelihood and samples."""
+                        device: str = "cpu", labels: list[int] | None = None) -> GenerationResult:
+    """Fit the generator on the training images' tokens; held-out likelihood and samples, and
+    with ``labels`` (a class per image) the linear probes (`tokbench.generation.probe`)."""
     s = settings or GenerationSettings()
     layout = tokenizer.layout_for(s.image_size, s.image_size)
     arch = default_arch(layout) if s.arch == "auto" else s.arch
     if arch == "mar":
-        return evaluate_continuous(tokenizer, images, s, device)
+        return evaluate_continuous(tokenizer, images, s, device, labels)
     order = generation_order(layout)  # codec tokenizers stop here, with the reason
     held_out, train, crops, train_NL, module = _fit(tokenizer, images, layout, arch, s, device)
+    held_seqs = {i: encode_sequences(tokenizer, crops[i], 16, device) for i in held_out}
     per_image_bits, per_image_unigram = [], []
     for i in held_out:
-        seqs = encode_sequences(tokenizer, crops[i], 16, device).to(device)
+        seqs = held_seqs[i].to(device)
         per_image_bits.append(float(module.nll_bits(seqs).mean()))
         per_image_unigram.append(float(unigram_bits(train_NL, seqs.cpu(), layout.vocab_size).mean()))
     raw_bits = layout.num_tokens * math.log2(layout.vocab_size)
@@ -102,7 +106,22 @@ def evaluate_generation(tokenizer, images: list[np.ndarray], settings: Generatio
              "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "top_k": s.top_k,
                           "top_p": s.top_p, "cfg": 1.0, "seed": s.seed + 1},
              "settings": asdict(s)}
-    return GenerationResult(metrics, samples, extra)
+    return _with_probes(GenerationResult(metrics, samples, extra), module, tokenizer, train, train_NL, held_seqs,
+                        labels, s)
+
+
+def _with_probes(result: GenerationResult, module, tokenizer, train: list[int], train_seqs: torch.Tensor,
+                 held_seqs: dict[int, torch.Tensor], labels: list[int] | None,
+                 s: GenerationSettings) -> GenerationResult:
+    """``result`` with the probes' metrics, their settings in ``extra["probe"]`` and the reasons
+    for any probe not run."""
+    by_image = dict(zip(train, train_seqs.split(s.crops_per_image)))  # the training crops, image by image
+    metrics, extra, skipped = run_probes(module, tokenizer, by_image, held_seqs, labels, s.seed)
+    result.metrics.update(metrics)
+    result.skipped.update(skipped)
+    if extra:
+        result.extra["probe"] = extra
+    return result
 
 
 def _fit(tokenizer, images: list[np.ndarray], layout, arch: str, s: GenerationSettings, device: str):
@@ -122,7 +141,8 @@ def _fit(tokenizer, images: list[np.ndarray], layout, arch: str, s: GenerationSe
     return held_out, train, crops, train_NL, module
 
 
-def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettings, device: str) -> GenerationResult:
+def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettings, device: str,
+                        labels: list[int] | None = None) -> GenerationResult:
     """The continuous route (KL-VAE latents, MAR's diffusion head): held-out denoising loss and samples.
 
     The loss is the head's mean squared noise error per normalised latent channel, with
@@ -131,8 +151,8 @@ def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettin
     """
     layout = tokenizer.layout_for(s.image_size, s.image_size)
     held_out, train, crops, train_NLC, module = _fit(tokenizer, images, layout, "mar", s, device)
-    losses = [float(module.held_out_loss(encode_sequences(tokenizer, crops[i], 16, device).to(device), seed=s.seed).mean())
-              for i in held_out]
+    held_seqs = {i: encode_sequences(tokenizer, crops[i], 16, device) for i in held_out}
+    losses = [float(module.held_out_loss(held_seqs[i].to(device), seed=s.seed).mean()) for i in held_out]
     samples = draw_samples(module, tokenizer, layout, s, device)
     generator = module.ema
     extra = {"order": "raster (continuous tokens, one diffusion-head draw each)", "tokens_per_image": layout.num_tokens,
@@ -142,11 +162,13 @@ def evaluate_continuous(tokenizer, images: list[np.ndarray], s: GenerationSettin
                            "parameters": sum(p.numel() for p in generator.parameters()), "steps": s.steps,
                            "head": {"kind": "diffusion (MAR)", "width": generator.config["head_width"],
                                     "depth": generator.config["head_depth"], "train_steps": 1000,
-                                    "schedule": "cosine", "diffusion_batch_mul": generator.diffusion_batch_mul}},
+                                    "schedule": "cosine", "variance": "learned range (MAR)",
+                                    "respacing": "guided-diffusion", "diffusion_batch_mul": generator.diffusion_batch_mul}},
              "sampling": {"num_samples": s.num_samples, "temperature": s.temperature, "cfg": 1.0,
                           "diffusion_steps": s.diffusion_steps, "seed": s.seed + 1},
              "settings": asdict(s)}
-    return GenerationResult({"diffusion_loss": losses}, samples, extra)
+    return _with_probes(GenerationResult({"diffusion_loss": losses}, samples, extra), module, tokenizer, train,
+                        train_NLC, held_seqs, labels, s)
 
 
 @torch.no_grad()

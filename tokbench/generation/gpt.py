@@ -5,8 +5,8 @@ position ``t`` predicts ``id_t``. The class token is an embedding of the label; 
 ``num_classes`` is "no class" (unconditional data, and the null condition of classifier-free
 guidance: labels are dropped to it with probability ``label_dropout`` in training). Positions
 are rotary: 2D over the token grid for ``grid`` layouts, 1D otherwise; the class token is
-unrotated. ``generate`` samples with a KV cache (or, for checking, by recomputing the whole
-prefix every step).
+unrotated. ``generate`` samples with a static KV cache (`blocks.KVCache`: preallocated, the
+same shapes at every step; or, for checking, by recomputing the whole prefix every step).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokbench.generation.blocks import GPTBlock, KVCache, init_weights
+from tokbench.generation.blocks import GPTBlock, KVCache, cache_dtype, init_weights
 from tokbench.generation.rope import angles_1d, angles_2d, with_prefix
 from tokbench.generation.sampling import check_sampling, class_indices, draw, guidance_batch, guided, in_interval
 
@@ -46,11 +46,35 @@ class CausalBackbone(nn.Module):
         return class_indices(labels_B, self.num_classes, batch, device)
 
     def hidden(self, x_BLC: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
-        """Normed outputs of inputs at positions ``start ..`` (after the cached ones)."""
+        """Normed outputs of inputs at positions ``start ..``: without a cache, the whole causal
+        prefix (``start`` = 0); with one, the next positions after the cached ones."""
+        if cache is not None:
+            if not cache.allocated:
+                self.new_cache(x_BLC.shape[0], x_BLC.device, cache)
+            return self.cached_step(x_BLC, torch.arange(start, start + x_BLC.shape[1], device=x_BLC.device), cache)
         angles = self.angles_LP[start:start + x_BLC.shape[1]]
-        causal = cache is None or cache.length == 0  # a cached step (one position) sees every key
         for i, block in enumerate(self.blocks):
-            x_BLC = block(x_BLC, angles, None, cache, i, causal=causal)
+            x_BLC = block(x_BLC, angles, None, None, i, causal=True)
+        return self.norm(x_BLC)
+
+    def new_cache(self, batch: int, device: torch.device, cache: KVCache | None = None) -> KVCache:
+        """A static KV cache for ``batch`` sequences of ``seq_len`` positions (or ``cache``, allocated so)."""
+        attn = self.blocks[0].attn
+        width = self.class_embed.embedding_dim
+        cache = cache or KVCache()
+        cache.max_len = cache.max_len or self.seq_len
+        return cache.allocate(len(self.blocks), batch, attn.heads, width // attn.heads,
+                              cache_dtype(self, torch.device(device)), device)
+
+    def cached_step(self, x_BLC: torch.Tensor, positions_L: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Normed outputs of the inputs at ``positions_L`` (a tensor: the same shapes and no host
+        value at every step, so `tokbench.generation.compile` can compile or graph-capture it),
+        attending to every written key at a position up to their own."""
+        key_positions_M = torch.arange(cache.max_len, device=x_BLC.device)
+        cache.begin_step(positions_L, key_positions_M[None, :] <= positions_L[:, None])
+        angles = self.angles_LP.index_select(0, positions_L)
+        for i, block in enumerate(self.blocks):
+            x_BLC = block(x_BLC, angles, None, cache, i)
         return self.norm(x_BLC)
 
     def prefix(self, classes_B: torch.Tensor) -> torch.Tensor:
@@ -103,7 +127,7 @@ class TokenGPT(CausalBackbone):
         device = self.head.weight.device
         B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         ids_BL = torch.zeros(B, 0, dtype=torch.long, device=device)
-        cache = KVCache() if use_cache else None
+        cache = self.new_cache(len(classes_B), device) if use_cache else None
         x_BLC = self.class_embed(classes_B)[:, None]  # what is fed next
         for t in range(self.seq_len):
             if use_cache:

@@ -49,7 +49,9 @@ def list_images(root: str | Path) -> list[str]:
     return files
 
 
-def _folder_labels(root: Path, files: list[str]) -> tuple[np.ndarray, list[str] | None, str]:
+def folder_labels(root: Path, files: list[str]) -> tuple[np.ndarray, list[str] | None, str]:
+    """``(labels, classes, source)`` of ``files`` (relative POSIX paths under ``root``) by the
+    folder rule: the top-level subfolder is the class; a flat folder is unlabelled (``"none"``)."""
     top = [PurePosixPath(f).parts[0] if len(PurePosixPath(f).parts) > 1 else None for f in files]
     loose = [f for f, t in zip(files, top) if t is None]
     if len(loose) == len(files):
@@ -115,5 +117,5 @@ def labelled_images(root: str | Path, labels_csv: str | Path | None = None) -> L
     if labels_csv is not None:
         labels, classes = read_labels_csv(labels_csv, root, files)
         return LabelledImages(root, files, labels, classes, "csv")
-    labels, classes, source = _folder_labels(root, files)
+    labels, classes, source = folder_labels(root, files)
     return LabelledImages(root, files, labels, classes, source)

@@ -18,6 +18,7 @@ import os
 import lightning as L
 import torch
 
+from tokbench.checkpoint import CheckpointError
 from tokbench.generation.presets import build_generator
 from tokbench.generation.token_data import TokenDataset
 from tokbench.tokens import TokenLayout
@@ -29,9 +30,11 @@ class GeneratorModule(L.LightningModule):
     def __init__(self, tokens: str | None = None, info: dict | None = None, arch: str = "gpt", preset: str = "tiny",
                  model_options: dict | None = None, label_dropout: float = 0.1, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0,
-                 max_steps: int | None = None, min_lr_ratio: float = 0.0, ema_decay: float = 0.999) -> None:
+                 max_steps: int | None = None, min_lr_ratio: float = 0.0, ema_decay: float = 0.999,
+                 compile: bool = False) -> None:
         """``tokens``: a token dataset folder (`tokbench gen encode`), or ``info``: its
-        ``{"layout", "num_classes", "tokenizer"}`` directly."""
+        ``{"layout", "num_classes", "tokenizer"}`` directly. ``compile``: train through
+        `torch.compile` (`tokbench.generation.compile`; the EMA copy stays eager)."""
         super().__init__()
         if info is None:
             if not tokens:
@@ -50,6 +53,10 @@ class GeneratorModule(L.LightningModule):
         self.model = build_generator(arch, self.layout, self.num_classes, preset, code_dim=code_dim,
                                      **(model_options or {}))
         self.ema = make_ema(self.model)
+        if compile:
+            from tokbench.generation.compile import compile_training
+
+            compile_training(self.model)
 
     def attach_tokenizer(self, tokenizer):
         """The tokenizer a next-scale generator reads its inputs from (loaded from the info's
@@ -85,7 +92,8 @@ class GeneratorModule(L.LightningModule):
         """``(B,)`` the (EMA) continuous generator's denoising loss of each sequence, with noise and
         timesteps fixed by ``seed`` so that runs and checkpoints compare on the same draws."""
         g = torch.Generator(device=latents_BLC.device).manual_seed(seed)
-        return torch.stack([self.ema.loss(x[None].float(), None if labels_B is None else labels_B[i:i + 1], g)
+        return torch.stack([self.ema.loss(x[None].float(), None if labels_B is None else labels_B[i:i + 1], g,
+                                          with_bound=False)
                             for i, x in enumerate(latents_BLC)])
 
     @torch.no_grad()
@@ -157,9 +165,20 @@ class GeneratorModule(L.LightningModule):
         decay = [p for n, p in self.model.named_parameters() if decays[n]]
         no_decay = [p for n, p in self.model.named_parameters() if not decays[n]]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=h.lr, betas=tuple(h.betas))
+                                lr=h.lr, betas=tuple(h.betas), fused=self.device.type == "cuda")
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, h.warmup_steps, total, h.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuses a run saved with the former fixed-variance diffusion head (``C`` outputs): its
+        optimizer state does not fit the learned-variance head, so it cannot be resumed."""
+        out = checkpoint.get("state_dict", {}).get("model.head.out.weight")
+        if self.continuous and out is not None and out.shape[0] == self.model.channels:
+            raise CheckpointError(
+                "this run was saved with tokbench's former MAR head (fixed variance, "
+                f"{out.shape[0]} outputs); the head now learns its variance as MAR does "
+                f"({2 * out.shape[0]} outputs), so the run cannot be resumed: start a new run (another "
+                "--trainer.default_root_dir). Its exported generator/ still samples with `gen sample`.")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["tokbench_generator"] = {"arch": self.hparams.arch, "preset": self.hparams.preset,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokbench.generation.blocks import AdaLNBlock, KVCache, init_weights
+from tokbench.generation.blocks import AdaLNBlock, KVCache, cache_dtype, init_weights
 from tokbench.generation.sampling import check_sampling, class_indices, draw, guidance_batch, guided
 from tokbench.tokens import TokenLayout
 
@@ -86,6 +86,19 @@ class NextScaleGPT(nn.Module):
         scale, shift = self.head_modulation(cond_BC)[:, None].chunk(2, dim=-1)
         return self.head(self.norm(x_BLC) * (1 + scale) + shift)
 
+    def new_cache(self, batch: int, device: torch.device) -> KVCache:
+        """A static KV cache for ``batch`` samples of all the maps' positions."""
+        attn, width = self.blocks[0].attn, self.class_embed.embedding_dim
+        return KVCache(self.seq_len).allocate(len(self.blocks), batch, attn.heads, width // attn.heads,
+                                              cache_dtype(self, torch.device(device)), device)
+
+    def cached_step(self, x_BlC: torch.Tensor, positions_l: torch.Tensor, cond_BC: torch.Tensor,
+                    cache: KVCache) -> torch.Tensor:
+        """Logits of one map's inputs at ``positions_l``, attending (block-causally) to the cached
+        keys of the maps up to its own; the unwritten keys belong to later maps, so masked."""
+        cache.begin_step(positions_l, self.mask_LL.index_select(0, positions_l))
+        return self._run(x_BlC, cond_BC, None, cache)
+
     def _start(self, classes_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cond_BC = self.class_embed(classes_B)
         return cond_BC, cond_BC[:, None] + self.start_positions
@@ -121,12 +134,12 @@ class NextScaleGPT(nn.Module):
         device = self.head.weight.device
         B, classes_B, guide = guidance_batch(self, labels_B, num, cfg, device)
         cond_BC, x_BlC = self._start(classes_B)
-        cache = KVCache() if use_cache else None
+        cache = self.new_cache(len(classes_B), device) if use_cache else None
         seen_BLC, start, f_hat, maps = x_BlC[:, :0], 0, None, []
         for si, (h, w) in enumerate(self.scale_shapes):
             x_BlC = self._embed(x_BlC, start)
             if use_cache:
-                logits = self._run(x_BlC, cond_BC, None, cache)
+                logits = self.cached_step(x_BlC, torch.arange(start, start + h * w, device=device), cond_BC, cache)
             else:
                 seen_BLC = torch.cat([seen_BLC, x_BlC], dim=1)
                 stop = start + h * w

@@ -35,7 +35,7 @@ CLASS_GRID = "grid_by_class.png"  # up to 16 classes x 8 samples: what the repor
 class SamplingSettings:
     cfg: float = 1.0
     cfg_interval: tuple[float, float] = (0.0, 1.0)  # next-token GPT: fraction of the steps guided
-    cfg_schedule: str = "linear"  # next-scale: VAR's ramp over the maps, or "constant"
+    cfg_schedule: str = "linear"  # next-scale: VAR's ramp over the maps; mar: MAR's over the tokens; or "constant"
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
@@ -80,7 +80,8 @@ def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int
     """``(B, 3, H, W)`` decoded samples in [0, 1]."""
     if model.arch == "mar":
         x_BLC = model.generate(labels_B, num=num, cfg=s.cfg, cfg_interval=tuple(s.cfg_interval),
-                               temperature=s.temperature, diffusion_steps=s.diffusion_steps, generator=generator)
+                               cfg_schedule=s.cfg_schedule, temperature=s.temperature,
+                               diffusion_steps=s.diffusion_steps, generator=generator)
         with torch.no_grad():
             return tokenizer.decode(latents_from_sequence(x_BLC, layout, image_size)).clamp(0, 1)
     common = dict(cfg=s.cfg, temperature=s.temperature, top_k=s.top_k or None,
@@ -95,13 +96,19 @@ def draw_batch(model, tokenizer, layout, labels_B: torch.Tensor | None, num: int
 
 def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, settings: SamplingSettings,
                      classes: str = "all", batch_size: int = 32, device: str = "cpu", tokenizer: str | None = None,
-                     npz: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True) -> Path:
-    """Write ``num`` samples as ``out/000000.png ...`` (+ ``manifest.json``, ``samples.npz``)."""
+                     npz: bool = False, rank: int = 0, world_size: int = 1, progress: bool = True,
+                     compile: bool = False) -> Path:
+    """Write ``num`` samples as ``out/000000.png ...`` (+ ``manifest.json``, ``samples.npz``);
+    ``compile``: through `tokbench.generation.compile.compile_sampling`."""
     s = settings
     check_sampling(s.temperature, s.top_k, s.top_p if s.top_p < 1 else None, s.cfg)
     if num < 1 or batch_size < 1:
         raise ValueError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
     model, config = load_generator(generator_dir, device)
+    if compile:
+        from tokbench.generation.compile import compile_sampling
+
+        compile_sampling(model, device)
     tok = load_matching_tokenizer(config, tokenizer, device)
     layout = TokenLayout.from_dict(config["layout"])
     side = int(config.get("resolution") or 256)
@@ -118,7 +125,7 @@ def sample_to_folder(generator_dir: str | Path, out: str | Path, num: int, setti
                     "tokenizer": {**config["tokenizer"], "spec": tokenizer or config["tokenizer"]["spec"]},
                     "sampling": {**asdict(s), "cfg_interval": list(s.cfg_interval), "classes": classes,
                                  "batch_size": batch_size},
-                    "num_samples": num, "resolution": side, "files": files,
+                    "num_samples": num, "resolution": side, "files": files, "compiled": compile,
                     "labels": None if labels_N is None else labels_N.tolist(),
                     "class_names": config.get("classes")}
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -79,3 +79,15 @@ def in_interval(step: int, total: int, interval: tuple[float, float]) -> bool:
     """Whether guidance applies at ``step`` of ``total``: ``interval`` is a fraction range
     ``[start, end)`` of the steps (``(0, 1)``: all)."""
     return interval[0] <= step / total < interval[1]
+
+
+CFG_SCHEDULES = ("linear", "constant")
+
+
+def mar_cfg(cfg: float, t: int, seq_len: int, schedule: str = "linear") -> float:
+    """MAR's guidance scale for token ``t`` (0-based) of ``seq_len``: ``linear`` is its ramp (after
+    Muse), ``1 + (cfg - 1) * generated / L`` with ``generated = t + 1``, the tokens known once this
+    one is drawn (MAR's ``seq_len - mask_len``); ``constant``: ``cfg`` throughout."""
+    if schedule not in CFG_SCHEDULES:
+        raise ValueError(f"cfg schedule must be one of {', '.join(CFG_SCHEDULES)}, got {schedule!r}")
+    return 1 + (cfg - 1) * (t + 1) / seq_len if schedule == "linear" else cfg

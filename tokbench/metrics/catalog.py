@@ -60,15 +60,15 @@ _TB_RANGE = {"small": "TokBench's small", "medium": "TokBench's medium", "large"
 TOKBENCH_TEXT = (
     *(Metric(f"tacc_{b}", f"T-ACC, {b} text", f"share of ground-truth words in {_TB_RANGE[b]} size bucket read "
              "exactly (case-sensitive, raw strings) from their box in the reconstruction, pooled over the dataset's "
-             "words (TokBench protocol)", True, low=0.0, high=1.0, aggregation="dataset")
+             "words (TokBench protocol)", True, low=0.0, high=1.0, aggregation="dataset", percent=True)
       for b in ("small", "medium", "large")),
     Metric("tacc_mean", "T-ACC, mean", "unweighted mean of the small, medium and large T-ACC (TokBench's headline)",
-           True, low=0.0, high=1.0, aggregation="dataset"),
+           True, low=0.0, high=1.0, aggregation="dataset", percent=True),
     *(Metric(f"tned_{b}", f"T-NED, {b} text", f"1 - normalized edit distance (raw strings) of the words in "
              f"{_TB_RANGE[b]} size bucket, pooled over the dataset's words (TokBench protocol)", True, low=0.0,
-             high=1.0, aggregation="dataset") for b in ("small", "medium", "large")),
+             high=1.0, aggregation="dataset", percent=True) for b in ("small", "medium", "large")),
     Metric("tned_mean", "T-NED, mean", "unweighted mean of the small, medium and large T-NED (TokBench's headline)",
-           True, low=0.0, high=1.0, aggregation="dataset"),
+           True, low=0.0, high=1.0, aggregation="dataset", percent=True),
 )
 
 _FACE_BUCKET = {"small": "small faces", "medium": "medium faces", "large": "large faces"}
@@ -94,6 +94,11 @@ GENERATION = (
     Metric("diffusion_loss", "diffusion loss", "held-out denoising loss of the continuous generator's diffusion "
            "head (mean squared noise error per normalised latent channel, fixed timesteps and noise): lower = "
            "latents easier to model; not a likelihood, not comparable with the discrete NLL", False, low=0.0),
+    Metric("ar_probe_top1", "AR probe top-1", "linear-probe accuracy (GigaTok's AR probing) on held-out images' "
+           "crops: logistic regression on the fitted generator's middle-block features averaged over positions, "
+           "standardised, L2 chosen on held-out training images", True, low=0.0, high=1.0),
+    Metric("latent_probe_top1", "token probe top-1", "the same linear probe on the tokens themselves: latents, or "
+           "the codewords of the ids, averaged over positions", True, low=0.0, high=1.0),
     Metric("gfid", "gFID", "Frechet distance of Inception features, generated samples vs real images", False,
            low=0.0, aggregation="dataset"),
 )

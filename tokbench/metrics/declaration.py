@@ -26,6 +26,7 @@ class Metric:
     aggregation: str = "per_image"
     weights: str | None = None  # a key of tokbench.weights.WEIGHT_FILES
     network: str | None = None  # "module:function(weights_path, device)" building what the task scores with
+    percent: bool = False  # a fraction that reports show x100 with "%" (the published convention, e.g. TokBench's)
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 100 or not self.name.replace("_", "").isalnum():

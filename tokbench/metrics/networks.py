@@ -30,6 +30,30 @@ def canonical_skips(names: Iterable[str]) -> list[str]:
     return skips
 
 
+def missing_weights(metric_names: Iterable[str], weights_dir: str | None) -> dict[str, str]:
+    """The weighted metrics among ``metric_names`` whose weights file is not on disk -> one line
+    saying which file is missing and how to get it (what an eval prints and records when it skips them)."""
+    out = {}
+    for name in dict.fromkeys(metric_names):
+        metric = get_metric(name)
+        if not metric.weights:
+            continue
+        path = weights.weight_path(metric.weights, weights_dir)
+        if not path.is_file():
+            out[name] = (f"weights not found: {path} ({weights.WEIGHT_FILES[metric.weights].purpose}); to compute it, "
+                         f"run 'tokbench weights fetch --metrics {metric.weights}' on a machine with network and copy "
+                         f"the file there or pass --weights-dir")
+    return out
+
+
+def computable_metrics(metric_names: Iterable[str], weights_dir: str | None) -> list[str]:
+    """``metric_names`` less those whose pretrained weights are missing (for protocol presets:
+    a preset that needs a metric this leaves out must refuse to run)."""
+    names = list(dict.fromkeys(metric_names))
+    missing = missing_weights(names, weights_dir)
+    return [n for n in names if n not in missing]
+
+
 def build_network(name: str, weights_path, device: str) -> Any:
     """Call metric ``name``'s network builder on its weights file."""
     module_name, _, function = get_metric(name).network.partition(":")

@@ -10,12 +10,23 @@ A `Quantizer` maps encoder features to codes and back:
   `VectorQuantizer.assign`, which in training counts hits (reduced over ranks), EMA-updates,
   restarts dead codes and shows the searched vectors to the codebook's ``observers`` -- the
   hook the codebook entropy loss uses, whatever the quantizer around the codebook.
+
+The search-free quantizers (`ImplicitQuantizer`: LFQ, BSQ, FSQ) round each channel on its
+own, so they need no nearest-codeword search: ``codebooks()`` is empty, nothing is
+observed, and their ids come from exact integer maps of the rounded channels
+(``ids_from_codes`` / ``codes_from_ids``). They offer the same ``prepare`` / ``assign`` /
+``lookup`` / ``usage_stats`` as `VectorQuantizer` (hits counted the same way, `CodeUsage`),
+so a quantizer built on codes (the multi-scale residual one) takes either. Their losses use
+the same names: ``commitment`` (weighted by ``beta``; FSQ has none by default) and
+``entropy`` (LFQ/BSQ's own entropy regularizer, already weighted) -- each quantizer reports
+the subset of `LOSS_NAMES` it has, and only in training for the search-free ones.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-LOSS_NAMES = ("codebook", "commitment")
+LOSS_NAMES = ("codebook", "commitment", "entropy")
 
 
 class Quantizer(nn.Module):
@@ -24,3 +35,9 @@ class Quantizer(nn.Module):
     def codebooks(self) -> list:
         """The `VectorQuantizer` codebooks this quantizer searches."""
         raise NotImplementedError
+
+    has_regularizers = False  # True where `regularizers` returns loss terms
+
+    def regularizers(self, z_ND: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra weighted loss terms of prepared vectors ``(N, D)`` (the LFQ/BSQ entropy); none here."""
+        return {}

@@ -6,6 +6,12 @@ grid, refine them with phi_k (phi(h) = (1-r) h + r conv3x3(h); a few convolution
 across all scales, each scale using the one whose tick is nearest to its position), add
 the result to f_hat and subtract it from the residual. Decoding from the first k maps
 gives a coarse-to-fine reconstruction.
+
+The per-scale codes come from any quantizer with the `VectorQuantizer` surface
+(``quantizer="vq"``, VAR's; or the search-free ``"lfq"``, ``"bsq"``, ``"fsq"``, see
+`make_quantizer`). The searched residuals are detached (as VAR); a quantizer with its own
+regularizer (LFQ/BSQ entropy) sees each scale's residual with its gradient to the encoder,
+and the loss is averaged over scales.
 """
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokbench.quantize.base import Quantizer
+from tokbench.quantize.factory import make_quantizer
 from tokbench.quantize.output import QuantizerOutput
-from tokbench.quantize.vector import VectorQuantizer
 from tokbench.tokens import scale_schedule_shapes
 
 VAR_SCALES_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -78,17 +84,20 @@ class MultiScaleResidualQuantizer(Quantizer):
         dead_code_steps: int = 0,
         phi_ticks: str = "centered",
         truncate_scales: bool = False,
+        quantizer: str = "vq",
+        quantizer_options: dict | None = None,
     ) -> None:
         super().__init__()
         scales = tuple(int(s) for s in scales)
         if not scales or any(b <= a for a, b in zip(scales, scales[1:])):
             raise ValueError(f"scales must be a non-empty increasing schedule, got {scales}")
         self.scales, self.beta, self.truncate_scales = scales, beta, truncate_scales
-        self.codes = VectorQuantizer(codebook_size, code_dim, beta=beta, dead_code_steps=dead_code_steps)
+        self.codes = make_quantizer(quantizer, codebook_size, code_dim, beta=beta, dead_code_steps=dead_code_steps,
+                                    options=quantizer_options)
         self.phis = SharedPhis(code_dim, num_phi_convs, phi_ratio, ticks=phi_ticks)
 
-    def codebooks(self) -> list[VectorQuantizer]:
-        return [self.codes]
+    def codebooks(self) -> list:
+        return self.codes.codebooks()
 
     @property
     def codebook_size(self) -> int:
@@ -122,10 +131,14 @@ class MultiScaleResidualQuantizer(Quantizer):
         f_rest = f_target.clone()
         f_hat = torch.zeros_like(f_fp32)
         ids, commitment, codebook = [], f_fp32.new_zeros(()), f_fp32.new_zeros(())
+        regularizers: dict[str, torch.Tensor] = {}
         shapes = self.scale_shapes(H, W)
         for si, (ph, pw) in enumerate(shapes):
             z_BChw = f_rest if (ph, pw) == (H, W) else F.interpolate(f_rest, size=(ph, pw), mode="area")
-            idx_N = self.codes.assign(z_BChw.permute(0, 2, 3, 1).reshape(-1, C))
+            idx_N = self.codes.assign(self.codes.prepare(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)))
+            if self.training and self.codes.has_regularizers:
+                for name, value in self.codes.regularizers(self._live(z_BChw, f_fp32, f_hat)).items():
+                    regularizers[name] = regularizers.get(name, 0) + value / len(shapes)
             idx_Bhw = idx_N.view(B, ph, pw)
             h_BChw = self._codes_to_full_grid(idx_Bhw, si, (H, W), len(shapes))
             f_hat = f_hat + h_BChw
@@ -137,9 +150,18 @@ class MultiScaleResidualQuantizer(Quantizer):
         f_hat_st = f_fp32 + (f_hat - f_fp32).detach()
         return QuantizerOutput(
             z_q=f_hat_st.to(f_BChw.dtype), ids=ids,
-            losses={"codebook": codebook / len(shapes), "commitment": commitment / len(shapes)},
+            losses={"codebook": codebook / len(shapes), "commitment": commitment / len(shapes), **regularizers},
             stats=self.codes.usage_stats(),
         )
+
+    def _live(self, z_BChw: torch.Tensor, f_BChw: torch.Tensor, f_hat_BChw: torch.Tensor) -> torch.Tensor:
+        """Prepared vectors ``(N, C)`` equal to the searched residual ``z`` but carrying the
+        gradient of ``f - f_hat`` (``f_hat`` so far, held fixed) to the encoder."""
+        r_BChw = f_BChw - f_hat_BChw.detach()
+        if r_BChw.shape[-2:] != z_BChw.shape[-2:]:
+            r_BChw = F.interpolate(r_BChw, size=tuple(z_BChw.shape[-2:]), mode="area")
+        live_BChw = z_BChw + (r_BChw - r_BChw.detach())
+        return self.codes.prepare(live_BChw.permute(0, 2, 3, 1).reshape(-1, z_BChw.shape[1]))
 
     @torch.no_grad()
     def encode(self, f_BChw: torch.Tensor) -> list[torch.Tensor]:

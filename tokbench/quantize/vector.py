@@ -21,11 +21,12 @@ from tokbench import distributed
 from tokbench.ops import nearest_codeword
 from tokbench.quantize.base import Quantizer
 from tokbench.quantize.output import QuantizerOutput
+from tokbench.quantize.usage import CodeUsage
 
 Observer = Callable[["VectorQuantizer", torch.Tensor], None]
 
 
-class VectorQuantizer(Quantizer):
+class VectorQuantizer(Quantizer, CodeUsage):
     """Nearest-codeword quantizer over ``codebook_size`` codes of ``code_dim`` dimensions."""
 
     def __init__(
@@ -43,17 +44,15 @@ class VectorQuantizer(Quantizer):
         super().__init__()
         if codebook_size < 1 or code_dim < 1:
             raise ValueError(f"codebook_size and code_dim must be >= 1, got {codebook_size} and {code_dim}")
-        self.codebook_size, self.code_dim = codebook_size, code_dim
+        self.code_dim = code_dim
         self.l2_normalize, self.beta = l2_normalize, beta
         self.use_ema, self.ema_decay = use_ema, ema_decay
-        self.dead_code_steps, self.usage_window = dead_code_steps, usage_window
+        self.dead_code_steps = dead_code_steps
         self.embedding = nn.Parameter(torch.empty(codebook_size, code_dim), requires_grad=not use_ema)
         # Training-time bookkeeping (buffers: saved in checkpoints, follow .to(device)).
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("last_hit_step", torch.zeros(codebook_size, dtype=torch.long))
+        self.init_usage(codebook_size, ema_decay, usage_window)
         # Restarts are kept apart from hits: a restarted code is not a used one.
         self.register_buffer("last_restart_step", torch.zeros(codebook_size, dtype=torch.long))
-        self.register_buffer("hit_ema", torch.zeros(codebook_size))
         if use_ema:
             self.register_buffer("ema_cluster_size", torch.zeros(codebook_size))
             self.register_buffer("ema_embed_sum", torch.zeros(codebook_size, code_dim))
@@ -125,26 +124,7 @@ class VectorQuantizer(Quantizer):
         z_q = zq_ND.reshape(*ids_shape, self.code_dim).movedim(-1, channel_dim).to(z.dtype)
         return QuantizerOutput(z_q=z_q, ids=idx_N.reshape(ids_shape), losses=losses, stats=self.usage_stats())
 
-    # -- statistics, EMA, restarts ------------------------------------------------------
-    @torch.no_grad()
-    def record_hits(self, idx_N: torch.Tensor) -> torch.Tensor:
-        """Count code hits (summed over ranks); update the usage window and hit EMA."""
-        counts_K = torch.bincount(idx_N, minlength=self.codebook_size).float()
-        distributed.all_reduce_sum(counts_K)
-        self.step += 1
-        self.last_hit_step[counts_K > 0] = self.step
-        self.hit_ema.mul_(self.ema_decay).add_(counts_K, alpha=1 - self.ema_decay)
-        return counts_K
-
-    @torch.no_grad()
-    def usage_stats(self) -> dict[str, torch.Tensor]:
-        """Fraction of codes hit within the last ``usage_window`` steps, and perplexity of the hit EMA."""
-        recent = (self.step - self.last_hit_step) < self.usage_window
-        usage = (recent & (self.last_hit_step > 0)).float().mean()
-        p = self.hit_ema / self.hit_ema.sum().clamp_min(1e-12)
-        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
-        return {"usage": usage, "perplexity": perplexity}
-
+    # -- EMA, restarts (hit counts and usage: `CodeUsage`) ------------------------------------
     @torch.no_grad()
     def ema_update(self, z_ND: torch.Tensor, idx_N: torch.Tensor) -> None:
         onehot_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, idx_N, z_ND.float())

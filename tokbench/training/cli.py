@@ -2,18 +2,51 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import warnings
 from importlib import resources
 from pathlib import Path
+
+
+def shipped_config_names(package: str = "tokbench.training") -> list[str]:
+    """Names of the YAML configs shipped in ``package``'s ``configs`` folder, sorted."""
+    return sorted(p.stem for p in Path(str(resources.files(package).joinpath("configs"))).glob("*.yaml"))
 
 
 def shipped_config(name: str, package: str = "tokbench.training") -> Path:
     """``vq_tiny`` -> the YAML shipped in ``tokbench/training/configs`` (or ``package``'s ``configs``)."""
     path = Path(str(resources.files(package).joinpath("configs", f"{name}.yaml")))
     if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"no shipped config {name!r}; available: {', '.join(available)}")
+        raise FileNotFoundError(f"no shipped config {name!r}; available: {', '.join(shipped_config_names(package))}")
     return path
+
+
+def closest_keys(option: str, valid: list[str], n: int = 3) -> list[str]:
+    """The valid options nearest a misspelt one: same section first (``--model.*``), by difflib's
+    ratio, and an abbreviation made of the words' initials (``learning_rate`` -> ``lr``)."""
+    section, _, key = option.lstrip("-").rpartition(".")
+    same = [v for v in valid if v.lstrip("-").rpartition(".")[0] == section] or valid
+    by_key = {v.lstrip("-").rpartition(".")[2]: v for v in same}
+    initials = "".join(word[0] for word in key.split("_") if word)
+    found = [by_key[initials]] if len(initials) > 1 and initials in by_key else []
+    found += [by_key[k] for k in difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.5)]
+    found += difflib.get_close_matches(option, valid, n=n, cutoff=0.6)
+    return list(dict.fromkeys(found))[:n]
+
+
+def argument_error_message(message: str, valid: list[str]) -> str:
+    """Lightning's parse error as one line; each unrecognized ``--key`` gets its closest valid keys."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    unknown = re.findall(r"(--[\w.\-]+)", line.partition("nrecognized arguments:")[2])
+    # a key in a YAML file: "Group 'model' does not accept option 'learning_rat'"
+    unknown += [f"--{group}.{key}" for group, key in re.findall(r"Group '([\w.]+)' does not accept option '(\w+)'", line)]
+    hints = []
+    for option in unknown:
+        if option not in valid:
+            near = closest_keys(option, valid)
+            hints.append(f"{option}: did you mean {' or '.join(near)}?" if near else f"{option}: no similar key")
+    return "; ".join([line, *hints]) + " (all keys: --help)"
 
 
 def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
@@ -59,7 +92,17 @@ def lightning_cli(model_class, data_class, argv: list[str], prog: str, descripti
 
     from tokbench.training.lightning_warnings import silence_expected_lightning_warnings
 
+    from jsonargparse import ArgumentError
+
     class TokbenchCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            # One line naming the closest valid keys instead of the whole usage (exit_on_error=False below).
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as err:
+                valid = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+                raise ValueError(argument_error_message(str(err), valid)) from None
+
         def add_arguments_to_parser(self, parser) -> None:
             for source, target in links:
                 parser.link_arguments(source, target)
@@ -76,7 +119,7 @@ def lightning_cli(model_class, data_class, argv: list[str], prog: str, descripti
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"plugins": [{"class_path": "tokbench.training.checkpointing.AtomicCheckpointIO"}],
                               "enable_model_summary": False},
-            parser_kwargs={"prog": prog, "description": description},
+            parser_kwargs={"prog": prog, "description": description, "exit_on_error": False},
         )
 
 
@@ -86,7 +129,8 @@ def build_cli(argv: list[str]):
     from tokbench.training.module import AutoencoderModule
 
     return lightning_cli(AutoencoderModule, ImageDataModule, argv, "tokbench train",
-                         "Train a tokenizer (Lightning CLI conventions).")
+                         "Train a tokenizer (Lightning CLI conventions). Shipped configs (--config NAME): "
+                         + ", ".join(shipped_config_names()) + ".")
 
 
 def fit_cli(cli, resume: bool) -> None:
@@ -128,7 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", add_help=False,
         help="train a tokenizer: --config NAME|FILE.yaml [--data DIR] [--resume] [--section.key value ...]",
-        description="All arguments go to Lightning's CLI: --config, --print_config, --trainer.*, --model.*, --data.*")
+        description="All arguments go to Lightning's CLI: --config, --print_config, --trainer.*, --model.*, --data.* "
+                    "(shipped configs: " + ", ".join(shipped_config_names()) + ")")
     p.set_defaults(func=run_train, passthrough=True)
     p = subparsers.add_parser("export", help="write a training checkpoint as a tokbench checkpoint directory")
     p.add_argument("checkpoint", help="a .ckpt written by tokbench train")

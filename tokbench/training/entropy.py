@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokbench.quantize import VectorQuantizer
+from tokbench.quantize import ImplicitQuantizer, VectorQuantizer
 
 
 def entropy_loss(z_ND: torch.Tensor, codebook_KD: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,6 +37,10 @@ class CodebookEntropy:
         self.temperature = temperature
         self.codebooks = [m for m in tokenizer.modules() if isinstance(m, VectorQuantizer)]
         if not self.codebooks:
+            if any(isinstance(m, ImplicitQuantizer) for m in tokenizer.modules()):
+                raise ValueError("model.entropy_weight > 0 needs a searched codebook; LFQ/BSQ carry their own "
+                                 "entropy term (set model.tokenizer_options.quantizer_options.entropy_weight) "
+                                 "and FSQ needs none: set model.entropy_weight 0")
             raise ValueError(f"model.entropy_weight > 0 needs a codebook, but {type(tokenizer).__name__} has none "
                              "(set model.entropy_weight 0 for continuous tokenizers)")
         self._recorded: list[tuple[VectorQuantizer, torch.Tensor]] = []

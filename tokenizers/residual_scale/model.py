@@ -22,7 +22,9 @@ class ResidualScaleTokenizer(Tokenizer):
     VAR's own convention is available as options: ``phi_ticks="var"`` (its four φ ticks
     at 1/12 ... 11/12, chosen in float64) and ``truncate_scales`` (the schedule cut at the
     final map size instead of stretched onto it, as VAR runs its release schedule on
-    smaller images).
+    smaller images). ``quantizer``: ``"vq"`` (VAR's codebook) or the search-free ``"lfq"``,
+    ``"bsq"``, ``"fsq"`` for the per-scale codes, with ``quantizer_options`` (see
+    `tokbench.quantize.make_quantizer`).
     """
 
     family, kind = "residual_scale", "discrete"
@@ -31,20 +33,22 @@ class ResidualScaleTokenizer(Tokenizer):
                  z_channels: int = 32, codebook_size: int = 4096, code_dim: int = 32,
                  scales: tuple[int, ...] = VAR_SCALES_256, beta: float = 0.25, num_phi_convs: int = 4,
                  phi_ratio: float = 0.5, dead_code_steps: int = 0, phi_ticks: str = "centered",
-                 truncate_scales: bool = False) -> None:
+                 truncate_scales: bool = False, quantizer: str = "vq", quantizer_options: dict | None = None) -> None:
         super().__init__()
         ch_mult, scales = tuple(ch_mult), tuple(scales)
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
                            codebook_size=codebook_size, code_dim=code_dim, scales=list(scales), beta=beta,
                            num_phi_convs=num_phi_convs, phi_ratio=phi_ratio, dead_code_steps=dead_code_steps,
-                           phi_ticks=phi_ticks, truncate_scales=truncate_scales)
+                           phi_ticks=phi_ticks, truncate_scales=truncate_scales, quantizer=quantizer,
+                           quantizer_options=dict(quantizer_options or {}))
         self.stride = stride_of(ch_mult)
         self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
         self.quant_conv = nn.Conv2d(z_channels, code_dim, 3, padding=1)
         self.quantize = MultiScaleResidualQuantizer(codebook_size, code_dim, scales, beta=beta,
                                                     num_phi_convs=num_phi_convs, phi_ratio=phi_ratio,
                                                     dead_code_steps=dead_code_steps, phi_ticks=phi_ticks,
-                                                    truncate_scales=truncate_scales)
+                                                    truncate_scales=truncate_scales, quantizer=quantizer,
+                                                    quantizer_options=quantizer_options)
         self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 3, padding=1)
         self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=True)
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from tokbench.nn.conv import ConvDecoder, ConvEncoder, stride_of
 from tokbench.nn.family import from_model_range, to_model_range
-from tokbench.quantize import VectorQuantizer
+from tokbench.quantize import make_quantizer
 from tokbench.tokenizer import AutoencoderOutput, Tokenizer
 from tokbench.tokens import TokenLayout, Tokens
 
@@ -17,6 +17,9 @@ class VQTokenizer(Tokenizer):
     ``l2_normalize``: codes and features compared on the unit sphere (LlamaGen) or as
     they are (taming's VQGAN). ``attn_levels``: levels (0 = full resolution) with
     attention after every ResNet block; None means the lowest level if ``lowest_level_attn``.
+    ``quantizer``: ``"vq"`` (nearest codeword; ``l2_normalize``, ``use_ema``, ``dead_code_steps``
+    apply to it) or the search-free ``"lfq"``, ``"bsq"``, ``"fsq"`` with ``quantizer_options``
+    (see `tokbench.quantize.make_quantizer`).
     """
 
     family, kind = "vq", "discrete"
@@ -24,20 +27,21 @@ class VQTokenizer(Tokenizer):
     def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
                  z_channels: int = 256, codebook_size: int = 16384, code_dim: int = 8, l2_normalize: bool = True,
                  beta: float = 0.25, use_ema: bool = False, dead_code_steps: int = 0,
-                 lowest_level_attn: bool = True, attn_levels: list[int] | None = None) -> None:
+                 lowest_level_attn: bool = True, attn_levels: list[int] | None = None, quantizer: str = "vq",
+                 quantizer_options: dict | None = None) -> None:
         super().__init__()
         ch_mult = tuple(ch_mult)
         attn_levels = None if attn_levels is None else [int(a) for a in attn_levels]
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
                            codebook_size=codebook_size, code_dim=code_dim, l2_normalize=l2_normalize, beta=beta,
                            use_ema=use_ema, dead_code_steps=dead_code_steps, lowest_level_attn=lowest_level_attn,
-                           attn_levels=attn_levels)
+                           attn_levels=attn_levels, quantizer=quantizer, quantizer_options=dict(quantizer_options or {}))
         self.stride = stride_of(ch_mult)
         self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
                                    attn_levels=attn_levels)
         self.quant_conv = nn.Conv2d(z_channels, code_dim, 1)
-        self.quantize = VectorQuantizer(codebook_size, code_dim, l2_normalize=l2_normalize, beta=beta,
-                                        use_ema=use_ema, dead_code_steps=dead_code_steps)
+        self.quantize = make_quantizer(quantizer, codebook_size, code_dim, beta=beta, l2_normalize=l2_normalize,
+                                       use_ema=use_ema, dead_code_steps=dead_code_steps, options=quantizer_options)
         self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 1)
         self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
                                    attn_levels=attn_levels)

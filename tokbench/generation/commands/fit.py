@@ -1,4 +1,4 @@
-"""``tokbench gen fit --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]
+"""``tokbench gen fit --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume] [--compile]
 [--trainer.devices 8 --trainer.strategy ddp] [--section.key value ...]``.
 
 Lightning's CLI conventions, as ``tokbench train``: a shipped config by name (or a YAML file),
@@ -14,7 +14,8 @@ GENERATOR_DIR = "generator"
 
 
 def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
-    """``--config NAME`` -> the shipped YAML, ``--tokens DIR`` -> ``--data.root DIR``, ``--resume``."""
+    """``--config NAME`` -> the shipped YAML, ``--tokens DIR`` -> ``--data.root DIR``, ``--resume``,
+    ``--compile`` -> ``--model.compile true``."""
     from tokbench.training.cli import shipped_config
 
     out, resume, i = [], False, 0
@@ -22,6 +23,8 @@ def translate_arguments(rest: list[str]) -> tuple[list[str], bool]:
         arg = rest[i]
         if arg == "--resume":
             resume = True
+        elif arg == "--compile":
+            out += ["--model.compile", "true"]
         elif arg == "--config" and i + 1 < len(rest) and not rest[i + 1].endswith((".yaml", ".yml")):
             out += ["--config", str(shipped_config(rest[i + 1], "tokbench.generation"))]
             i += 1
@@ -38,11 +41,13 @@ def build_cli(argv: list[str]):
     """Parse ``argv`` as LightningCLI does and build the generator, data and trainer (no run)."""
     from tokbench.generation.datamodule import TokenDataModule
     from tokbench.generation.module import GeneratorModule
-    from tokbench.training.cli import lightning_cli
+    from tokbench.training.cli import lightning_cli, shipped_config_names
 
     # the model sizes itself from the token dataset's layout
     return lightning_cli(GeneratorModule, TokenDataModule, argv, "tokbench gen fit",
-                         "Train a generator on a token dataset.", links=(("data.root", "model.tokens"),))
+                         "Train a generator on a token dataset. Shipped configs (--config NAME): "
+                         + ", ".join(shipped_config_names("tokbench.generation")) + ".",
+                         links=(("data.root", "model.tokens"),))
 
 
 def export_generator(module, root_dir: str | Path) -> Path:
@@ -71,8 +76,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from tokbench.training.cli import shipped_config_names
+
     p = subparsers.add_parser(
         "fit", add_help=False,
-        help="train a generator: --tokens TOKDIR --config gpt_tiny|gpt_B|gpt_L|var_tiny|var_d16 [--resume]",
+        help=f"train a generator: --tokens TOKDIR --config {'|'.join(shipped_config_names('tokbench.generation'))} "
+             "[--resume] [--compile]",
         description="All other arguments go to Lightning's CLI: --trainer.*, --model.*, --data.*")
     p.set_defaults(func=run_fit, passthrough=True)

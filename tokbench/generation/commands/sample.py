@@ -25,7 +25,7 @@ def run_sample(args: argparse.Namespace) -> int:
                                 diffusion_steps=args.diffusion_steps, seed=args.seed)
     out = sample_to_folder(args.generator, args.out, args.num, settings, classes=args.classes,
                            batch_size=args.batch_size, device=device, tokenizer=args.tokenizer,
-                           npz=args.format == "npz", rank=rank, world_size=world)
+                           npz=args.format == "npz", rank=rank, world_size=world, compile=args.compile)
     if rank == 0:
         print(f"wrote {args.num} samples to {out} (manifest.json{', samples.npz' if args.format == 'npz' else ''})")
     return 0
@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-interval", type=_interval, default=(0.0, 1.0),
                    help="next-token generators: guide only on this fraction of the steps, START,END (default 0,1)")
     p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
-                   help="next-scale generators: VAR's ramp from 1 at the first map to --cfg at the last, or constant")
+                   help="next-scale generators: VAR's ramp from 1 at the first map to --cfg at the last; mar "
+                        "generators: MAR's ramp 1 + (cfg - 1) * generated / tokens; or constant")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
@@ -52,4 +53,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("png", "npz"), default="png", help="npz: also pack ADM's samples.npz")
     p.add_argument("--tokenizer", help="decode with this tokenizer instead of the recorded one (same weights only)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step (torch.compile; CUDA graphs on a GPU): slower start, faster long runs")
     p.set_defaults(func=run_sample)

@@ -13,8 +13,10 @@ import argparse
 import importlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokbench.generation.scoring import DEFAULT_BATCH_SIZE, DEFAULT_IS_SPLITS, DEFAULT_K, FeatureFn
+if TYPE_CHECKING:  # the scorer imports torch and scipy: only when the command runs
+    from tokbench.generation.scoring import FeatureFn
 
 
 def build_feature_fn(spec: str | None, weights_dir: str | None, device: str) -> FeatureFn:
@@ -61,11 +63,13 @@ def protocol_block(protocol, args: argparse.Namespace, results: dict, reference_
 def run(args: argparse.Namespace) -> int:
     from tokbench.generation.reference import load_reference
     from tokbench.generation.score_results import build_results, tokenizer_from_manifest
-    from tokbench.generation.scoring import extract_features, score_features
+    from tokbench.generation.scoring import (DEFAULT_BATCH_SIZE, DEFAULT_IS_SPLITS, DEFAULT_K, extract_features,
+                                             score_features)
     from tokbench.generation.sources import open_samples
     from tokbench.results import write_results
 
     started = time.perf_counter()
+    args.batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.is_split_size is not None and args.is_split_size < 1:
@@ -122,12 +126,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write OUT/results.json (a 'generation' task block)")
     p.add_argument("--weights-dir", help="folder holding the Inception weights (default: the torch hub cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (features and precision/recall distances)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per Inception batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per Inception batch (default: tokbench.generation.scoring.DEFAULT_BATCH_SIZE, 50)")
     p.add_argument("--protocol", help="a sample-score preset (adm-gfid: ADM's reference batch and IS splits); "
                                        "recorded in the results")
     p.add_argument("--is-split-size", type=int, default=None, metavar="N",
                    help="Inception Score over consecutive splits of N samples, as ADM's evaluator (5000) "
-                        f"(default: {DEFAULT_IS_SPLITS} equal splits; the same at 50,000 samples)")
+                        "(default: tokbench.generation.scoring.DEFAULT_IS_SPLITS, 10, equal splits; the same at "
+                        "50,000 samples)")
     p.add_argument("--ref-cache", help="where reference features are cached "
                                        "(default: $TOKBENCH_CACHE/gen_references or ~/.cache/tokbench/gen_references)")
     p.add_argument("--tokenizer-kind", choices=["discrete", "continuous"],
