@@ -1,4 +1,5 @@
-"""``tokbench list``: every registered tokenizer with its size and token budget at 256 px.
+"""``tokbench list``: every registered tokenizer with its family, size and token budget at 256 px,
+and for a public name the released file it expects.
 
 Describing a tokenizer means building it (on the meta device), which imports torch and every
 family: seconds. The rows are therefore cached in ``$TOKBENCH_CACHE/list`` (else
@@ -18,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 ENTRY_POINT_GROUP = "tokbench.tokenizers"  # = tokbench.registry.ENTRY_POINT_GROUP (not imported: it imports yaml)
-COLUMNS = ("name", "spec", "kind", "params", "tokens@256", "vocab/channels", "bits@256")
+COLUMNS = ("name", "spec", "family", "kind", "params", "tokens@256", "vocab/channels", "bits@256", "released file")
 
 
 def describe_variants(name: str) -> list[dict]:
@@ -28,6 +29,7 @@ def describe_variants(name: str) -> list[dict]:
     from tokbench import registry
 
     rows = []
+    release = getattr(registry.get_factory(name), "release", None)
     for variant, options in (registry.variants(name) or {"default": {}}).items():
         with torch.device("meta"):
             tokenizer = registry.get_factory(name)(**options)
@@ -37,11 +39,13 @@ def describe_variants(name: str) -> list[dict]:
             "name": name,
             "variant": variant,
             "spec": name + (":" + ",".join(f"{k}={v}" for k, v in options.items()) if options else ""),
+            "family": tokenizer.family,
             "kind": tokenizer.kind,
             "params": tokenizer.num_parameters(),
             "tokens@256": layout.num_tokens if fixed else "variable",
             "vocab/channels": str(layout.vocab_size) if layout.vocab_size is not None else f"{layout.latent_channels} ch",
             "bits@256": bits_at_256(layout, fixed),
+            "released file": release.files if release else "",
         })
     return rows
 

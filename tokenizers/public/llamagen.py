@@ -1,4 +1,5 @@
-"""LlamaGen's VQ tokenizers (FoundationVision/LlamaGen ``vq_ds16_c2i.pt``, ``vq_ds8_c2i.pt``) -> ``vq``.
+"""LlamaGen's VQ tokenizers (FoundationVision/LlamaGen ``vq_ds16_c2i.pt``, ``vq_ds8_c2i.pt``, and the
+text-to-image ``vq_ds16_t2i.pt``, the same VQ-16 architecture and container) -> ``vq``.
 
 The released file is ``torch.save({"model": state_dict})``. Everything the architecture
 needs is read off the tensors: width from ``encoder.conv_in``, the levels and their
@@ -29,6 +30,8 @@ PREPROCESSING = ("ADM center crop: shorter side halved with BOX while >= 2x the 
 RELEASES = {
     "llamagen-vq16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                           codebook_size=16384, code_dim=8),
+    "llamagen-vq16-t2i": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                              codebook_size=16384, code_dim=8),
     "llamagen-vq8": dict(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                          codebook_size=16384, code_dim=8),
 }
@@ -58,20 +61,27 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     return drop(state_dict_of(read_any(path), path, CONTAINERS), keys=IGNORED_KEYS)
 
 
-def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokenizer:
-    base = {**RELEASES[release.name], **FAMILY_DEFAULTS}
-    if weights is None:
-        return VQTokenizer(**resolve_options(release.name, base, {}, overrides))
-    state = read_state(weights)
+def build_from_state(name: str, base: dict[str, Any], state: dict[str, torch.Tensor] | None,
+                     overrides: dict[str, Any], source: str) -> VQTokenizer:
+    """A `VQTokenizer` at ``base`` options, with LlamaGen-named weights ``state`` when given
+    (also used by adapters whose files embed a LlamaGen VQ, such as Janus)."""
+    if state is None:
+        return VQTokenizer(**resolve_options(name, base, {}, overrides))
     try:
         from_file = infer_config(state)
     except (KeyError, IndexError):
         from_file = {}  # not LlamaGen's layout: the key check below says what differs
-    options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
+    options = resolve_options(name, base, from_file, overrides, source=source)
     model = VQTokenizer(**options)
-    converted = keymap_for(options).apply(state, f"{weights} (as {release.name})")
-    load_converted(model, converted, f"{weights} (as {release.name})", OWN_BUFFERS)
+    converted = keymap_for(options).apply(state, f"{source} (as {name})")
+    load_converted(model, converted, f"{source} (as {name})", OWN_BUFFERS)
     return model.eval()
+
+
+def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokenizer:
+    base = {**RELEASES[release.name], **FAMILY_DEFAULTS}
+    state = None if weights is None else read_state(weights)
+    return build_from_state(release.name, base, state, overrides, str(weights))
 
 
 def _recognizes(levels: int):
@@ -90,3 +100,8 @@ build_vq16 = public_factory(
 build_vq8 = public_factory(
     Release("llamagen-vq8", "vq", "vq_ds8_c2i.pt", "huggingface.co/FoundationVision/LlamaGen", PREPROCESSING),
     build, _recognizes(4))
+# Same keys as the c2i VQ-16 (so a file is recognised as llamagen-vq16): load it by this name.
+build_vq16_t2i = public_factory(
+    Release("llamagen-vq16-t2i", "vq", "vq_ds16_t2i.pt", "huggingface.co/peizesun/llamagen_t2i",
+            "none fixed for evaluation by the release (t2i training at 256 then 512 px); inputs (x - 0.5) / 0.5"),
+    build, None)

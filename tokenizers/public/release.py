@@ -32,6 +32,10 @@ class Release:
     published: str  # where
     preprocessing: str  # the upstream's own evaluation preprocessing
     fixed: tuple[str, ...] = ()  # options no override may change, with or without weights
+    # A latent diffusion model's view of continuous latents: (latents - shift) * scale. Recorded
+    # (``tokenizer.upstream``), never applied: tokbench's latents are the posterior mean as is.
+    latent_shift: float | None = None
+    latent_scale: float | None = None
 
 
 def read_any(path: str | os.PathLike) -> Any:
@@ -130,6 +134,9 @@ def public_factory(release: Release, build: Callable[..., Any],
         # Not part of the config: a converted checkpoint is a plain family checkpoint.
         tokenizer.upstream = {"name": release.name, "weights": None if weights is None else str(weights),
                               "preprocessing": release.preprocessing}
+        if release.latent_scale is not None:
+            tokenizer.upstream["diffusion_latents"] = {"shift": release.latent_shift or 0.0,
+                                                       "scale": release.latent_scale}
         return tokenizer
 
     factory.release = release

@@ -7,6 +7,10 @@ otherwise the sizes are read off the tensors. ``attn_resolutions`` become the fa
 ``loss.*`` entries (LPIPS, discriminator) and its optimizer and callback states are
 training-only and ignored; its ``callbacks`` entry names a Lightning class, which
 `tokbench.checkpoint.torch_load_safely` maps to an inert stand-in.
+
+Chameleon's (and Anole's) image tokenizer is this VQGAN (``chameleon/inference/vqgan.py``
+has taming's modules and quantizer): ``tokenizer/vqgan.ckpt`` (``state_dict``) beside
+``tokenizer/vqgan.yaml``, 8,192 codes of dimension 256, f16 at 512 px (32 x 32 ids).
 """
 from __future__ import annotations
 
@@ -30,7 +34,11 @@ _DDCONFIG = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=2
 RELEASES = {
     "taming-vqgan-f16-16384": dict(_DDCONFIG, codebook_size=16384, code_dim=256),
     "taming-vqgan-f16-1024": dict(_DDCONFIG, codebook_size=1024, code_dim=256),
+    # Attention levels come from the shipped vqgan.yaml; none is assumed without it.
+    "chameleon-vqgan": dict(_DDCONFIG, attn_levels=(), codebook_size=8192, code_dim=256),
 }
+PREPROCESSING_CHAMELEON = ("transparent pixels whitened, shorter side resized to 512 (LANCZOS), center crop "
+                           "512x512; then 2x - 1")
 FAMILY_DEFAULTS = dict(l2_normalize=False, lowest_level_attn=False)
 
 
@@ -114,3 +122,8 @@ build_f16_16384 = public_factory(
 build_f16_1024 = public_factory(
     Release("taming-vqgan-f16-1024", "vq", "vqgan_imagenet_f16_1024: ckpts/last.ckpt + configs/model.yaml",
             _WHERE, PREPROCESSING), build, _recognizes(1024))
+# Its 8,192-code file fits both taming names' recognisers as well: load it by this name.
+build_chameleon = public_factory(
+    Release("chameleon-vqgan", "vq", "tokenizer/vqgan.ckpt + tokenizer/vqgan.yaml",
+            "facebook/chameleon-7b and GAIR/Anole-7b-v0.1 (tokenizer/); github.com/facebookresearch/chameleon",
+            PREPROCESSING_CHAMELEON), build, None)

@@ -1,6 +1,7 @@
 """VAR's multi-scale residual VQVAE (FoundationVision/VAR ``vae_ch160v4096z32.pth``) -> ``residual_scale``.
 
-The file is a bare state dict. Width comes from ``encoder.conv_in``, the codebook from
+The file is a bare state dict; VAR's 512 px models (``var-vqvae-512``) use the same file with
+the 512 px schedule 1,2,3,4,6,9,13,18,24,32 (VAR's ``train.py --pn 512``). Width comes from ``encoder.conv_in``, the codebook from
 ``quantize.embedding``; VAR fixes the rest itself (multipliers 1,1,2,2,4, two ResNet
 blocks, attention at the lowest level and in the middle, 3x3 quant convs, four shared φ
 convs). The scale schedule is not in the file: VAR's release schedule is used, cut at the
@@ -25,8 +26,11 @@ IGNORED_KEYS = ("quantize.ema_vocab_hit_SV",)
 OWN_BUFFERS = ("quantize.codes.step", "quantize.codes.last_hit_step", "quantize.codes.last_restart_step",
                "quantize.codes.hit_ema")
 PREPROCESSING = ("resize the shorter side to 288 (1.125 x 256, LANCZOS), center crop 256x256; then 2x - 1")
+VAR_SCALES_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 RELEASE = dict(ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=32, codebook_size=4096, code_dim=32,
                scales=VAR_SCALES_256, num_phi_convs=4, phi_ratio=0.5, phi_ticks="var", truncate_scales=True)
+RELEASES = {"var-vqvae": RELEASE, "var-vqvae-512": {**RELEASE, "scales": VAR_SCALES_512}}
+PREPROCESSING_512 = "resize the shorter side to 576 (1.125 x 512, LANCZOS), center crop 512x512; then 2x - 1"
 
 
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -49,14 +53,15 @@ def keymap_for(options: dict[str, Any]):
 
 
 def build(release: Release, weights: Path | None, **overrides: Any) -> ResidualScaleTokenizer:
+    base = RELEASES[release.name]
     if weights is None:
-        return ResidualScaleTokenizer(**resolve_options(release.name, RELEASE, {}, overrides))
+        return ResidualScaleTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = drop(state_dict_of(read_any(weights), weights, ("state_dict", "model")), keys=IGNORED_KEYS)
     try:
         from_file = infer_config(state)
     except (KeyError, IndexError):
         from_file = {}
-    options = resolve_options(release.name, RELEASE, from_file, overrides, source=str(weights))
+    options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
     model = ResidualScaleTokenizer(**options)
     source = f"{weights} (as {release.name})"
     load_converted(model, keymap_for(options).apply(state, source), source, OWN_BUFFERS)
@@ -73,3 +78,8 @@ build_vqvae = public_factory(
     Release("var-vqvae", "residual_scale", "vae_ch160v4096z32.pth", "huggingface.co/FoundationVision/var",
             PREPROCESSING),
     build, recognizes)
+# The same file at 512 px: only the schedule differs, so the file alone cannot tell; loaded by name.
+build_vqvae_512 = public_factory(
+    Release("var-vqvae-512", "residual_scale", "vae_ch160v4096z32.pth (the same file as var-vqvae)",
+            "huggingface.co/FoundationVision/var (used by VAR-d36 at 512 px)", PREPROCESSING_512),
+    build, None)

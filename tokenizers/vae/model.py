@@ -43,24 +43,29 @@ class VAETokenizer(Tokenizer):
     Attention sits in the middle blocks; ``enc_attn_levels``/``dec_attn_levels`` add it
     after every ResNet block of those levels (0 = full resolution) on one side only, as
     MAR's KL-16 has it in its encoder's lowest level and not in its decoder.
+
+    ``use_quant_conv=False`` drops the 1x1 convs around the bottleneck: the encoder emits the
+    posterior moments and the decoder takes the latents directly (SD3's and FLUX.1's VAEs).
     """
 
     family, kind = "vae", "continuous"
 
     def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 2, 4, 4), num_res_blocks: int = 2,
                  latent_channels: int = 4, kl_weight: float = 1e-6, enc_attn_levels: list[int] | None = None,
-                 dec_attn_levels: list[int] | None = None) -> None:
+                 dec_attn_levels: list[int] | None = None, use_quant_conv: bool = True) -> None:
         super().__init__()
         ch_mult = tuple(ch_mult)
         enc_attn_levels = None if enc_attn_levels is None else [int(a) for a in enc_attn_levels]
         dec_attn_levels = None if dec_attn_levels is None else [int(a) for a in dec_attn_levels]
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
                            latent_channels=latent_channels, kl_weight=kl_weight, enc_attn_levels=enc_attn_levels,
-                           dec_attn_levels=dec_attn_levels)
+                           dec_attn_levels=dec_attn_levels, use_quant_conv=bool(use_quant_conv))
         self.stride, self.latent_channels, self.kl_weight = stride_of(ch_mult), latent_channels, kl_weight
         self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, 2 * latent_channels, attn_levels=enc_attn_levels)
-        self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
-        self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
+        self.quant_conv: nn.Module = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1) if use_quant_conv \
+            else nn.Identity()
+        self.post_quant_conv: nn.Module = nn.Conv2d(latent_channels, latent_channels, 1) if use_quant_conv \
+            else nn.Identity()
         self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, latent_channels, attn_levels=dec_attn_levels)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
