@@ -195,7 +195,7 @@ def test_bad_generator_settings_are_clear_errors():
         model.generate(torch.tensor([5]))
     with pytest.raises(ValueError, match="top_p must be in"):
         model.generate(torch.tensor([1]), top_p=1.5)
-    with pytest.raises(ValueError, match="guidance scale must be >= 1"):
+    with pytest.raises(ValueError, match="guidance scale must be a finite number >= 1"):
         model.generate(torch.tensor([1]), cfg=0.5)
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 10\)"):
         fit_in_memory(torch.full((4, 16), 11), layout, steps=1)
