@@ -29,6 +29,7 @@ from tokbench.generation.gpt import TokenGPT
 from tokbench.generation.presets import PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown_table import print_table  # noqa: E402
 from mfu import counted_flops, peak_flops, throughput_columns  # noqa: E402
 
 
@@ -124,17 +125,12 @@ def main() -> None:
         if not args.skip_train:
             compile_training(model)
             rows.append(train_row(model, args, device, "compiled"))
-    header = list(dict.fromkeys(key for row in rows for key in row))
     print(f"GPT {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters), "
           f"{args.grid}x{args.grid} tokens, vocabulary {args.vocab}, CFG {args.cfg}, "
           f"{'bf16 autocast' if args.bf16 else 'fp32'}, {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
           + f", torch {torch.__version__}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{row[h]:.3g}" if isinstance(row.get(h), float) else str(row.get(h, ""))
-                                for h in header) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

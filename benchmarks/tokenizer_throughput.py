@@ -12,12 +12,17 @@ One Markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
 from tokbench import registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from markdown_table import print_table  # noqa: E402
 
 RELEASE = "llamagen-vq16,var-vqvae,titok-s128,sd-vae-kl-f8"
 
@@ -66,15 +71,10 @@ def main() -> None:
         rows.append(measure(name, device, args.batch, args.image_size, args.repeats))
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    header = list(dict.fromkeys(key for row in rows for key in row))
     print(f"batch {args.batch}, {args.image_size} px, random weights, {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
           + f", torch {torch.__version__}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{row[h]:.3g}" if isinstance(row.get(h), float) else str(row.get(h, ""))
-                                for h in header) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tokbench.quantize.output import QuantizerOutput
+
 LOSS_NAMES = ("codebook", "commitment", "entropy")
 
 
@@ -41,3 +43,18 @@ class Quantizer(nn.Module):
     def regularizers(self, z_ND: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra weighted loss terms of prepared vectors ``(N, D)`` (the LFQ/BSQ entropy); none here."""
         return {}
+
+    # -- shared by the single-codebook quantizers' forward ------------------------------
+    def rows(self, z: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Size]:
+        """``z`` (code dimension at ``channel_dim``) as prepared fp32 rows ``(N, D)``, and the ids' shape."""
+        if z.shape[channel_dim] != self.code_dim:
+            raise ValueError(f"expected {self.code_dim} channels in dim {channel_dim}, got shape {tuple(z.shape)}")
+        z_last = z.movedim(channel_dim, -1)
+        return self.prepare(z_last.reshape(-1, self.code_dim).float()), z_last.shape[:-1]
+
+    def straight_through(self, z: torch.Tensor, z_ND: torch.Tensor, zq_ND: torch.Tensor, idx_N: torch.Tensor,
+                         ids_shape: torch.Size, channel_dim: int, losses: dict[str, torch.Tensor]) -> QuantizerOutput:
+        """The output: codes with the straight-through gradient, back in ``z``'s layout and dtype."""
+        zq_ND = z_ND + (zq_ND - z_ND).detach()
+        z_q = zq_ND.reshape(*ids_shape, self.code_dim).movedim(-1, channel_dim).to(z.dtype)
+        return QuantizerOutput(z_q=z_q, ids=idx_N.reshape(ids_shape), losses=losses, stats=self.usage_stats())

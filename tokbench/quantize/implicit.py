@@ -78,11 +78,7 @@ class ImplicitQuantizer(Quantizer, CodeUsage):
 
     def forward(self, z: torch.Tensor, channel_dim: int = 1) -> QuantizerOutput:
         """Quantize ``z`` whose code dimension is ``channel_dim`` (e.g. ``(B, C, h, w)``, dim 1)."""
-        if z.shape[channel_dim] != self.code_dim:
-            raise ValueError(f"expected {self.code_dim} channels in dim {channel_dim}, got shape {tuple(z.shape)}")
-        z_last = z.movedim(channel_dim, -1)
-        ids_shape = z_last.shape[:-1]
-        z_ND = self.prepare(z_last.reshape(-1, self.code_dim).float())
+        z_ND, ids_shape = self.rows(z, channel_dim)
         zq_ND = self.round(z_ND.detach())
         idx_N = self.ids_from_codes(zq_ND)
         losses: dict[str, torch.Tensor] = {}
@@ -91,9 +87,7 @@ class ImplicitQuantizer(Quantizer, CodeUsage):
             if self.beta:
                 losses["commitment"] = self.beta * F.mse_loss(z_ND, zq_ND)
             losses.update(self.regularizers(z_ND))
-        zq_ND = z_ND + (zq_ND - z_ND).detach()  # straight-through estimator
-        z_q = zq_ND.reshape(*ids_shape, self.code_dim).movedim(-1, channel_dim).to(z.dtype)
-        return QuantizerOutput(z_q=z_q, ids=idx_N.reshape(ids_shape), losses=losses, stats=self.usage_stats())
+        return self.straight_through(z, z_ND, zq_ND, idx_N, ids_shape, channel_dim, losses)
 
     @property
     def bits_per_code(self) -> float:
