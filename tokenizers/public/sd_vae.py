@@ -1,4 +1,5 @@
-"""The LDM KL-VAEs -> ``vae``: Stable Diffusion 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1, MAR's KL-16.
+"""The LDM KL-VAEs -> ``vae``: Stable Diffusion 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1, MAR's KL-16,
+VA-VAE (LightningDiT) and REPA-E's end-to-end tuned E2E-VAEs.
 
 One architecture (SD3's and FLUX.1's without the 1x1 quant convs, 16 latent channels);
 three released forms:
@@ -9,7 +10,9 @@ three released forms:
   older ``query/key/value/proj_attn``); sizes from ``config.json``;
 * a standalone LDM ``.ckpt``/``.safetensors`` (``vae-ft-mse-840000-ema-pruned.ckpt``):
   LDM naming, plus ``model_ema.*``/``loss.*`` entries that are ignored;
-* a full SD-1.x ``.ckpt``: the VAE under ``first_stage_model.``, the rest ignored.
+* a full SD-1.x ``.ckpt``: the VAE under ``first_stage_model.``, the rest ignored;
+* VA-VAE's Lightning ``.pt`` (``state_dict``; its ``loss.*``, DINOv2 ``foundation_model.*`` and
+  ``linear_proj.*`` ignored) and REPA-E's bare state dicts: LDM naming.
 
 LDM files (and FLUX.1's own ``ae.safetensors``) carry no config: sizes are read off the
 tensors, quant convs are used when the file has them. 16-bit files (SD3's fp16, FLUX.1's
@@ -36,9 +39,11 @@ SD_PREFIX = "first_stage_model."
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LEGACY_ATTN = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
 PREPROCESSING_SD = "none fixed by the release (SD trains at 256/512 px, random crops); inputs 2x - 1"
-PREPROCESSING_MAR = "ADM center crop to 256 (as LlamaGen); then 2x - 1"
+PREPROCESSING_ADM = "ADM center crop to 256 (as LlamaGen); then 2x - 1"
 PREPROCESSING_LATENT = "none fixed by the release (the diffusion model's training resolutions); inputs 2x - 1"
 _F8C4 = dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=4)
+_F16D32 = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, latent_channels=32, enc_attn_levels=(4,),
+               dec_attn_levels=(4,))
 _F8C16 = dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=16, use_quant_conv=False)
 RELEASES = {
     "sd-vae-kl-f8": _F8C4,
@@ -49,6 +54,11 @@ RELEASES = {
     "flux1-ae": _F8C16,
     # MAR's encoder keeps LDM's default attention at 16 px (its lowest level); its decoder has none.
     "mar-kl16": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, latent_channels=16, enc_attn_levels=(4,)),
+    # VA-VAE and REPA-E's f16d32 keep that attention on both sides (LightningDiT/REPA-E AutoencoderKL).
+    "va-vae-f16d32": _F16D32,
+    "e2e-vavae": _F16D32,
+    "e2e-invae": _F16D32,
+    "e2e-sdvae": _F8C4,  # REPA-E's f8d4: SD's architecture
 }
 
 
@@ -96,7 +106,8 @@ def read_ldm_state(path: Path) -> dict[str, torch.Tensor]:
     state = state_dict_of(read_any(path), path, ("state_dict", "model"))
     if any(k.startswith(SD_PREFIX) for k in state):
         return as_float32({k[len(SD_PREFIX):]: v for k, v in state.items() if k.startswith(SD_PREFIX)})
-    return as_float32(drop(state, prefixes=("model_ema.", "loss.")))
+    # VA-VAE's Lightning checkpoint also holds its training-only DINOv2 and the projection onto it.
+    return as_float32(drop(state, prefixes=("model_ema.", "loss.", "foundation_model.", "linear_proj.")))
 
 
 def as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,9 +170,13 @@ def diffusers_release(config: dict[str, Any]) -> str:
 
 
 def ldm_release(keys: frozenset[str]) -> str | None:
-    """``sd-vae-kl-f8`` for an LDM VAE file with quant convs, ``flux1-ae`` without; None otherwise."""
+    """The public name of an LDM VAE file: ``va-vae-f16d32`` for VA-VAE's Lightning checkpoint
+    (its DINOv2 projection ``linear_proj``), ``sd-vae-kl-f8`` for the others with quant convs,
+    ``flux1-ae`` without; None for anything else. REPA-E's bare files and MAR's are loaded by name."""
     if not any(k.endswith("encoder.mid.attn_1.q.weight") for k in keys) or any("quantize." in k for k in keys):
         return None
+    if any(k.endswith("linear_proj.weight") for k in keys):
+        return "va-vae-f16d32"
     return "sd-vae-kl-f8" if any("post_quant_conv" in k for k in keys) else "flux1-ae"
 
 
@@ -194,7 +209,7 @@ build_ft_mse = public_factory(
 # SD's files, so it is loaded by name.
 build_mar_kl16 = public_factory(
     Release("mar-kl16", "vae", "kl16.ckpt ({'model': state_dict})", "github.com/LTH14/mar (its README's download link)",
-            PREPROCESSING_MAR), build, None)
+            PREPROCESSING_ADM), build, None)
 build_sdxl = public_factory(
     Release("sdxl-vae", "vae", "vae/ folder (config.json + diffusion_pytorch_model.safetensors, float32)",
             "huggingface.co/stabilityai/sdxl-vae (= stable-diffusion-xl-base-1.0 vae/)", PREPROCESSING_LATENT,
@@ -213,3 +228,20 @@ build_flux1_ae = public_factory(
     Release("flux1-ae", "vae", "ae.safetensors (float32, LDM key names, no config)",
             "huggingface.co/black-forest-labs/FLUX.1-dev (or -schnell) ae.safetensors; github.com/black-forest-labs/flux",
             PREPROCESSING_LATENT, latent_shift=0.1159, latent_scale=0.3611), build, recognizer("flux1-ae"))
+# VA-VAE (LightningDiT): an LDM AutoencoderKL, f16, 32 channels, trained aligned to DINOv2.
+build_va_vae = public_factory(
+    Release("va-vae-f16d32", "vae", "vavae-imagenet256-f16d32-dinov2.pt (a Lightning state_dict, or the bare one)",
+            "huggingface.co/hustvl/vavae-imagenet256-f16d32-dinov2; github.com/hustvl/LightningDiT",
+            PREPROCESSING_ADM), build, recognizer("va-vae-f16d32"))
+# REPA-E's end-to-end tuned VAEs: bare state dicts of its AutoencoderKL (save_vae_weights.py),
+# the same LDM names; per-channel latent statistics ship apart (*-latents-stats.pt).
+_REPA_E = "huggingface.co/REPA-E/{0}; github.com/End2End-Diffusion/REPA-E"
+build_e2e_vavae = public_factory(
+    Release("e2e-vavae", "vae", "e2e-vavae-400k.pt (bare state dict)", _REPA_E.format("e2e-vavae"),
+            PREPROCESSING_ADM), build, None)
+build_e2e_invae = public_factory(
+    Release("e2e-invae", "vae", "the .pt of REPA-E/e2e-invae (bare state dict)", _REPA_E.format("e2e-invae"),
+            PREPROCESSING_ADM), build, None)
+build_e2e_sdvae = public_factory(
+    Release("e2e-sdvae", "vae", "the .pt of REPA-E/e2e-sdvae (bare state dict)", _REPA_E.format("e2e-sdvae"),
+            PREPROCESSING_ADM), build, None)
