@@ -24,6 +24,9 @@ from tokbench.quantize.output import QuantizerOutput
 from tokbench.quantize.usage import CodeUsage
 
 Observer = Callable[["VectorQuantizer", torch.Tensor], None]
+# "l2": the nearest codeword; "inner_product": the codeword of largest <z, e> (IBQ's index,
+# which differs from l2's wherever code norms differ).
+SEARCHES = ("l2", "inner_product")
 
 
 class VectorQuantizer(Quantizer, CodeUsage):
@@ -40,10 +43,14 @@ class VectorQuantizer(Quantizer, CodeUsage):
         ema_decay: float = 0.99,
         dead_code_steps: int = 0,
         usage_window: int = 100,
+        search: str = "l2",
     ) -> None:
         super().__init__()
         if codebook_size < 1 or code_dim < 1:
             raise ValueError(f"codebook_size and code_dim must be >= 1, got {codebook_size} and {code_dim}")
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        self.search_by = search
         self.code_dim = code_dim
         self.l2_normalize, self.beta = l2_normalize, beta
         self.use_ema, self.ema_decay = use_ema, ema_decay
@@ -85,7 +92,10 @@ class VectorQuantizer(Quantizer, CodeUsage):
         return F.normalize(z_ND, dim=1) if self.l2_normalize else z_ND
 
     def search(self, z_ND: torch.Tensor) -> torch.Tensor:
-        """Indices ``(N,)`` of the nearest codewords of already-prepared vectors."""
+        """Indices ``(N,)`` of the nearest codewords of already-prepared vectors (or, with
+        ``search="inner_product"``, of the largest inner products, IBQ's choice)."""
+        if self.search_by == "inner_product":
+            return (z_ND @ self.codebook().t()).argmax(dim=1)
         idx_N, _ = nearest_codeword(z_ND, self.codebook(), metric="l2")
         return idx_N
 

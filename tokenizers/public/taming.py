@@ -109,6 +109,8 @@ def _recognizes(codebook_size: int):
         index = file_index(path)
         if "callbacks" not in index or "state_dict/quantize.embedding.weight" not in index:
             return False
+        if "state_dict/model_ema.quantizeembeddingweight" in index:  # IBQ's layout (an EMA of the codes): ibq.py
+            return False
         size = index["state_dict/quantize.embedding.weight"][0]
         # Another size than either release: both names fit, and the caller must choose.
         return size == codebook_size or size not in {r["codebook_size"] for r in RELEASES.values()}
