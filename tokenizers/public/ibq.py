@@ -2,7 +2,8 @@
 
 IBQ's tokenizer is taming's VQGAN (the LDM encoder/decoder with ``quant_conv`` /
 ``post_quant_conv``, attention at the 16 px level, ``num_res_blocks=4``, codes of dimension 256
-compared as they are), so it loads into the ``vq`` family through taming's key map. What
+compared as they are), so it loads into the ``vq`` family through taming's key map; its
+evaluation data pipeline is taming's too (albumentations SmallestMaxSize + centre crop). What
 differs is the index: IBQ's ``IndexPropagationQuantize`` takes the argmax of the inner products
 ``<z, e_n>``, not the nearest code in L2 (the two differ wherever code norms differ), so the
 family's `VectorQuantizer` searches with ``search="inner_product"``.
@@ -23,10 +24,9 @@ from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.open_magvit2 import EMA_PREFIX
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of)
-from tokbench.tokenizers.public.taming import OWN_BUFFERS, keymap_for, options_from_state
+from tokbench.tokenizers.public.taming import OWN_BUFFERS, PREPROCESSING, keymap_for, options_from_state
 from tokbench.tokenizers.vq import VQTokenizer
 
-PREPROCESSING = "ImageNet validation at 256x256 (SEED-Voken's evaluation_image.py); then 2x - 1"
 EMA_SHADOW_OF_CODES = "state_dict/" + EMA_PREFIX + "quantizeembeddingweight"
 _CONFIG = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=256, attn_levels=(4,), code_dim=256,
                l2_normalize=False, lowest_level_attn=False, quantizer_options={"search": "inner_product"})

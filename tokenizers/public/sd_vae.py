@@ -229,12 +229,15 @@ build_flux1_ae = public_factory(
             "huggingface.co/black-forest-labs/FLUX.1-dev (or -schnell) ae.safetensors; github.com/black-forest-labs/flux",
             PREPROCESSING_LATENT, latent_shift=0.1159, latent_scale=0.3611), build, recognizer("flux1-ae"))
 # VA-VAE (LightningDiT): an LDM AutoencoderKL, f16, 32 channels, trained aligned to DINOv2.
+PREPROCESSING_VA_VAE = ("ImageNet val: torchvision Resize(256) then CenterCrop(256) (LightningDiT's "
+                        "evaluate_tokenizer.py); then 2x - 1")
 build_va_vae = public_factory(
     Release("va-vae-f16d32", "vae", "vavae-imagenet256-f16d32-dinov2.pt (a Lightning state_dict, or the bare one)",
             "huggingface.co/hustvl/vavae-imagenet256-f16d32-dinov2; github.com/hustvl/LightningDiT",
-            PREPROCESSING_ADM), build, recognizer("va-vae-f16d32"))
+            PREPROCESSING_VA_VAE), build, recognizer("va-vae-f16d32"))
 # REPA-E's end-to-end tuned VAEs: bare state dicts of its AutoencoderKL (save_vae_weights.py),
-# the same LDM names; per-channel latent statistics ship apart (*-latents-stats.pt).
+# the same LDM names; per-channel latent statistics ship apart (*-latents-stats.pt). Its
+# images are ADM-centre-cropped (preprocessing.py).
 _REPA_E = "huggingface.co/REPA-E/{0}; github.com/End2End-Diffusion/REPA-E"
 build_e2e_vavae = public_factory(
     Release("e2e-vavae", "vae", "e2e-vavae-400k.pt (bare state dict)", _REPA_E.format("e2e-vavae"),
