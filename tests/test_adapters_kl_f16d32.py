@@ -73,6 +73,11 @@ def test_va_vae_checkpoint_is_recognised_by_its_keys():
     assert tokbench.load(VA_VAE).upstream["name"] == "va-vae-f16d32"
 
 
+def test_a_bare_f16d32_file_asks_which_release_it_is():
+    with pytest.raises(tokbench.CheckpointError, match="could be any of e2e-invae, e2e-vavae, va-vae-f16d32; name it"):
+        tokbench.load(E2E_VAVAE)
+
+
 def test_a_missing_tensor_is_a_one_line_error(tmp_path):
     state = torch.load(E2E_VAVAE, map_location="cpu", weights_only=True)
     del state["decoder.up.4.attn.1.q.weight"]

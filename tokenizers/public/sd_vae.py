@@ -169,15 +169,24 @@ def diffusers_release(config: dict[str, Any]) -> str:
     return "sd-vae-kl-f8"
 
 
-def ldm_release(keys: frozenset[str]) -> str | None:
-    """The public name of an LDM VAE file: ``va-vae-f16d32`` for VA-VAE's Lightning checkpoint
-    (its DINOv2 projection ``linear_proj``), ``sd-vae-kl-f8`` for the others with quant convs,
-    ``flux1-ae`` without; None for anything else. REPA-E's bare files and MAR's are loaded by name."""
+# Bare f16d32 files with attention in the decoder's levels: one architecture, three releases.
+F16D32_NAMES = ("va-vae-f16d32", "e2e-vavae", "e2e-invae")
+
+
+def ldm_releases(keys: frozenset[str]) -> tuple[str, ...]:
+    """The public names an LDM VAE file fits: ``va-vae-f16d32`` for VA-VAE's Lightning checkpoint
+    (its DINOv2 projection ``linear_proj``); VA-VAE and REPA-E's E2E-VAEs for a bare file with
+    attention in the decoder's levels (the caller names which); ``sd-vae-kl-f8`` for the others
+    with quant convs, ``flux1-ae`` without; none for anything else. MAR's file is loaded by name."""
     if not any(k.endswith("encoder.mid.attn_1.q.weight") for k in keys) or any("quantize." in k for k in keys):
-        return None
+        return ()
     if any(k.endswith("linear_proj.weight") for k in keys):
-        return "va-vae-f16d32"
-    return "sd-vae-kl-f8" if any("post_quant_conv" in k for k in keys) else "flux1-ae"
+        return ("va-vae-f16d32",)
+    if not any("post_quant_conv" in k for k in keys):
+        return ("flux1-ae",)
+    if any("decoder.up." in k and ".attn." in k for k in keys):
+        return F16D32_NAMES
+    return ("sd-vae-kl-f8",)
 
 
 def recognizer(name: str):
@@ -192,7 +201,7 @@ def recognizer(name: str):
             return blob.get("_class_name") == "AutoencoderKL" and diffusers_release(blob) == name
         if path.suffix not in (".pt", ".pth", ".ckpt", ".safetensors"):
             return False
-        return ldm_release(file_keys(path)) == name
+        return name in ldm_releases(file_keys(path))
 
     return recognizes
 
@@ -241,10 +250,11 @@ build_va_vae = public_factory(
 _REPA_E = "huggingface.co/REPA-E/{0}; github.com/End2End-Diffusion/REPA-E"
 build_e2e_vavae = public_factory(
     Release("e2e-vavae", "vae", "e2e-vavae-400k.pt (bare state dict)", _REPA_E.format("e2e-vavae"),
-            PREPROCESSING_ADM), build, None)
+            PREPROCESSING_ADM), build, recognizer("e2e-vavae"))
 build_e2e_invae = public_factory(
     Release("e2e-invae", "vae", "the .pt of REPA-E/e2e-invae (bare state dict)", _REPA_E.format("e2e-invae"),
-            PREPROCESSING_ADM), build, None)
+            PREPROCESSING_ADM), build, recognizer("e2e-invae"))
+# Its file has SD's VAE layout and is recognised as sd-vae-kl-f8: load it by this name.
 build_e2e_sdvae = public_factory(
     Release("e2e-sdvae", "vae", "the .pt of REPA-E/e2e-sdvae (bare state dict)", _REPA_E.format("e2e-sdvae"),
             PREPROCESSING_ADM), build, None)
