@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 
-from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.open_magvit2 import EMA_PREFIX
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of)
-from tokbench.tokenizers.public.taming import OWN_BUFFERS, PREPROCESSING, keymap_for, options_from_state
+from tokbench.tokenizers.public.taming import PREPROCESSING, load_taming_layout, options_from_state
 from tokbench.tokenizers.vq import VQTokenizer
 
 EMA_SHADOW_OF_CODES = "state_dict/" + EMA_PREFIX + "quantizeembeddingweight"
@@ -49,11 +48,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
         from_file = options_from_state(state)
     except (KeyError, IndexError):
         from_file = {}  # not this layout: the key check below says what differs
-    options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
-    model = VQTokenizer(**options)
-    source = f"{weights} (as {release.name})"
-    load_converted(model, keymap_for(options).apply(state, source), source, OWN_BUFFERS)
-    return model.eval()
+    return load_taming_layout(release, base, state, from_file, overrides, weights, weights)
 
 
 def _recognizes(codebook_size: int):

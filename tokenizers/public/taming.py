@@ -95,7 +95,15 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
         from_file = options_from_yaml(config_file) if config_file else options_from_state(state)
     except (KeyError, IndexError):
         from_file = {}
-    options = resolve_options(release.name, base, from_file, overrides, source=str(config_file or weights))
+    return load_taming_layout(release, base, state, from_file, overrides, weights, config_file or weights)
+
+
+def load_taming_layout(release: Release, base: dict[str, Any], state: dict[str, torch.Tensor],
+                       from_file: dict[str, Any], overrides: dict[str, Any], weights: Path,
+                       options_source: Path) -> VQTokenizer:
+    """A ``vq`` tokenizer from a state dict in taming's key layout (taming, IBQ): the release's
+    options, then what the file says (read from ``options_source``), then the user's overrides."""
+    options = resolve_options(release.name, base, from_file, overrides, source=str(options_source))
     model = VQTokenizer(**options)
     source = f"{weights} (as {release.name})"
     load_converted(model, keymap_for(options).apply(state, source), source, OWN_BUFFERS)
