@@ -92,7 +92,7 @@ def run_weights(args: argparse.Namespace) -> int:
     from tokbench import weights
 
     if args.action == "fetch":
-        for path in weights.fetch(_split(args.metrics) or None, args.weights_dir):
+        for path in weights.fetch(_split(args.metrics) + list(getattr(args, "names", [])) or None, args.weights_dir):
             print(f"ok {path}")
         return 0
     rows = [{"metric": m, "file": str(weights.weight_path(m, args.weights_dir)),
@@ -154,8 +154,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("results")
     p.set_defaults(func=run_validate)
 
-    p = subparsers.add_parser("weights", help="pretrained weights of the metrics: status or fetch")
+    p = subparsers.add_parser("weights", help="pretrained weights of the metrics and training teachers: status or fetch")
     p.add_argument("action", choices=["status", "fetch"])
+    p.add_argument("names", nargs="*", help="what to fetch (default: the metrics' weights): lpips rfid parseq "
+                                             "dinov2-vits14 dinov2-vitb14")
     p.add_argument("--metrics", help="comma-separated subset: lpips,rfid")
     p.add_argument("--weights-dir")
     p.set_defaults(func=run_weights)

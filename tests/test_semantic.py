@@ -118,3 +118,17 @@ def test_shipped_semantic_configs_build(config, family, head_out):
     assert semantic.family == family and semantic.spec == TeacherSpec("dinov2-vitb14", 11, 224)
     last = semantic.head if family == "vae" else semantic.head[-1]
     assert last.out_features == head_out
+
+
+def test_weights_fetch_takes_teacher_names(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "dinov2_vits14_pretrain.pth").write_bytes(b"present")  # there already: nothing is downloaded
+    ok = subprocess.run([sys.executable, "-m", "tokbench", "weights", "fetch", "dinov2-vits14", "--weights-dir",
+                         str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and f"ok {tmp_path / 'dinov2_vits14_pretrain.pth'}" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "tokbench", "weights", "fetch", "dinov3-vitx", "--weights-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "unknown weights dinov3-vitx" in bad.stderr
+    assert "Traceback" not in bad.stderr
