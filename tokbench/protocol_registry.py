@@ -6,41 +6,31 @@ adds its own the same way, or `register_protocol` adds one at run time (notebook
 """
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
+from tokbench.entry_point_registry import EntryPointRegistry
 from tokbench.protocol import Protocol
 
 ENTRY_POINT_GROUP = "tokbench.protocols"
-
-_protocols: dict[str, Protocol] = {}
 
 
 def _adopt(name: str, protocol: object) -> Protocol:
     if not isinstance(protocol, Protocol) or protocol.name != name:
         raise ValueError(f"protocol entry point {name!r} must load a Protocol named {name!r}, got {protocol!r:.100}")
-    _protocols[name] = protocol
     return protocol
+
+
+_protocols: EntryPointRegistry[Protocol] = EntryPointRegistry(ENTRY_POINT_GROUP, "protocol", _adopt)
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
     """Register a preset at run time."""
-    return _adopt(protocol.name, protocol)
-
-
-def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return _protocols.register(protocol.name, protocol)
 
 
 def protocol_names() -> list[str]:
     """Every available preset: entry points and run-time registrations."""
-    return sorted(set(_entry_points()) | set(_protocols))
+    return _protocols.names()
 
 
 def get_protocol(name: str) -> Protocol:
     """The preset registered as ``name``; ``ValueError`` naming the available ones otherwise."""
-    if name not in _protocols:
-        eps = _entry_points()
-        if name not in eps:
-            raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(protocol_names())}")
-        _adopt(name, eps[name].load())
-    return _protocols[name]
+    return _protocols.get(name)
