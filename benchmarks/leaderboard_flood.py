@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -26,19 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_leaderboard_api import ThreadedServer  # noqa: E402
 from test_results_schema import FINGERPRINTS, make_results  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from leaderboard_page import median_seconds  # noqa: E402  (the same median of warm GETs)
+
 from tokbench.leaderboard.app import Settings, asgi_app  # noqa: E402
 from tokbench.leaderboard.store import Store  # noqa: E402
 from tokbench.leaderboard.validation import KnownSuite, check_submission, default_accepted_versions  # noqa: E402
-
-
-def median_get(http: httpx.Client, url: str, repeats: int = 5) -> float:
-    http.get(url)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        assert http.get(url).status_code == 200
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def flood_body(tasks: int = 0, metrics: int = 0) -> bytes:
@@ -68,7 +60,7 @@ def main() -> None:
         settings = Settings(known_suites=known, max_body_bytes=64 * 1024 * 1024, rate_limit=(10_000, 60.0))
         auth = {"authorization": f"Bearer {token}"}
         with ThreadedServer(asgi_app(store, settings)) as server, httpx.Client(timeout=600) as http:
-            clean = median_get(http, f"{server.url}/")
+            clean = median_seconds(http, f"{server.url}/", 5)
             print(f"{args.entries} entries: GET / {clean:.3f} s (clean)")
             body = flood_body(tasks=args.tasks)
             for i in range(args.flood):
@@ -92,7 +84,7 @@ def main() -> None:
             print(f"  {args.metrics:,} invented metrics ({len(body) / 1e6:.1f} MB) -> {answer['r'].status_code}, "
                   f"{len(answer['r'].content):,} B answer, {time.perf_counter() - t0:.3f} s; "
                   f"/api/health meanwhile: {len(health)} answers, slowest {max(health, default=0):.3f} s")
-            after = median_get(http, f"{server.url}/")
+            after = median_seconds(http, f"{server.url}/", 5)
             print(f"after the floods: GET / {after:.3f} s ({after / clean:.2f}x the clean time)")
         store.close()
 
