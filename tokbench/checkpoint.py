@@ -184,7 +184,8 @@ class ReleasedClassStandIn:
 
 # Globals that released tokenizer files need beyond weights_only's defaults: exactly these,
 # each mapped to the inert stand-in. Any other global is refused by name.
-RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",)
+# ``argparse.Namespace``: the training ``args`` that research repos save beside the weights (GigaTok).
+RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", "argparse.Namespace")
 
 
 def torch_load_safely(path: str | os.PathLike) -> Any:
