@@ -90,6 +90,8 @@ def _recognizes(levels: int):
             return False
         keys = file_keys(path)
         inner = {k.split("/", 1)[1] for k in keys if "/" in k and k.split("/", 1)[0] in CONTAINERS} or set(keys)
+        if "s2to1encoder.encoder_embed.weight" in inner:
+            return False  # GigaTok: LlamaGen's CNN names around a Q-former
         return "quantize.codebook_used" in inner and count_indexed(dict.fromkeys(inner), "encoder.conv_blocks.") == levels
     return recognizes
 
