@@ -183,3 +183,11 @@ def test_a_release_file_is_recognised_as_its_gigatok_name_not_llamagen(tmp_path)
 def test_a_file_of_no_release_size_needs_a_name():
     with pytest.raises(CheckpointError, match="could be any of gigatok-bl256, gigatok-bl256-dino-disc"):
         tokbench.load(WEIGHTS)
+
+
+def test_the_training_args_namespace_is_read_as_an_inert_stand_in():
+    from tokbench.checkpoint import ReleasedClassStandIn
+    from tokbench.tokenizers.public.release import read_any
+
+    args = read_any(WEIGHTS)["args"]  # upstream saves argparse.Namespace beside the weights
+    assert isinstance(args, ReleasedClassStandIn) and vars(args)["vq_model"] == "VQVitModelPlus"

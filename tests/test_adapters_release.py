@@ -140,3 +140,27 @@ def test_titok_single_stage_release_sizes(name):
     model = _build_meta(name)
     assert _upstream_counts(model, titok.keymap_for(model)) == (keys, elements)
     assert model.layout_for(256, 256).num_tokens == tokens
+
+
+# GigaTok's releases: state dicts of upstream's VQVitModelPlus built on the meta device from
+# configs/vq/VQ_{SS,SB,BL,XLXXL}256.yaml (SilentView/GigaTok 182920c; out_inner_dim 768 as
+# load_model_from_config sets it). The file also holds quantize.codebook_used (65,536) and the
+# 3-layer s1to2decoder.distill_mlp, both training-only and ignored.
+GIGATOK = {
+    "gigatok-ss256": (538, 136_138_763),
+    "gigatok-sb256": (646, 232_465_163),
+    "gigatok-bl256": (970, 621_702_667),
+    "gigatok-xlxxl256": (1834, 2_894_035_979),
+}
+
+
+@pytest.mark.parametrize("name", list(GIGATOK))
+def test_gigatok_release_sizes(name):
+    from tokbench.tokenizers.public import gigatok
+
+    model = _build_meta(name)
+    w = model.config["dec_width"]
+    distill_mlp = (w * 4 * w + 4 * w) + (16 * w * w + 4 * w) + (4 * w * 768 + 768)
+    keys, elements = _upstream_counts(model, gigatok.keymap_for(model))
+    assert (keys + 1 + 6, elements + 65_536 + distill_mlp) == GIGATOK[name]
+    assert model.layout_for(256, 256).num_tokens == 256
