@@ -191,3 +191,12 @@ def test_the_training_args_namespace_is_read_as_an_inert_stand_in():
 
     args = read_any(WEIGHTS)["args"]  # upstream saves argparse.Namespace beside the weights
     assert isinstance(args, ReleasedClassStandIn) and vars(args)["vq_model"] == "VQVitModelPlus"
+
+
+def test_a_token_count_the_grid_cannot_pool_is_a_one_line_error():
+    from tokbench.tokenizers.public.gigatok_model import GigaTokTokenizer
+
+    with pytest.raises(ValueError, match="num_tokens must be a power of two .* 8x8 grid; got 24"):
+        GigaTokTokenizer(image_size=16, ch=32, ch_mult=(1, 1), num_tokens=24)
+    with pytest.raises(ValueError, match="num_tokens must be a power of two .* 2x2 grid; got 64"):
+        GigaTokTokenizer(image_size=4, ch=32, ch_mult=(1, 1), num_tokens=64)  # finest level: 4 rows x 8 columns

@@ -117,12 +117,10 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> GigaTokTo
     return model.eval()
 
 
-def _signature(width: int, dec_width: int) -> tuple[int, int]:
-    return width, dec_width
-
-
 def _recognizes(name: str):
-    mine = _signature(RELEASES[name][0]["width"], RELEASES[name][0]["dec_width"])
+    """A file whose Q-former widths (encoder, decoder) are this release's."""
+    mine = (RELEASES[name][0]["width"], RELEASES[name][0]["dec_width"])
+    releases = {(o["width"], o["dec_width"]) for o, _ in RELEASES.values()}
 
     def recognizes(path: Path) -> bool:
         if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
@@ -132,10 +130,8 @@ def _recognizes(name: str):
             enc, dec = (index.get(f"{container}/{p}.weight") for p in ("s2to1encoder.encoder_embed",
                                                                        "s1to2decoder.decoder_embed"))
             if enc and dec:
-                found = _signature(enc[0], dec[0])
                 # Not one of the releases' sizes: every GigaTok name fits, and the caller must choose.
-                return found == mine or found not in {_signature(o["width"], o["dec_width"])
-                                                      for o, _ in RELEASES.values()}
+                return (enc[0], dec[0]) == mine or (enc[0], dec[0]) not in releases
         return False
     return recognizes
 
