@@ -104,3 +104,23 @@ def test_other_public_names_build(name):
     assert model.num_parameters() > 10_000_000
     assert model.layout_for(256, 256).num_tokens > 0
     assert registry.get_factory(name).release.preprocessing
+
+
+# MaskBit's ConvVQModel at configs/tokenizer/maskbit_tokenizer_{N}bit.yaml, counted with the upstream
+# classes (commit 5ea3d73): 177 keys, elements with the LFQ buffers bits_to_indices (N) and codebook (2**N x N).
+MASKBIT_CASES = {10: 54_479_255, 12: 54_528_411, 14: 54_718_879, 16: 55_548_323, 18: 59_228_583}
+
+
+@pytest.mark.parametrize("bits", sorted(MASKBIT_CASES))
+def test_maskbit_release_size_matches_the_upstream_model(bits):
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta(f"maskbit-{bits}bit")
+    keys, elements = _upstream_counts(model, maskbit.keymap_for(model))
+    assert (keys + 2, elements + bits + 2 ** bits * bits) == (177, MASKBIT_CASES[bits])
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 2 ** bits
+    upstream = maskbit.keymap_for(model).upstream_keys()
+    assert {"encoder.down.0.res_blocks.1.conv2.weight", "encoder.down.3.down_conv.bias",
+            "encoder.down.4.res_blocks.0.nin_shortcut.weight", "decoder.up.1.res_blocks.0.nin_shortcut.weight",
+            "decoder.up.3.upsample_conv.weight", "encoder.mid.res_blocks.1.norm2.bias"} <= upstream
+    assert not {"encoder.down.4.down_conv.weight", "decoder.up.4.upsample_conv.weight"} & upstream
