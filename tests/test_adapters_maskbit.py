@@ -1,9 +1,11 @@
-"""MaskBit (markweberdev/maskbit): VQGAN+ with lookup-free bits, loaded from its bare ``.bin`` state dict.
+"""MaskBit (markweberdev/maskbit): VQGAN+ with lookup-free bits (``maskbit-*``) or a codebook
+(``vqgan-plus-*``), loaded from its bare ``.bin`` state dict.
 
-Parity with MaskBit's own ``ConvVQModel`` on a small fixture it computed (``tests/fixtures/
-make_maskbit_fixture.py``: random weights, 10 bits, widths that change in one encoder and one
-decoder level, saved with ``torch.save(state_dict)`` as the release is): encoder features, ids,
-reconstructions end to end and from upstream's ids.
+Parity with MaskBit's own ``ConvVQModel`` on small fixtures it computed (``tests/fixtures/
+make_maskbit_fixture.py``: random weights saved with ``torch.save(state_dict)`` as the releases are;
+LFQ of 10 bits with widths that change in one encoder and one decoder level; VQGAN+'s
+``SimpleVectorizer`` with 256 codes): encoder features, ids, reconstructions end to end and from
+upstream's ids.
 """
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from tokbench import CheckpointError, Tokens
 from tokbench.cli import main
 from tokbench.tokenizers.public.maskbit import BITS_KEY, CODEBOOK_KEY
 
-WEIGHTS = Path(__file__).parent / "fixtures" / "maskbit" / "maskbit_tokenizer_10bit.bin"
+FIXTURES = Path(__file__).parent / "fixtures"
+WEIGHTS = FIXTURES / "maskbit" / "maskbit_tokenizer_10bit.bin"
 EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
 X = torch.from_numpy(EXPECTED["inputs_uint8"]).permute(0, 3, 1, 2).float() / 255
+VQ_WEIGHTS = FIXTURES / "vqgan_plus" / "vqgan_plus_8bit.bin"
+VQ_EXPECTED = np.load(VQ_WEIGHTS.parent / "expected.npz")
 TOL = 1e-4
 
 
@@ -94,9 +99,10 @@ def test_a_missing_tensor_is_a_one_line_error(tmp_path):
 
 def test_a_folder_with_the_file_loads_and_sizes_come_from_the_tensors(tokenizer):
     folder = tokbench.load("maskbit-18bit", weights=str(WEIGHTS.parent))
-    assert folder.config == tokenizer.config == dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, token_bits=10)
-    with pytest.raises(ValueError, match="token_bits=18 cannot be changed: the weights .* fix token_bits=10"):
-        tokbench.load("maskbit-18bit", weights=str(WEIGHTS), token_bits=18)
+    assert folder.config == tokenizer.config == dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, token_size=10,
+                                                     quantizer="lfq", codebook_size=None, downsample="conv")
+    with pytest.raises(ValueError, match="token_size=18 cannot be changed: the weights .* fix token_size=10"):
+        tokbench.load("maskbit-18bit", weights=str(WEIGHTS), token_size=18)
 
 
 def test_convert_gives_a_plain_maskbit_checkpoint(tmp_path):
@@ -114,3 +120,23 @@ def test_released_weights_fine_tune_with_lfq_losses(tokenizer):
     ((out.reconstruction - X[:1]).pow(2).mean() + sum(out.losses.values())).backward()
     assert model.encoder.conv_in.weight.grad.abs().sum() > 0
     assert model.decoder.conv_out.weight.grad.abs().sum() > 0
+
+
+def test_vqgan_plus_parity_with_the_upstream_code():
+    tokenizer = tokbench.load("vqgan-plus-10bit", weights=str(VQ_WEIGHTS))
+    assert tokenizer.config["quantizer"] == "vq" and tokenizer.layout_for(48, 48).vocab_size == 256
+    tokens = tokenizer.encode(X)
+    assert tokens.ids.shape == VQ_EXPECTED["indices"].shape == (2, 24, 24)
+    assert (tokens.ids.numpy() == VQ_EXPECTED["indices"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - VQ_EXPECTED["recon"]).max() <= TOL
+    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(VQ_EXPECTED["indices"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - VQ_EXPECTED["recon_from_ids"]).max() <= TOL
+
+
+def test_vqgan_plus_files_are_told_from_maskbit_files_and_by_codebook_size(tmp_path):
+    with pytest.raises(CheckpointError, match="could be any of vqgan-plus-10bit, vqgan-plus-12bit; name it"):
+        tokbench.load(VQ_WEIGHTS)  # 256 codes: no release's size, and not a MaskBit (LFQ) name
+    state = torch.load(VQ_WEIGHTS, map_location="cpu", weights_only=True)
+    state["quantize.embedding.weight"] = torch.randn(4096, 16)
+    torch.save(state, tmp_path / "vqgan_plus_12bit.bin")
+    assert tokbench.load(tmp_path / "vqgan_plus_12bit.bin").upstream["name"] == "vqgan-plus-12bit"

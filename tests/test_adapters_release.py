@@ -124,3 +124,14 @@ def test_maskbit_release_size_matches_the_upstream_model(bits):
             "encoder.down.4.res_blocks.0.nin_shortcut.weight", "decoder.up.1.res_blocks.0.nin_shortcut.weight",
             "decoder.up.3.upsample_conv.weight", "encoder.mid.res_blocks.1.norm2.bias"} <= upstream
     assert not {"encoder.down.4.down_conv.weight", "decoder.up.4.upsample_conv.weight"} & upstream
+
+
+# VQGAN+ (MaskBit's ConvVQModel with SimpleVectorizer) at configs/tokenizer/vqgan_plus_{10,12}bit.yaml,
+# counted with the upstream classes: 176 keys (the codebook quantize.embedding.weight, no LFQ buffers).
+@pytest.mark.parametrize("bits,elements", [(10, 55_990_915), (12, 55_007_683)])
+def test_vqgan_plus_release_size_matches_the_upstream_model(bits, elements):
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta(f"vqgan-plus-{bits}bit")
+    assert _upstream_counts(model, maskbit.keymap_for(model)) == (176, elements)
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 2 ** bits
