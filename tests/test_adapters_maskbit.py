@@ -1,11 +1,12 @@
 """MaskBit (markweberdev/maskbit): VQGAN+ with lookup-free bits (``maskbit-*``) or a codebook
-(``vqgan-plus-*``), loaded from its bare ``.bin`` state dict.
+(``vqgan-plus-*``), and MaskGIT's tokenizer as MaskBit re-released it (``maskgit-tokenizer``),
+loaded from their bare ``.bin`` state dicts.
 
 Parity with MaskBit's own ``ConvVQModel`` on small fixtures it computed (``tests/fixtures/
 make_maskbit_fixture.py``: random weights saved with ``torch.save(state_dict)`` as the releases are;
 LFQ of 10 bits with widths that change in one encoder and one decoder level; VQGAN+'s
-``SimpleVectorizer`` with 256 codes): encoder features, ids, reconstructions end to end and from
-upstream's ids.
+``SimpleVectorizer`` with 256 codes; MaskGIT's with average pooling and the legacy decoder's stage
+numbering): encoder features, ids, reconstructions end to end and from upstream's ids.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import tokbench
 from tokbench import CheckpointError, Tokens
 from tokbench.cli import main
-from tokbench.tokenizers.public.maskbit import BITS_KEY, CODEBOOK_KEY
+from tokbench.tokenizers.public.maskbit import BITS_KEY, CODEBOOK_KEY, keymap_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEIGHTS = FIXTURES / "maskbit" / "maskbit_tokenizer_10bit.bin"
@@ -26,6 +27,7 @@ EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
 X = torch.from_numpy(EXPECTED["inputs_uint8"]).permute(0, 3, 1, 2).float() / 255
 VQ_WEIGHTS = FIXTURES / "vqgan_plus" / "vqgan_plus_8bit.bin"
 VQ_EXPECTED = np.load(VQ_WEIGHTS.parent / "expected.npz")
+MASKGIT_WEIGHTS = FIXTURES / "maskgit_tokenizer" / "maskgit_tokenizer.bin"
 TOL = 1e-4
 
 
@@ -122,20 +124,36 @@ def test_released_weights_fine_tune_with_lfq_losses(tokenizer):
     assert model.decoder.conv_out.weight.grad.abs().sum() > 0
 
 
-def test_vqgan_plus_parity_with_the_upstream_code():
-    tokenizer = tokbench.load("vqgan-plus-10bit", weights=str(VQ_WEIGHTS))
+@pytest.mark.parametrize("name,weights,downsample", [("vqgan-plus-10bit", VQ_WEIGHTS, "conv"),
+                                                     ("maskgit-tokenizer", MASKGIT_WEIGHTS, "avg_pool")])
+def test_codebook_variants_parity_with_the_upstream_code(name, weights, downsample):
+    expected = np.load(weights.parent / "expected.npz")
+    tokenizer = tokbench.load(name, weights=str(weights))
     assert tokenizer.config["quantizer"] == "vq" and tokenizer.layout_for(48, 48).vocab_size == 256
+    assert tokenizer.config["downsample"] == downsample
     tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == VQ_EXPECTED["indices"].shape == (2, 24, 24)
-    assert (tokens.ids.numpy() == VQ_EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - VQ_EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(VQ_EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - VQ_EXPECTED["recon_from_ids"]).max() <= TOL
+    assert tokens.ids.shape == expected["indices"].shape == (2, 24, 24)
+    assert (tokens.ids.numpy() == expected["indices"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - expected["recon"]).max() <= TOL
+    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(expected["indices"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - expected["recon_from_ids"]).max() <= TOL
+
+
+def test_the_legacy_decoder_numbers_its_stages_by_level():
+    """MaskGIT's file: ``decoder.up.1`` (the lowest resolution of two levels) upsamples, as it is
+    the first stage run; read in the current numbering the keys do not fit."""
+    state = torch.load(MASKGIT_WEIGHTS, map_location="cpu", weights_only=True)
+    assert "decoder.up.1.upsample_conv.weight" in state and "decoder.up.0.upsample_conv.weight" not in state
+    model = tokbench.load("maskgit-tokenizer", weights=str(MASKGIT_WEIGHTS))
+    assert torch.equal(model.decoder.up[0].upsample_conv.conv.weight, state["decoder.up.1.upsample_conv.weight"])
+    with pytest.raises(CheckpointError, match="missing keys.*decoder.up.0.upsample_conv"):
+        keymap_for(model).apply(state, "current numbering")
 
 
 def test_vqgan_plus_files_are_told_from_maskbit_files_and_by_codebook_size(tmp_path):
     with pytest.raises(CheckpointError, match="could be any of vqgan-plus-10bit, vqgan-plus-12bit; name it"):
-        tokbench.load(VQ_WEIGHTS)  # 256 codes: no release's size, and not a MaskBit (LFQ) name
+        tokbench.load(VQ_WEIGHTS)  # 256 codes: no release's size; not LFQ, no average pooling
+    assert tokbench.load(MASKGIT_WEIGHTS).upstream["name"] == "maskgit-tokenizer"  # pooling tells it apart
     state = torch.load(VQ_WEIGHTS, map_location="cpu", weights_only=True)
     state["quantize.embedding.weight"] = torch.randn(4096, 16)
     torch.save(state, tmp_path / "vqgan_plus_12bit.bin")

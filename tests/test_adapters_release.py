@@ -135,3 +135,13 @@ def test_vqgan_plus_release_size_matches_the_upstream_model(bits, elements):
     model = _build_meta(f"vqgan-plus-{bits}bit")
     assert _upstream_counts(model, maskbit.keymap_for(model)) == (176, elements)
     assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 2 ** bits
+
+
+def test_maskgit_tokenizer_release_size_matches_the_upstream_model():
+    """configs/external/maskgit_tokenizer.yaml with ConvVQModel(legacy=True), counted with the upstream
+    classes: 168 keys (no resampling convs in the encoder: average pooling)."""
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta("maskgit-tokenizer")
+    assert _upstream_counts(model, maskbit.keymap_for(model, legacy_decoder=True)) == (168, 54_515_587)
+    assert "decoder.up.4.upsample_conv.weight" in maskbit.keymap_for(model, legacy_decoder=True).upstream_keys()
