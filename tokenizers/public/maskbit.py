@@ -46,7 +46,7 @@ RELEASES = {
 PREPROCESSING = ("resized (shorter side, bilinear) to 256 and center-cropped (torchvision); "
                  "inputs in [0, 1] as they are; reconstructions clamped to [0, 1]")
 BITS_KEY, CODEBOOK_KEY = "quantize.bits_to_indices", "quantize.codebook"
-EMBEDDING_KEY = "quantize.embedding.weight"  # VQGAN+'s codebook
+EMBEDDING_KEY = "quantize.embedding.weight"  # the codebook of VQGAN+ and MaskGIT's tokenizer
 OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.hit_ema", "quantize.last_restart_step")
 _MARKER = "encoder.down.0.res_blocks.0.conv1.weight"  # MaskBit's encoder (not taming's / LDM's naming)
 
@@ -97,7 +97,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
                 downsample="conv" if levels == 1 or "encoder.down.0.down_conv.weight" in state else "avg_pool")
 
 
-def without_lfq_buffers(state: dict[str, torch.Tensor], model: MaskBitTokenizer, source: str) -> dict[str, torch.Tensor]:
+def without_lfq_buffers(state: dict[str, torch.Tensor], model: MaskBitTokenizer,
+                        source: str) -> dict[str, torch.Tensor]:
     """The state without MaskBit's quantizer buffers, after checking they encode tokbench's id layout."""
     missing = [k for k in (BITS_KEY, CODEBOOK_KEY) if k not in state]
     if missing:

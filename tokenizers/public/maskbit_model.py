@@ -39,7 +39,9 @@ from tokbench.tokenizer import AutoencoderOutput, Tokenizer
 from tokbench.tokens import TokenLayout, Tokens
 
 # MaskBit's training config (configs/tokenizer/maskbit_tokenizer_*bit.yaml): commitment 0.25,
-# entropy weight 0.02 at temperature 0.01, entropy_gamma 1 (the codebook term's weight).
+# entropy weight 0.02 at temperature 0.01, entropy_gamma 1 (the codebook term's weight). The entropies
+# are tokbench's (exact per-sample log-softmax; MaskBit clamps probabilities at 1e-5 before the log),
+# and MaskBit's schedule that anneals the entropy weight is a training recipe, not part of the model.
 LFQ_OPTIONS = dict(beta=0.25, entropy_weight=0.02, temperature=0.01, codebook_entropy_weight=1.0)
 QUANTIZERS = ("lfq", "vq")
 DOWNSAMPLES = ("conv", "avg_pool")
@@ -154,7 +156,8 @@ class MaskBitTokenizer(Tokenizer):
         self.decoder = Decoder(ch, ch_mult, num_res_blocks, token_size)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
-        return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
+        grid = (height // self.stride, width // self.stride)
+        return TokenLayout("grid", grid, vocab_size=self.quantize.codebook_size)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """Pre-quantization features ``(B, token_size, h, w)`` of images in ``[0, 1]``."""
