@@ -104,3 +104,20 @@ def test_other_public_names_build(name):
     assert model.num_parameters() > 10_000_000
     assert model.layout_for(256, 256).num_tokens > 0
     assert registry.get_factory(name).release.preprocessing
+
+
+def test_emu3_release_configuration_has_the_upstream_size():
+    """495 keys and 270,740,359 elements (270,740,287 parameters + BatchNorm3d statistics; 1.08 GB in
+    fp32): Emu3's ``Emu3VisionVQModel(Emu3VisionVQConfig())`` -- the release's config.json is the
+    defaults -- counted with the upstream classes (baaivision/Emu3 f6ea9aa)."""
+    from tokbench.tokenizers.public import emu3
+
+    model = _build_meta("emu3-vq")
+    km = emu3.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (495, 270_740_359)
+    assert {"encoder.time_conv.1.conv.conv.weight", "decoder.time_conv.1.conv.conv.bias",
+            "decoder.up.3.attn.2.norm.conv_y.weight", "decoder.norm_out.norm_layer.bias",
+            "encoder.time_res_stack.1.norm2.num_batches_tracked", "quant_conv.conv.weight",
+            "encoder.down.3.attn.1.q.weight", "decoder.up.2.block.0.nin_shortcut.weight"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 32 * 32
+    assert model.quantize.codebook_size == 32768
