@@ -97,7 +97,7 @@ def test_other_configs_are_one_line_errors(tmp_path):
     with pytest.raises(CheckpointError, match="double_z=false") as err:
         tokbench.load("emu3-vq", weights=str(_copy(tmp_path, double_z=True)))
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="option codebook_size=32768 cannot be changed: the weights .* fix codebook_size=512"):
+    with pytest.raises(ValueError, match="codebook_size=32768 cannot be changed: the weights .* fix codebook_size=512"):
         tokbench.load("emu3-vq", weights=str(FIXTURE), codebook_size=32768)
     with pytest.raises(CheckpointError, match="a folder with config.json and model.safetensors"):
         tokbench.load("emu3-vq", weights=str(tmp_path / "nowhere"))

@@ -19,10 +19,10 @@ from tokbench.tokenizers.public.conv_keys import add_autoencoder_part
 from tokbench.tokenizers.public.emu3_model import Emu3Tokenizer
 from tokbench.tokenizers.public.keymap import Entry, KeyMap, load_converted
 from tokbench.tokenizers.public.release import Release, public_factory, read_any, read_json, resolve_options
+from tokbench.tokenizers.public.taming import OWN_BUFFERS  # a `VectorQuantizer` at ``quantize``: its bookkeeping
 
 MODEL_TYPE = "Emu3VisionVQ"
 WEIGHT_FILE = "model.safetensors"
-OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.last_restart_step", "quantize.hit_ema")
 BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 PREPROCESSING = ("Emu3VisionVQImageProcessor: smart_resize (sides rounded to multiples of 8, then scaled, aspect "
                  "kept, so that the pixel count lies in [512^2, 1024^2]; PIL bicubic), then 2x - 1; an image is "
@@ -98,7 +98,8 @@ def find_files(weights: Path) -> tuple[Path, Path]:
     tensors = weights if weights.is_file() else folder / WEIGHT_FILE
     config = folder / "config.json"
     if not (tensors.is_file() and config.is_file()):
-        raise CheckpointError(f"{weights}: an Emu3 vision tokenizer release is a folder with config.json and {WEIGHT_FILE}")
+        raise CheckpointError(f"{weights}: an Emu3 vision tokenizer release is a folder with config.json and "
+                              f"{WEIGHT_FILE}")
     return config, tensors
 
 

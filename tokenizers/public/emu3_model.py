@@ -208,7 +208,8 @@ class Emu3Tokenizer(Tokenizer):
         self.decoder = SpatialDecoder(ch, ch_mult, num_res_blocks, z_channels, embed_dim, levels)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
-        return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
+        grid = (height // self.stride, width // self.stride)
+        return TokenLayout("grid", grid, vocab_size=self.quantize.codebook_size)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """Pre-quantization features ``(B, embed_dim, h, w)``: the latent frame of the still clip."""
