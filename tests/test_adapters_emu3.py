@@ -3,8 +3,8 @@
 Parity with Emu3's own code on a small fixture it computed (``tests/fixtures/make_emu3_fixture.py``:
 upstream's ``Emu3VisionVQModel`` and image processor, random weights with redrawn norm parameters and
 BatchNorm statistics, saved by ``save_pretrained`` as the release is): an image is encoded as a clip
-of four copies and decoded as the clip's first frame; ids 100% equal, reconstructions within 1e-4,
-end to end and from upstream's ids.
+of four copies and decoded as the clip's first frame; pre-quantization features and reconstructions
+within 1e-4 and ids 100% equal, end to end and from upstream's ids.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def tokenizer() -> Emu3Tokenizer:
 
 
 def test_parity_with_the_upstream_code(tokenizer):
+    assert np.abs(tokenizer.features(X).detach().numpy() - EXPECTED["features"]).max() <= TOL
     tokens = tokenizer.encode(X)
     assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 12, 12)
     assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
