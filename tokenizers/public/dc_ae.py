@@ -24,7 +24,8 @@ CONFIG_KEYS = (
     "decoder_in_shortcut", "decoder_conv_act_fn",
 )
 PREPROCESSING = "none fixed by the release (SANA trains at 512-4096 px); inputs 2x - 1"
-PREPROCESSING_IN = "ImageNet at 512 px (the DC-AE paper's ImageNet 512x512 models); inputs 2x - 1"
+# mit-han-lab/efficientvit applications/dc_ae/README.md: DMCrop(512), then Normalize(0.5, 0.5).
+PREPROCESSING_IN = "ImageNet 512: DMCrop(512) (ADM's centre crop), then (x - 0.5) / 0.5"
 
 
 def _in_1_0(widths: list[int], latent_channels: int) -> dict[str, Any]:
