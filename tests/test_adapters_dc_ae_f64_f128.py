@@ -114,6 +114,13 @@ def test_sana_f32_folders_stay_dc_ae_f32c32():
         == ["dc-ae-f32c32"]
 
 
+def test_the_config_not_the_name_decides_the_architecture():
+    """Loaded by the f128c512 name, the 7-stage folder is still built as its config says."""
+    tokenizer = tokbench.load("dc-ae-f128c512", weights=str(FOLDER))
+    assert tokenizer.stride == 64 and tokenizer.upstream["name"] == "dc-ae-f128c512"
+    assert np.abs(tokenizer.encode(X).latents.numpy() - EXPECTED["latents"]).max() <= TOL
+
+
 def test_convert_then_load_gives_the_same_latents(tmp_path):
     assert main(["convert", "dc-ae-f64c128", "--weights", str(FOLDER), str(tmp_path / "ckpt")]) == 0
     plain = tokbench.load(tmp_path / "ckpt")

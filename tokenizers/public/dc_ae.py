@@ -1,7 +1,8 @@
 """DC-AE (MIT HAN lab; SANA's autoencoder) from its diffusers ``AutoencoderDC`` folder -> ``dc_ae``.
 
 Released as ``config.json`` + ``diffusion_pytorch_model.safetensors`` (``mit-han-lab/dc-ae-*-diffusers``,
-and SANA pipelines' ``vae/``). Sizes come from ``config.json``. Latents are the encoder's
+and SANA pipelines' ``vae/``): SANA's f32c32 and the ImageNet f64c128 / f128c512, one code for all.
+Sizes come from ``config.json``. Latents are the encoder's
 output as is (deterministic), not multiplied by the config's ``scaling_factor``.
 """
 from __future__ import annotations
