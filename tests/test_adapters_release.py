@@ -106,6 +106,22 @@ def test_other_public_names_build(name):
     assert registry.get_factory(name).release.preprocessing
 
 
+def test_janus_and_chameleon_release_sizes():
+    """Counted with the upstream classes at the release configurations: Janus's ``VQ_16()``
+    (``gen_vision_model.*``: 344 keys, 71,948,939 elements, ``quantize.codebook_used`` included --
+    LlamaGen's VQ-16 to the tensor) and Chameleon's ``VQModel`` at its ``vqgan.yaml`` (ch 128,
+    ch_mult 1,1,2,2,4, 2 res blocks, z 256, 8,192 codes of 256, ``attn_resolutions: []``): 293 keys,
+    68,718,467 elements."""
+    janus = _build_meta("janus-pro-vq")
+    assert _upstream_counts(janus, llamagen.keymap_for(janus.config)) == (344 - 1, 71_948_939 - 65_536)
+    assert janus.layout_for(384, 384).num_tokens == 576
+    chameleon = _build_meta("chameleon-vqgan")
+    km = taming.keymap_for(chameleon.config)
+    assert _upstream_counts(chameleon, km) == (293, 68_718_467)
+    assert not any(".attn." in k for k in km.upstream_keys())  # attention only in the middle blocks
+    assert chameleon.layout_for(512, 512).num_tokens == 1024
+
+
 def _public_names() -> list[str]:
     return sorted(n for n in registry.names() if getattr(registry.get_factory(n), "release", None) is not None)
 
