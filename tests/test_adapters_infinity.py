@@ -152,3 +152,15 @@ def test_quantizer_arguments_are_checked():
         MultiScaleBitQuantizer(8, (1, 4, 2))
     assert MultiScaleBitQuantizer(8).schedule_for((64, 64)) == (1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64)
     assert MultiScaleBitQuantizer(8).schedule_for((5, 5)) == (1, 2, 4, 5)
+
+
+def test_generation_refuses_more_ids_than_int32_holds_in_one_line():
+    from tokbench.generation.presets import build_generator
+
+    with torch.device("meta"):
+        d32, d16 = tokbench.create("infinity-vae-d32"), tokbench.create("infinity-vae-d16")
+    with pytest.raises(ValueError, match=r"vocabulary of 4,294,967,296 ids \(2\*\*32\) is more than 2\*\*31") as err:
+        build_generator("gpt", d32.layout_for(256, 256), 0)
+    assert "\n" not in str(err.value)
+    with torch.device("meta"):
+        assert build_generator("gpt", d16.layout_for(256, 256), 0).vocab_size == 2 ** 16
