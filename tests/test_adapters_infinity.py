@@ -8,13 +8,18 @@ decoding upstream's ``bit_indices``; the 10-scale schedule of 512 px on a 128 px
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import tokbench
 from tokbench import CheckpointError, Tokens
@@ -164,3 +169,33 @@ def test_generation_refuses_more_ids_than_int32_holds_in_one_line():
     assert "\n" not in str(err.value)
     with torch.device("meta"):
         assert build_generator("gpt", d16.layout_for(256, 256), 0).vocab_size == 2 ** 16
+
+
+def test_eval_end_to_end_on_the_d64_fixture(tmp_path):
+    """`tokbench eval --tokenizer infinity-vae-d64 --weights FILE`: PSNR of upstream's own reconstructions."""
+    exp = expected(64)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, image in enumerate(exp["inputs_uint8"]):
+        Image.fromarray(image).save(data / f"{i}.png")
+    out = subprocess.run([sys.executable, "-m", "tokbench", "eval", "--tokenizer", "infinity-vae-d64", "--weights",
+                          str(weights(64)), "--tasks", "reconstruction", "--data", str(data), "--resolution", "native",
+                          "--skip-metric", "lpips,rfid", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TOKBENCH_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    psnr = results["tasks"]["reconstruction"]["metrics"]["psnr"]["mean"]
+    recon = np.round(exp["recon"].transpose(0, 2, 3, 1) * 255)  # 8 bits, as eval's images are
+    mse = ((recon - exp["inputs_uint8"].astype(np.float64)) ** 2).reshape(2, -1).mean(1)
+    assert abs(psnr - float(np.mean(10 * np.log10(255.0 ** 2 / mse)))) < 0.05
+
+
+def test_any_image_size_round_trips_through_the_public_api():
+    tokenizer = tokbench.load("infinity-vae-d32", weights=str(weights(32)))
+    x = images(expected(32)["inputs_uint8"])[:, :, :33, :47]  # padded to 36 x 48: a 9 x 12 grid
+    tokens = tokenizer.encode(x)
+    assert tokens.layout.grid == (9, 12) and tokens.layout.scales == (1, 2, 4, 6, 8, 12)
+    assert tokens.ids.shape == (2, tokens.layout.num_tokens)
+    y = tokenizer.decode(tokens)
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
