@@ -199,3 +199,13 @@ def test_any_image_size_round_trips_through_the_public_api():
     assert tokens.ids.shape == (2, tokens.layout.num_tokens)
     y = tokenizer.decode(tokens)
     assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+
+
+def test_a_token_dataset_refuses_ids_beyond_int32_before_encoding():
+    from tokbench.generation.token_data import token_dtype
+
+    with torch.device("meta"):
+        d64, d24 = tokbench.create("infinity-vae-d64"), tokbench.create("infinity-vae-d24")
+    with pytest.raises(ValueError, match=r"18,446,744,073,709,551,616 ids \(2\*\*64\) is more than 2\*\*31"):
+        token_dtype(d64.layout_for(256, 256))
+    assert token_dtype(d24.layout_for(256, 256)) == "int32"
