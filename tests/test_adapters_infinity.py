@@ -140,7 +140,8 @@ def test_a_missing_tensor_is_a_one_line_error_in_the_files_own_names(tmp_path):
     blob = torch.load(weights(32), map_location="cpu", weights_only=True)
     state = {k: v for k, v in blob["vae"].items() if not k.startswith("decoder.conv_out")}
     torch.save({"vae": state}, tmp_path / "broken.pth")
-    with pytest.raises(CheckpointError, match=r"missing keys \[decoder.conv_out.conv.bias, decoder.conv_out.conv.weight\]") as err:
+    missing = r"missing keys \[decoder.conv_out.conv.bias, decoder.conv_out.conv.weight\]"
+    with pytest.raises(CheckpointError, match=missing) as err:
         tokbench.load("infinity-vae-d32", weights=str(tmp_path / "broken.pth"))
     assert "\n" not in str(err.value)
 
@@ -164,7 +165,7 @@ def test_generation_refuses_more_ids_than_int32_holds_in_one_line():
 
     with torch.device("meta"):
         d32, d16 = tokbench.create("infinity-vae-d32"), tokbench.create("infinity-vae-d16")
-    with pytest.raises(ValueError, match=r"vocabulary of 4,294,967,296 ids \(2\*\*32\) is more than 2\*\*31") as err:
+    with pytest.raises(ValueError, match=r"vocabulary of 4,294,967,296 ids is more than 2\*\*31") as err:
         build_generator("gpt", d32.layout_for(256, 256), 0)
     assert "\n" not in str(err.value)
     with torch.device("meta"):
@@ -206,6 +207,6 @@ def test_a_token_dataset_refuses_ids_beyond_int32_before_encoding():
 
     with torch.device("meta"):
         d64, d24 = tokbench.create("infinity-vae-d64"), tokbench.create("infinity-vae-d24")
-    with pytest.raises(ValueError, match=r"18,446,744,073,709,551,616 ids \(2\*\*64\) is more than 2\*\*31"):
+    with pytest.raises(ValueError, match=r"18,446,744,073,709,551,616 ids is more than 2\*\*31"):
         token_dtype(d64.layout_for(256, 256))
     assert token_dtype(d24.layout_for(256, 256)) == "int32"

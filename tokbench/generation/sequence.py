@@ -26,8 +26,8 @@ def generation_order(layout: TokenLayout) -> str:
                          f"(codec byte streams vary in length); expected one of {', '.join(ORDERS)}")
     if int(layout.vocab_size) > MAX_VOCAB:  # type: ignore[arg-type]
         raise ValueError(f"the AR prior embeds every id and token datasets store them as int32: a vocabulary of "
-                         f"{int(layout.vocab_size):,} ids (2**{int(layout.vocab_size).bit_length() - 1}) is more "
-                         f"than 2**31; tokens of 32 or more bits each (Infinity's) need a bitwise prior")
+                         f"{int(layout.vocab_size):,} ids is more than 2**31; tokens of 32 or more bits each "
+                         f"(Infinity's) need a bitwise prior")
     return ORDERS[layout.arrangement]
 
 

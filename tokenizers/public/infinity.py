@@ -10,7 +10,8 @@ with channel multipliers ``1,2,4,4,4`` at ``base_ch=128``, two ResNet blocks, no
 wrapped: ``encoder.conv_in.conv.weight``, ``norm1.norm.weight``) and the bare LDM names
 (``encoder.conv_in.weight``); so does this loader. Sizes are read off the tensors. The quantizer's
 ``lfq.mask`` buffer (powers of two for upstream's int labels; saved twice, as ``quantizer.`` and
-``quantize.``, the same module under two attribute names) is not a weight and is ignored. Images go in as ``2x - 1``; reconstructions are clamped to ``[-1, 1]`` (upstream's ``decode``).
+``quantize.``, the same module under two attribute names) is not a weight and is ignored. Images go in
+as ``2x - 1``; reconstructions are clamped to ``[-1, 1]`` (upstream's ``decode``).
 """
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ class InfinityTokenizer(Tokenizer):
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         grid = (height // self.stride, width // self.stride)
-        return TokenLayout("scales", grid, vocab_size=2 ** self.quantize.code_dim, scales=self.quantize.schedule_for(grid))
+        schedule = self.quantize.schedule_for(grid)
+        return TokenLayout("scales", grid, vocab_size=2 ** self.quantize.code_dim, scales=schedule)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """The encoder's output ``(B, code_dim, H/s, W/s)``: what the quantizer reads."""
