@@ -140,6 +140,12 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> CosmosAut
         found = "a discrete (FSQ)" if "levels" in from_file else "a continuous"
         raise CheckpointError(f"{source}: holds {found} tokenizer; {release.name} is "
                               f"{'discrete' if 'levels' in base else 'continuous'}")
+    if from_file["spatial_compression"] != base["spatial_compression"]:
+        sc = from_file["spatial_compression"]
+        other = [n for n, r in RELEASES.items() if r["spatial_compression"] == sc and ("levels" in r) == ("levels" in base)]
+        raise CheckpointError(f"{source}: holds a {sc}x{sc} tokenizer, {release.name} is "
+                              f"{base['spatial_compression']}x{base['spatial_compression']}"
+                              + (f"; load it as {other[0]}" if other else ""))
     check_derived_buffers(state, source)
     options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
     try:
