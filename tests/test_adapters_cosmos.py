@@ -9,13 +9,18 @@ code is not needed and that a ``data.pkl`` naming any other global is refused be
 """
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import tokbench
 from tokbench import CheckpointError, Tokens, registry
@@ -74,9 +79,10 @@ def test_archive_storages_keep_their_dtype_and_names():
     assert shapes["encoder.conv_in.weight"].is_meta and shapes["encoder.conv_in.weight"].shape == (32, 48, 3, 3)
 
 
-def _rewrite(src: Path, dst: Path, replace: dict[str, bytes] = {}, drop: tuple[str, ...] = ()) -> Path:  # noqa: B006
+def _rewrite(src: Path, dst: Path, replace: dict[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> Path:
     """A copy of the archive ``src`` (stored, as torch.jit.save writes) with entries replaced or dropped,
     named relative to the archive's root folder."""
+    replace = replace or {}
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             name = info.filename.split("/", 1)[1]
@@ -198,3 +204,24 @@ def test_release_names_build_with_the_released_layout():
     assert ci.layout_for(256, 256).describe() == "1024 tokens (32x32 grid), 16 latent channels"
     with pytest.raises(ValueError, match="spatial_compression 64 with patch_size 4 needs 4 resampled levels"):
         registry.create("cosmos-ci8x8", spatial_compression=64)
+
+
+def test_eval_end_to_end_on_the_di_fixture(tmp_path):
+    """`tokbench eval --tokenizer cosmos-di16x16 --weights DIR`: PSNR of the upstream's own reconstructions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, image in enumerate(DI["inputs_uint8"]):
+        Image.fromarray(image).save(data / f"{i}.png")
+    out = subprocess.run([sys.executable, "-m", "tokbench", "eval", "--tokenizer", "cosmos-di16x16", "--weights",
+                          str(DI_DIR), "--tasks", "reconstruction", "--data", str(data), "--resolution", "native",
+                          "--skip-metric", "lpips,rfid", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TOKBENCH_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    psnr = results["tasks"]["reconstruction"]["metrics"]["psnr"]["mean"]
+    # Reference: the upstream reconstructions, rounded to 8 bits as eval's images are, against the inputs.
+    recon = np.round(DI["recon"].transpose(0, 2, 3, 1) * 255)
+    mse = ((recon - DI["inputs_uint8"].astype(np.float64)) ** 2).reshape(len(recon), -1).mean(1)
+    assert results["tokenizer"]["name"].startswith("cosmos-di16x16")
+    assert abs(psnr - float(np.mean(10 * np.log10(255.0 ** 2 / mse)))) < 0.05

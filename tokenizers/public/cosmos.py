@@ -66,9 +66,9 @@ def read_release(weights: Path, materialize: bool = True) -> dict[str, torch.Ten
             if key in state and materialize and not torch.equal(state[key], tensor):
                 raise CheckpointError(f"{weights}: {key} differs between the encoder and decoder archives")
             state[key] = tensor
-    for part in ("encoder.conv_in.weight", "decoder.conv_out.weight"):
-        if part not in state:
-            raise CheckpointError(f"{weights}: no {part.split('.')[0]} in the archive(s) read "
+    for part in ("encoder", "decoder"):
+        if not any(k.startswith(part + ".") for k in state):
+            raise CheckpointError(f"{weights}: no {part} in the archive(s) read "
                                   f"({', '.join(p.name for p in release_archives(weights))}); a Cosmos image "
                                   f"tokenizer needs both ({ENCODER_FILE} + {DECODER_FILE}, or {AUTOENCODER_FILE})")
     return state
