@@ -225,3 +225,11 @@ def test_eval_end_to_end_on_the_di_fixture(tmp_path):
     mse = ((recon - DI["inputs_uint8"].astype(np.float64)) ** 2).reshape(len(recon), -1).mean(1)
     assert results["tokenizer"]["name"].startswith("cosmos-di16x16")
     assert abs(psnr - float(np.mean(10 * np.log10(255.0 ** 2 / mse)))) < 0.05
+
+
+def test_sizes_off_the_stride_are_padded_and_cropped_back():
+    tokenizer = tokbench.load("cosmos-ci8x8", weights=str(CI_DIR))
+    x = X[:, :, :40, :52]
+    tokens = tokenizer.encode(x)
+    assert tokens.latents.shape == (2, 16, 5, 7)  # 40 x 56 after padding 52 to the stride 8
+    assert tokenizer.decode(tokens).shape == x.shape
