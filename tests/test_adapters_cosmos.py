@@ -142,6 +142,13 @@ def test_files_that_are_no_torchscript_archive_are_one_line_errors(tmp_path):
     (tmp_path / "text.jit").write_text("not a zip")
     with pytest.raises(CheckpointError, match="cannot be read as a TorchScript archive"):
         read_torchscript_tensors(tmp_path / "text.jit")
+    called_with_args = b"\x80\x02c__torch__.m\nM\nK\x01\x85R."  # a scripted class called: M(1)
+    _rewrite(DI_DIR / "encoder.jit", tmp_path / "odd.jit", {"data.pkl": called_with_args})
+    with pytest.raises(CheckpointError, match="cannot be read as a TorchScript archive \\(TypeError"):
+        read_torchscript_tensors(tmp_path / "odd.jit")
+    _rewrite(DI_DIR / "encoder.jit", tmp_path / "flat.jit", {"data.pkl": pickle.dumps([1, 2], protocol=2)})
+    with pytest.raises(CheckpointError, match="does not hold a scripted module"):
+        read_torchscript_tensors(tmp_path / "flat.jit")
 
 
 def test_release_folders_are_recognised_by_kind_and_compression(tmp_path):
@@ -155,7 +162,7 @@ def test_release_folders_are_recognised_by_kind_and_compression(tmp_path):
 def test_a_file_of_another_kind_or_compression_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="holds a discrete \\(FSQ\\) tokenizer; cosmos-ci16x16 is continuous"):
         tokbench.load("cosmos-ci16x16", weights=str(DI_DIR))
-    with pytest.raises(CheckpointError, match="holds a 8x8 tokenizer, cosmos-ci16x16 is 16x16; load it as cosmos-ci8x8"):
+    with pytest.raises(CheckpointError, match="hold the 8x8 tokenizer, cosmos-ci16x16 is 16x16; load it as cosmos-ci8x8"):
         tokbench.load("cosmos-ci16x16", weights=str(CI_DIR))
     with pytest.raises(CheckpointError, match="expected Cosmos's encoder.jit \\+ decoder.jit or autoencoder.jit"):
         tokbench.load("cosmos-di16x16", weights=str(tmp_path))

@@ -143,7 +143,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> CosmosAut
     if from_file["spatial_compression"] != base["spatial_compression"]:
         sc = from_file["spatial_compression"]
         other = [n for n, r in RELEASES.items() if r["spatial_compression"] == sc and ("levels" in r) == ("levels" in base)]
-        raise CheckpointError(f"{source}: holds a {sc}x{sc} tokenizer, {release.name} is "
+        raise CheckpointError(f"{source}: the archives hold the {sc}x{sc} tokenizer, {release.name} is "
                               f"{base['spatial_compression']}x{base['spatial_compression']}"
                               + (f"; load it as {other[0]}" if other else ""))
     check_derived_buffers(state, source)

@@ -143,7 +143,10 @@ def read_torchscript_tensors(path: str | os.PathLike, *, materialize: bool = Tru
                 raise CheckpointError(f"{path}: tensors stored {order}-endian, this machine is {sys.byteorder}-endian")
             with archive.open(f"{root}/data.pkl") as pkl:
                 tree = _RestrictedUnpickler(pkl, archive, root, materialize).load()
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as err:
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, RuntimeError, TypeError, AttributeError,
+            IndexError, KeyError, OverflowError) as err:  # whatever a malformed data.pkl makes the unpickler raise
         raise CheckpointError(f"{path}: cannot be read as a TorchScript archive ({type(err).__name__}: {err}); "
                               "tokbench reads only its tensors and never runs its code") from err
     if not isinstance(tree, ScriptedModule):
