@@ -162,7 +162,7 @@ def test_release_folders_are_recognised_by_kind_and_compression(tmp_path):
 def test_a_file_of_another_kind_or_compression_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="holds a discrete \\(FSQ\\) tokenizer; cosmos-ci16x16 is continuous"):
         tokbench.load("cosmos-ci16x16", weights=str(DI_DIR))
-    with pytest.raises(CheckpointError, match="hold the 8x8 tokenizer, cosmos-ci16x16 is 16x16; load it as cosmos-ci8x8"):
+    with pytest.raises(CheckpointError, match="the 8x8 tokenizer, cosmos-ci16x16 is 16x16; load it as cosmos-ci8x8"):
         tokbench.load("cosmos-ci16x16", weights=str(CI_DIR))
     with pytest.raises(CheckpointError, match="expected Cosmos's encoder.jit \\+ decoder.jit or autoencoder.jit"):
         tokbench.load("cosmos-di16x16", weights=str(tmp_path))

@@ -142,7 +142,8 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> CosmosAut
                               f"{'discrete' if 'levels' in base else 'continuous'}")
     if from_file["spatial_compression"] != base["spatial_compression"]:
         sc = from_file["spatial_compression"]
-        other = [n for n, r in RELEASES.items() if r["spatial_compression"] == sc and ("levels" in r) == ("levels" in base)]
+        other = [n for n, r in RELEASES.items()
+                 if r["spatial_compression"] == sc and ("levels" in r) == ("levels" in base)]
         raise CheckpointError(f"{source}: the archives hold the {sc}x{sc} tokenizer, {release.name} is "
                               f"{base['spatial_compression']}x{base['spatial_compression']}"
                               + (f"; load it as {other[0]}" if other else ""))
@@ -171,7 +172,8 @@ def _recognizes(name: str):
             options = options_from_state(read_release(path, materialize=False), str(path))
         except CheckpointError:
             return False
-        return ("levels" in options) == ("levels" in base) and options["spatial_compression"] == base["spatial_compression"]
+        same_kind = ("levels" in options) == ("levels" in base)
+        return same_kind and options["spatial_compression"] == base["spatial_compression"]
     return recognizes
 
 

@@ -86,7 +86,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 raw = self.archive.read(f"{self.root}/data/{key}")
             except KeyError as err:
                 raise pickle.UnpicklingError(f"storage {key} is missing from the archive") from err
-            flat = torch.frombuffer(bytearray(raw), dtype=storage_type.dtype) if raw else torch.empty(0, dtype=storage_type.dtype)
+            dtype = storage_type.dtype
+            flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             if flat.numel() != numel:
                 raise pickle.UnpicklingError(f"storage {key} holds {flat.numel()} elements, data.pkl says {numel}")
             self.storages[key] = flat
@@ -107,7 +108,8 @@ def _rebuild_tensor(flat: Any, offset: Any, size: Any, stride: Any, *_: Any) -> 
 
 
 def _archive_root(archive: zipfile.ZipFile, path: Path) -> str:
-    roots = {name.split("/", 1)[0] for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1}
+    roots = {name.split("/", 1)[0] for name in archive.namelist()
+             if name.endswith("/data.pkl") and name.count("/") == 1}
     if len(roots) != 1:
         raise CheckpointError(f"{path}: not a TorchScript archive (expected one <root>/data.pkl, found {len(roots)})")
     return roots.pop()
@@ -138,7 +140,8 @@ def read_torchscript_tensors(path: str | os.PathLike, *, materialize: bool = Tru
     try:
         with zipfile.ZipFile(path) as archive:
             root = _archive_root(archive, path)
-            order = archive.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in archive.namelist() else "little"
+            has_order = f"{root}/byteorder" in archive.namelist()
+            order = archive.read(f"{root}/byteorder").decode().strip() if has_order else "little"
             if order != sys.byteorder:
                 raise CheckpointError(f"{path}: tensors stored {order}-endian, this machine is {sys.byteorder}-endian")
             with archive.open(f"{root}/data.pkl") as pkl:

@@ -149,7 +149,8 @@ class CosmosDiscreteTokenizer(CosmosAutoencoder):
         self.config["levels"] = list(quantize.levels)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
-        return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
+        grid = (height // self.stride, width // self.stride)
+        return TokenLayout("grid", grid, vocab_size=self.quantize.codebook_size)
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         return Tokens(self.layout_for(*x_B3HW.shape[-2:]), ids=self.quantize(self.features(x_B3HW)).ids)
