@@ -238,3 +238,26 @@ def test_maskgit_tokenizer_release_size_matches_the_upstream_model():
     model = _build_meta("maskgit-tokenizer")
     assert _upstream_counts(model, maskbit.keymap_for(model, legacy_decoder=True)) == (168, 54_515_587)
     assert "decoder.up.4.upsample_conv.weight" in maskbit.keymap_for(model, legacy_decoder=True).upstream_keys()
+
+
+# Cosmos image tokenizers: the whole network's state dict (= encoder.jit's + decoder.jit's parameters),
+# counted with NVIDIA's ContinuousImageTokenizer / DiscreteImageTokenizer at networks/configs.py with
+# spatial_compression 8 or 16 (commit 3584ae7). The archives also store buffers upstream's state dict
+# leaves out (Haar taps, the FSQ level tables and implicit codebook): read, checked, not loaded.
+COSMOS_CASES = {
+    "cosmos-ci8x8": (198, 76_789_472, 32 * 32),
+    "cosmos-ci16x16": (202, 81_509_088, 16 * 16),
+    "cosmos-di8x8": (198, 79_004_342, 32 * 32),
+    "cosmos-di16x16": (202, 83_723_958, 16 * 16),
+}
+
+
+@pytest.mark.parametrize("name", list(COSMOS_CASES))
+def test_cosmos_release_size_matches_the_upstream_network(name):
+    from tokbench.tokenizers.public import cosmos
+
+    model = _build_meta(name)
+    keys, elements, tokens = COSMOS_CASES[name]
+    assert _upstream_counts(model, cosmos.keymap_for(model.config)) == (keys, elements)
+    assert model.num_parameters() == elements
+    assert model.layout_for(256, 256).num_tokens == tokens
