@@ -35,7 +35,8 @@ def _blob() -> dict:
 
 def _saved(tmp_path: Path, blob: dict, name: str = "checkpoint.pt") -> Path:
     """A variant of the release written back (without the read stand-ins of its config and args)."""
-    torch.save({k: v for k, v in blob.items() if k not in ("config", "args")}, tmp_path / name)
+    stand_in = lambda v: type(v).__name__ == "ReleasedClassStandIn"  # noqa: E731
+    torch.save({k: v for k, v in blob.items() if not stand_in(v)}, tmp_path / name)
     return tmp_path / name
 
 
@@ -62,6 +63,47 @@ def test_without_an_ema_copy_the_live_weights_load(tmp_path):
             == EXPECTED["indices_live"]).mean() >= 0.999
 
 
+def test_the_files_config_sets_the_input_range_and_heads():
+    """Upstream built from a config with ``data.zero_mean: False`` (images in [0, 1], as VTBench feeds
+    them) and 6 heads: the loader takes both from the file's config (the tensors say neither)."""
+    path = WEIGHTS.parent / "checkpoint_zero_mean_false.pt"
+    tokenizer = tokbench.load("bsq-vit-18bit", weights=str(path))
+    assert (tokenizer.config["zero_mean"], tokenizer.config["heads"]) == (False, 6)
+    tokens = tokenizer.encode(X)
+    assert (tokens.ids.numpy() == EXPECTED["indices_zero_mean_false"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon_zero_mean_false"]).max() <= TOL
+    assert (EXPECTED["indices_zero_mean_false"] != EXPECTED["indices"]).mean() > 0.5  # the settings matter
+    with pytest.raises(ValueError, match="option zero_mean=True cannot be changed: the weights .* fix zero_mean=False"):
+        tokbench.load("bsq-vit-18bit", weights=str(path), zero_mean=True)
+    assert tokbench.load("bsq-vit-18bit", weights=str(WEIGHTS)).config["zero_mean"] is True
+
+
+def test_a_file_without_its_config_gets_the_released_settings(tmp_path):
+    path = _saved(tmp_path, _blob())  # config and args left out
+    tokenizer = tokbench.load("bsq-vit-18bit", weights=str(path))
+    assert (tokenizer.config["zero_mean"], tokenizer.config["heads"]) == (True, 12)
+    assert np.array_equal(tokenizer.encode(X).ids.numpy(), EXPECTED["indices"])
+
+
+_VIT = dict(image_size=48, patch_size=8, width=36, layers=2, heads=12)
+
+
+@pytest.mark.parametrize("model, message", [
+    (dict(target="transcoder.models.bsqvit.VITVQModel", params={}), "builds 'transcoder.models.bsqvit.VITVQModel', not"),
+    (dict(target="transcoder.models.bsqvit.VITBSQModel", params=dict(l2_norm=True, post_q_l2_norm=True,
+          logit_laplace=True, vitconfig=_VIT)), "model.params.logit_laplace=True is not supported"),
+    (dict(target="transcoder.models.bsqvit.VITBSQModel", params=dict(l2_norm=True, post_q_l2_norm=False,
+          vitconfig=_VIT)), "model.params.post_q_l2_norm=False is not supported"),
+    (dict(target="transcoder.models.bsqvit.VITBSQModel", params=dict(l2_norm=True, post_q_l2_norm=True,
+          vitconfig=_VIT, dvitconfig=dict(_VIT, layers=4))), "the decoder's layers=4 differs from the encoder's 2"),
+])
+def test_configs_of_other_variants_are_refused_in_one_line(tmp_path, model, message):
+    path = _saved(tmp_path, {**_blob(), "config": {"model": model, "data": {"zero_mean": True}}}, "variant.pt")
+    with pytest.raises(CheckpointError, match=message) as err:
+        tokbench.load("bsq-vit-18bit", weights=str(path))
+    assert "\n" not in str(err.value)
+
+
 def test_ids_are_upstreams_most_significant_bit_first():
     tokenizer = tokbench.load("bsq-vit-18bit", weights=str(WEIGHTS))
     with torch.no_grad():
@@ -77,7 +119,10 @@ def test_the_containers_objects_are_never_unpickled(tmp_path):
     with pytest.raises(CheckpointError, match="omegaconf"):
         torch_load_safely(WEIGHTS)  # without the stand-ins: the training config's class is refused
     blob = _blob()
-    assert blob["config"].__class__.__name__ == "ReleasedClassStandIn" and not vars(blob["config"])
+    assert type(blob["config"]).__name__ == "ReleasedClassStandIn"  # no OmegaConf object: its data only
+    config = bsq_vit.plain(blob["config"])
+    assert config["data"]["zero_mean"] is True and config["model"]["params"]["vitconfig"]["heads"] == 12
+    assert config["model"]["params"]["clamp_range"] == [-1, 1] and config["loss"]["params"]["disc_weight"] == 0.1
 
     class Payload:
         def __reduce__(self):
@@ -156,16 +201,3 @@ def test_the_released_model_trains_with_bsq_losses():
     (out.reconstruction.square().mean() + sum(out.losses.values())).backward()
     assert tokenizer.encoder.conv1.weight.grad.abs().sum() > 0  # straight through the sign
 
-
-def test_release_configuration_has_the_upstream_size():
-    """Upstream's VITBSQModel at imagenet_256x256_bsqvit_b18g18 (and b18g2): 309 state-dict entries,
-    174,816,210 parameters, plus the quantizer's ``basis`` (18) and ``group_basis`` (1; 9 for g2)
-    buffers: 174,816,229 elements -- counted with the upstream class."""
-    with torch.device("meta"):
-        model = registry.create("bsq-vit-18bit")
-    km = bsq_vit.keymap_for(model)
-    own = model.state_dict()
-    keys = len(km.upstream_keys()) + len(bsq_vit.QUANTIZER_BUFFERS)
-    assert (keys, sum(own[e.dst].numel() for e in km.entries) + 18 + 1) == (309, 174_816_229)
-    assert model.layout_for(256, 256).num_tokens == 32 * 32
-    assert model.tokens_per_image(256, 256) * 18 == 18_432  # bits per image

@@ -182,14 +182,17 @@ class ReleasedClassStandIn:
 
     It also stands in for the objects a release pickles beside its tensors (a training
     config, argparse's namespace; see `torch_load_safely`'s ``stand_ins``): building one
-    accepts and discards any arguments, state and items, so nothing of them survives.
+    accepts and discards any arguments and items; only the pickled ``state`` (plain data,
+    itself made of such stand-ins where it holds objects) is kept for a loader to read.
     """
+
+    state: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def __setstate__(self, state: Any) -> None:
-        pass
+        self.state = state
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass

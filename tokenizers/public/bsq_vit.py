@@ -7,12 +7,14 @@ DistributedDataParallel run with ``--use-ema``): ``state_dict`` holds the live w
 without ``--use-ema``); beside them the optimizer, discriminator and GradScaler states, the
 OmegaConf training ``config`` and the argparse ``args``. Only tensors are read: the container's
 known non-tensor objects (`CONTAINER_GLOBALS`) are unpickled as inert stand-ins, anything else is
-refused. Upstream's ``init_from_ckpt`` loads the EMA weights when the file has them, else the live
+refused; the config's data are kept (`plain`) and read for what the tensors do not say: the
+heads (``model.params.vitconfig.heads``) and the input range (``data.zero_mean``: ``[-1, 1]`` when
+true, as in every released config, else ``[0, 1]`` -- the range VTBench's loader feeds); a file
+without one gets the released configs' values. Upstream's ``init_from_ckpt`` loads the EMA weights when the file has them, else the live
 ones; so does this loader (``use_ema=False`` takes the live ones, as VTBench's loader does).
 
 The ``basis`` buffer is checked: it must be ``2**(bits-1) ... 1``, the most-significant-first
-id layout the model reproduces. Sizes are read off the tensors (the heads are not in them: 12 in
-every released config). The 36-bit release is refused: its ids (2**36 codes) are beyond
+id layout the model reproduces. Sizes are read off the tensors. The 36-bit release is refused: its ids (2**36 codes) are beyond
 tokbench's binary quantizers (at most 24 bits).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tokbench.checkpoint import CheckpointError, torch_load_safely
+from tokbench.checkpoint import CheckpointError, ReleasedClassStandIn, torch_load_safely
 from tokbench.quantize.binary import MAX_BITS
 from tokbench.tokenizers.public.bsq_vit_model import BSQViTTokenizer
 from tokbench.tokenizers.public.conv_keys import count_indexed
@@ -57,6 +59,44 @@ def read_release(path: Path) -> dict[str, Any]:
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: expected BSQ-ViT's checkpoint dict, got {type(blob).__name__}")
     return blob
+
+
+def plain(node: Any) -> Any:
+    """An OmegaConf tree read as stand-ins -> plain dicts, lists and values (None for other objects)."""
+    if isinstance(node, ReleasedClassStandIn):
+        state = node.state if isinstance(node.state, dict) else {}
+        if "_content" in state:  # DictConfig / ListConfig
+            return plain(state["_content"])
+        return plain(state.get("_val"))  # a value node
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [plain(v) for v in node]
+    return node
+
+
+def options_from_config(config: Any, source: str) -> dict[str, Any]:
+    """``heads`` and ``zero_mean`` from the file's training config; ``{}`` when the file has none.
+    Variants this model does not express are refused by name."""
+    cfg = plain(config)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        return {}
+    model = cfg["model"]
+    params = model.get("params") or {}
+    if not str(model.get("target", "")).endswith("VITBSQModel"):
+        raise CheckpointError(f"{source}: the file's config builds {model.get('target')!r}, not BSQ-ViT's VITBSQModel")
+    for key, supported in (("l2_norm", True), ("post_q_l2_norm", True), ("logit_laplace", False)):
+        if bool(params.get(key, False)) != supported:
+            raise CheckpointError(f"{source}: model.params.{key}={params.get(key)!r} is not supported (the "
+                                  f"released configs set {key}={supported})")
+    vit = params.get("vitconfig") or {}
+    dvit = params.get("dvitconfig") or vit
+    for key in ("width", "layers", "heads", "patch_size", "image_size"):
+        if dvit.get(key) != vit.get(key):
+            raise CheckpointError(f"{source}: the decoder's {key}={dvit.get(key)!r} differs from the encoder's "
+                                  f"{vit.get(key)!r}; BSQ-ViT here has one ViT size (as every release)")
+    data = cfg.get("data") or {}
+    return dict(heads=int(vit["heads"]), zero_mean=bool(data.get("zero_mean", False)))
 
 
 def weights_in(blob: dict[str, Any], path: Path, use_ema: bool) -> tuple[dict[str, torch.Tensor], str]:
@@ -115,6 +155,7 @@ def build(release: Release, weights: Path | None, *, use_ema: bool = True, **ove
         from_file = options_from_state(state)
     except (KeyError, IndexError, ValueError):
         from_file = {}  # not this layout: the key check below says what differs
+    from_file.update(options_from_config(blob.get("config"), source))
     if from_file.get("bits", 0) > MAX_BITS:
         raise CheckpointError(f"{source}: {from_file['bits']}-bit codes are not supported (tokbench's binary "
                               f"quantizers hold at most {MAX_BITS} bits per id); the 18-bit releases are")

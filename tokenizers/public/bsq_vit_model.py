@@ -1,11 +1,12 @@
 """BSQ-ViT (zhaoyue-zephyrus/bsq-vit, ``VITBSQModel``): a tokbench `Tokenizer` of its own.
 
-Encode: the image in ``[-1, 1]`` cut into ``p x p`` patches (each flattened channel-major,
+Encode: the image (in ``[-1, 1]``, or as it is in ``[0, 1]`` for a model trained without
+``zero_mean``) cut into ``p x p`` patches (each flattened channel-major,
 ``(c, row, col)``), a bias-free linear embedding, learned positions, ``ln_pre``, pre-norm ViT
 blocks, ``ln_post``; ``quant_embed`` projects each patch to ``bits`` channels, which tokbench's
 `BinarySphericalQuantizer` l2-normalises and rounds to ``sign / sqrt(bits)``. Decode: the codes
 through ``post_quant_embed``, learned positions, ``ln_pre``, blocks, ``ln_post``, ``ffn``
-(linear + tanh), ``conv_out`` to each patch's pixels; clamped to ``[-1, 1]``.
+(linear + tanh), ``conv_out`` to each patch's pixels; clamped to the input range.
 
 **Id layout.** BSQ-ViT's id is ``sum_c bit_c * 2**(bits-1-c)``: its channel 0 is the *most*
 significant bit (bit ``c`` is 1 where channel ``c`` is positive). tokbench's binary quantizers
@@ -49,7 +50,7 @@ def _positions(grid: int, width: int) -> nn.Parameter:
 
 
 class ViTEncoder(nn.Module):
-    """Images ``(B, 3, H, W)`` in ``[-1, 1]`` -> patch features ``(B, L, width)``."""
+    """Images ``(B, 3, H, W)`` in the model's range -> patch features ``(B, L, width)``."""
 
     def __init__(self, grid: int, patch_size: int, width: int, depth: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
@@ -65,7 +66,7 @@ class ViTEncoder(nn.Module):
 
 
 class ViTDecoder(nn.Module):
-    """Patch features ``(B, L, width)`` -> images ``(B, 3, H, W)`` (unclamped, ``[-1, 1]`` scale)."""
+    """Patch features ``(B, L, width)`` -> images ``(B, 3, H, W)`` (unclamped, in the model's range)."""
 
     def __init__(self, grid: int, patch_size: int, width: int, depth: int, heads: int, mlp_ratio: float,
                  ffn_dim: int) -> None:
@@ -84,21 +85,24 @@ class ViTDecoder(nn.Module):
 
 class BSQViTTokenizer(Tokenizer):
     """BSQ-ViT: ``image_size`` px images -> a ``g x g`` grid (``g = image_size / patch_size``) of
-    ``bits``-bit ids in BSQ-ViT's layout (see the module docstring). Trainable with BSQ's losses at
-    the release's settings (no commitment loss, the entropy terms weighted 0.1 overall)."""
+    ``bits``-bit ids in BSQ-ViT's layout (see the module docstring). ``zero_mean``: the model works
+    on ``[-1, 1]`` images (upstream's ``data.zero_mean``, set in every released config), else on
+    ``[0, 1]``. Trainable with BSQ's losses at the release's settings (no commitment loss, the
+    entropy terms weighted 0.1 overall)."""
 
     family, kind = "bsq_vit", "discrete"
 
     def __init__(self, image_size: int = 256, patch_size: int = 8, width: int = 768, depth: int = 12, heads: int = 12,
-                 mlp_ratio: float = 4.0, bits: int = 18, ffn_dim: int = 3072) -> None:
+                 mlp_ratio: float = 4.0, bits: int = 18, ffn_dim: int = 3072, zero_mean: bool = True) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"BSQ-ViT: image_size={image_size} must be a multiple of patch_size={patch_size}")
         if width % heads:
             raise ValueError(f"BSQ-ViT: width={width} must be a multiple of heads={heads}")
         self.config: dict[str, Any] = dict(image_size=image_size, patch_size=patch_size, width=width, depth=depth,
-                                           heads=heads, mlp_ratio=mlp_ratio, bits=bits, ffn_dim=ffn_dim)
-        self.stride, self.image_size = patch_size, image_size
+                                           heads=heads, mlp_ratio=mlp_ratio, bits=bits, ffn_dim=ffn_dim,
+                                           zero_mean=zero_mean)
+        self.stride, self.image_size, self.zero_mean = patch_size, image_size, zero_mean
         grid = image_size // patch_size
         self.encoder = ViTEncoder(grid, patch_size, width, depth, heads, mlp_ratio)
         self.quant_embed = nn.Linear(width, bits)
@@ -117,11 +121,18 @@ class BSQViTTokenizer(Tokenizer):
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """``(B, L, bits)`` pre-quantization features in the quantizer's channel order (reversed)."""
         self._check_size(*x_B3HW.shape[-2:])
-        return self.quant_embed(self.encoder(to_model_range(x_B3HW))).flip(-1)
+        return self.quant_embed(self.encoder(self.to_model(x_B3HW))).flip(-1)
+
+    def to_model(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        return to_model_range(x_B3HW) if self.zero_mean else x_B3HW
+
+    def from_model(self, y_B3HW: torch.Tensor) -> torch.Tensor:
+        return from_model_range(y_B3HW) if self.zero_mean else y_B3HW
 
     def decode_codes(self, codes_BLD: torch.Tensor) -> torch.Tensor:
         """Codes in the quantizer's channel order -> images in ``[0, 1]`` (clamped as upstream)."""
-        return from_model_range(self.decoder(self.post_quant_embed(codes_BLD.flip(-1))).clamp(-1, 1))
+        y_B3HW = self.decoder(self.post_quant_embed(codes_BLD.flip(-1)))
+        return self.from_model(y_B3HW.clamp(-1 if self.zero_mean else 0, 1))
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         layout = self.layout_for(*x_B3HW.shape[-2:])
@@ -136,7 +147,7 @@ class BSQViTTokenizer(Tokenizer):
 
     def autoencode(self, x_B3HW: torch.Tensor) -> AutoencoderOutput:
         q = self.quantize(self.features(x_B3HW), channel_dim=-1)
-        y = from_model_range(self.decoder(self.post_quant_embed(q.z_q.flip(-1))))
+        y = self.from_model(self.decoder(self.post_quant_embed(q.z_q.flip(-1))))
         return AutoencoderOutput(y, q.losses, q.stats)
 
     def last_layer(self) -> torch.Tensor:
