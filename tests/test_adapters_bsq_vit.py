@@ -53,8 +53,10 @@ def test_parity_with_the_upstream_code():
 
 def test_ema_weights_by_default_live_ones_on_request():
     assert (EXPECTED["indices"] != EXPECTED["indices_live"]).mean() > 0.5  # the two sets really differ
-    live = tokbench.load("bsq-vit-18bit", weights=str(WEIGHTS), use_ema=False)
+    live = tokbench.load(registry.with_weights("bsq-vit-18bit:use_ema=false", str(WEIGHTS)))  # the CLI's spec
     assert (live.encode(X).ids.numpy() == EXPECTED["indices_live"]).mean() >= 0.999
+    with pytest.raises(ValueError, match="use_ema must be true or false, got 'maybe'"):
+        tokbench.load("bsq-vit-18bit:use_ema=maybe")
 
 
 def test_without_an_ema_copy_the_live_weights_load(tmp_path):

@@ -144,6 +144,8 @@ def keymap_for(model: BSQViTTokenizer) -> KeyMap:
 
 
 def build(release: Release, weights: Path | None, *, use_ema: bool = True, **overrides: Any) -> BSQViTTokenizer:
+    if not isinstance(use_ema, bool):
+        raise ValueError(f"{release.name}: use_ema must be true or false, got {use_ema!r}")
     base = RELEASES[release.name]
     if weights is None:
         return BSQViTTokenizer(**resolve_options(release.name, base, {}, overrides))
