@@ -183,10 +183,14 @@ def test_missing_tensors_and_containers_are_one_line_errors(tmp_path):
 
 def test_only_the_learned_grid_size_is_encoded():
     tokenizer = tokbench.load("bsq-vit-18bit", weights=str(WEIGHTS))
-    with pytest.raises(ValueError, match="encodes 48x48 images only .* got 64x64"):
+    with pytest.raises(ValueError, match="works on 48x48 images only .* got 64x64"):
         tokenizer.encode(torch.rand(1, 3, 64, 64))
     tokens = tokenizer.encode(X[:, :, :45, :46])  # padded to the patch multiple: the grid, cropped back
     assert tokens.ids.shape == (2, 6, 6) and tokenizer.decode(tokens).shape == (2, 3, 45, 46)
+    with pytest.raises(ValueError, match="decodes a 6x6 grid of ids per image, got ids of shape \\(2, 5, 6\\)"):
+        tokenizer.decode(Tokens(tokens.layout, (48, 48), ids=tokens.ids[:, :5]))
+    with pytest.raises(ValueError, match="ids must lie in \\[0, 262144\\)"):
+        tokenizer.decode(Tokens(tokens.layout, (48, 48), ids=tokens.ids + 2 ** 18))
 
 
 def test_convert_gives_a_plain_bsq_vit_checkpoint(tmp_path):

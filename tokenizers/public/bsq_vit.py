@@ -5,17 +5,19 @@ DistributedDataParallel run with ``--use-ema``): ``state_dict`` holds the live w
 ``module.`` prefix (with the quantizer's constant ``basis``/``group_basis`` buffers),
 ``ema_state_dict`` timm's ``ModelEmaV2`` copy of the DDP model under ``module.module.`` (or None
 without ``--use-ema``); beside them the optimizer, discriminator and GradScaler states, the
-OmegaConf training ``config`` and the argparse ``args``. Only tensors are read: the container's
-known non-tensor objects (`CONTAINER_GLOBALS`) are unpickled as inert stand-ins, anything else is
-refused; the config's data are kept (`plain`) and read for what the tensors do not say: the
-heads (``model.params.vitconfig.heads``) and the input range (``data.zero_mean``: ``[-1, 1]`` when
-true, as in every released config, else ``[0, 1]`` -- the range VTBench's loader feeds); a file
-without one gets the released configs' values. Upstream's ``init_from_ckpt`` loads the EMA weights when the file has them, else the live
-ones; so does this loader (``use_ema=False`` takes the live ones, as VTBench's loader does).
+OmegaConf training ``config`` and the argparse ``args``.
 
-The ``basis`` buffer is checked: it must be ``2**(bits-1) ... 1``, the most-significant-first
-id layout the model reproduces. Sizes are read off the tensors. The 36-bit release is refused: its ids (2**36 codes) are beyond
-tokbench's binary quantizers (at most 24 bits).
+Only tensors and plain data are read: the container's known non-tensor objects
+(`CONTAINER_GLOBALS`) are unpickled as inert stand-ins, anything else is refused. The config's
+data (`plain`) give what the tensors do not say: the heads (``model.params.vitconfig.heads``) and
+the input range (``data.zero_mean``: ``[-1, 1]`` when true, as in every released config, else
+``[0, 1]``, the range VTBench's loader feeds); a file without a config gets the released values.
+Upstream's ``init_from_ckpt`` loads the EMA weights when the file has them, else the live ones; so
+does this loader (``use_ema=False`` takes the live ones, as VTBench's loader does).
+
+The ``basis`` buffer is checked: it must be ``2**(bits-1) ... 1``, the most-significant-first id
+layout the model reproduces. Sizes are read off the tensors. The 36-bit release is refused: its
+ids (2**36 codes) are beyond tokbench's binary quantizers (at most 24 bits).
 """
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ class BSQViTTokenizer(Tokenizer):
 
     def _check_size(self, h: int, w: int) -> None:
         if (h, w) != (self.image_size, self.image_size):
-            raise ValueError(f"BSQ-ViT encodes {self.image_size}x{self.image_size} images only (its positions are "
+            raise ValueError(f"BSQ-ViT works on {self.image_size}x{self.image_size} images only (its positions are "
                              f"learned for that grid); got {h}x{w}: resize or crop first")
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
@@ -142,6 +142,9 @@ class BSQViTTokenizer(Tokenizer):
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         if tokens.image_size is not None:  # unset on tokens straight from encode_padded, which checked it
             self._check_size(*(-(-s // self.stride) * self.stride for s in tokens.image_size))
+        g = self.image_size // self.stride
+        if tuple(tokens.ids.shape[1:]) != (g, g):
+            raise ValueError(f"BSQ-ViT decodes a {g}x{g} grid of ids per image, got ids of shape {tuple(tokens.ids.shape)}")
         idx_BL = tokens.ids.flatten(1)
         return self.decode_codes(self.quantize.lookup(idx_BL, channel_dim=-1))
 
