@@ -42,17 +42,35 @@ def test_status_never_builds_and_honours_the_switch(monkeypatch):
 @pytest.mark.parametrize("n, k, d", [(4096, 16384, 8), (1000, 4096, 32), (333, 1000, 37), (256, 512, 256), (1, 7, 8),
                                      (500, 3000, 3), (257, 1025, 17), (129, 300, 100)])
 def test_extension_matches_the_torch_path(n, k, d, dtype):
+    # The extension is called directly: `nearest_codeword` sends some (dtype, D) to other
+    # backends (`CUDA_REGIMES`), and this test is about the kernel itself.
     torch.manual_seed(0)
     z, c = torch.randn(n, d, device="cuda").to(dtype), torch.randn(k, d, device="cuda").to(dtype)
-    assert active_backend("cuda") == "cuda_ext"
-    idx, dist = nearest_codeword(z, c)
+    assert loader.load_extension() is not None, loader.extension_status()
+    idx, dist = loader.nearest_codeword_cuda(z, c, "l2")
     ref_idx, ref_dist = nearest_codeword_torch(z.cpu(), c.cpu())
     d64 = torch.cdist(z.double().cpu(), c.double().cpu()).square()
     best, chosen = d64.gather(1, ref_idx[:, None]), d64.gather(1, idx.cpu()[:, None])
     assert torch.all((idx.cpu() == ref_idx) | (chosen <= best * (1 + 1e-6)).squeeze(1))
     assert torch.allclose(dist.cpu(), ref_dist, rtol=1e-4, atol=1e-5)
-    again, _ = nearest_codeword(z, c)
+    again, _ = loader.nearest_codeword_cuda(z, c, "l2")
     assert torch.equal(idx, again), "not deterministic"
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [8, 32, 64, 256])
+def test_dispatch_follows_the_regime_table_and_stays_exact(d, dtype):
+    from tokbench.ops.nearest_codeword import cuda_regime
+
+    torch.manual_seed(1)
+    z, c = torch.randn(777, d, device="cuda").to(dtype), torch.randn(3001, d, device="cuda").to(dtype)
+    assert active_backend("cuda", d, dtype) == cuda_regime(dtype, d)
+    idx, _ = nearest_codeword(z, c)
+    d64 = torch.cdist(z.double().cpu(), c.double().cpu()).square()
+    best = d64.min(1).values
+    assert torch.all(d64.gather(1, idx.cpu()[:, None]).squeeze(1) <= best * (1 + 1e-6))
 
 
 @pytest.mark.cuda
