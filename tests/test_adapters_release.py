@@ -106,6 +106,22 @@ def test_other_public_names_build(name):
     assert registry.get_factory(name).release.preprocessing
 
 
+def test_janus_and_chameleon_release_sizes():
+    """Counted with the upstream classes at the release configurations: Janus's ``VQ_16()``
+    (``gen_vision_model.*``: 344 keys, 71,948,939 elements, ``quantize.codebook_used`` included --
+    LlamaGen's VQ-16 to the tensor) and Chameleon's ``VQModel`` at its ``vqgan.yaml`` (ch 128,
+    ch_mult 1,1,2,2,4, 2 res blocks, z 256, 8,192 codes of 256, ``attn_resolutions: []``): 293 keys,
+    68,718,467 elements."""
+    janus = _build_meta("janus-pro-vq")
+    assert _upstream_counts(janus, llamagen.keymap_for(janus.config)) == (344 - 1, 71_948_939 - 65_536)
+    assert janus.layout_for(384, 384).num_tokens == 576
+    chameleon = _build_meta("chameleon-vqgan")
+    km = taming.keymap_for(chameleon.config)
+    assert _upstream_counts(chameleon, km) == (293, 68_718_467)
+    assert not any(".attn." in k for k in km.upstream_keys())  # attention only in the middle blocks
+    assert chameleon.layout_for(512, 512).num_tokens == 1024
+
+
 def _public_names() -> list[str]:
     return sorted(n for n in registry.names() if getattr(registry.get_factory(n), "release", None) is not None)
 
@@ -157,6 +173,30 @@ def test_emu3_release_configuration_has_the_upstream_size():
             "encoder.down.3.attn.1.q.weight", "decoder.up.2.block.0.nin_shortcut.weight"} <= km.upstream_keys()
     assert model.layout_for(256, 256).num_tokens == 32 * 32
     assert model.quantize.codebook_size == 32768
+
+
+# Infinity's AutoEncoder at vae_model(..., "dynamic", bits, 2**bits) (base_ch 128, multipliers 1,2,4,4,4,
+# two ResNet blocks, no attention), counted with the upstream class on the meta device: 270 keys, of
+# which 268 are weights and two the same ``lfq.mask`` buffer (``bits`` elements) under ``quantizer.``
+# and ``quantize.``. Tokens at 256 px: Infinity's dynamic schedule 1,2,4,6,8,12,16 (521 positions).
+INFINITY_WEIGHTS = {"infinity-vae-d16": 109_970_579, "infinity-vae-d24": 110_044_315,
+                    "infinity-vae-d32": 110_118_051, "infinity-vae-d32reg": 110_118_051,
+                    "infinity-vae-d64": 110_412_995}
+
+
+@pytest.mark.parametrize("name", sorted(INFINITY_WEIGHTS))
+def test_infinity_release_size_matches_the_upstream_model(name):
+    from tokbench.tokenizers.public import infinity
+
+    model = _build_meta(name)
+    km = infinity.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (268, INFINITY_WEIGHTS[name])
+    assert {"encoder.conv_in.conv.weight", "encoder.down.1.block.0.nin_shortcut.conv.weight",
+            "encoder.down.3.downsample.conv.conv.bias", "decoder.up.4.block.2.norm2.norm.weight",
+            "decoder.up.1.upsample.conv.conv.weight", "decoder.mid.block_2.conv2.conv.bias"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 521
+    assert model.layout_for(512, 512).scales == (1, 2, 4, 6, 8, 12, 16, 20, 24, 32)
+    assert model.layout_for(1024, 1024).num_tokens == sum(s * s for s in infinity.INFINITY_SCALES)
 
 
 def test_bsq_vit_release_size_matches_the_upstream_model():
