@@ -261,3 +261,17 @@ def test_cosmos_release_size_matches_the_upstream_network(name):
     assert _upstream_counts(model, cosmos.keymap_for(model.config)) == (keys, elements)
     assert model.num_parameters() == elements
     assert model.layout_for(256, 256).num_tokens == tokens
+
+
+def test_bsq_vit_release_size_matches_the_upstream_model():
+    """BSQ-ViT's VITBSQModel at imagenet_256x256_bsqvit_b18g18 (b18g2 alike): 309 state-dict entries (the
+    file's ``state_dict`` under ``module.``, ``ema_state_dict`` under ``module.module.``), 174,816,210
+    parameters plus the quantizer's ``basis`` (18) and ``group_basis`` (1; 9 for b18g2) buffers,
+    174,816,229 elements -- counted with the upstream class on the meta device."""
+    from tokbench.tokenizers.public import bsq_vit
+
+    model = _build_meta("bsq-vit-18bit")
+    keys, elements = _upstream_counts(model, bsq_vit.keymap_for(model))
+    assert (keys + len(bsq_vit.QUANTIZER_BUFFERS), elements + 18 + 1) == (309, 174_816_229)
+    assert model.layout_for(256, 256).num_tokens == 32 * 32
+    assert model.layout_for(256, 256).bits_per_image == 32 * 32 * 18
