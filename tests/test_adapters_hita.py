@@ -128,3 +128,18 @@ def test_dino_resize_matches_kornia_formula():
     up = torch.rand(1, 3, 32, 32)  # enlarging: no blur
     assert torch.equal(resize_antialiased(up, 224),
                        torch.nn.functional.interpolate(up, size=(224, 224), mode="bicubic", align_corners=True))
+
+
+def test_a_training_container_with_its_argparse_args_loads(tmp_path):
+    """``vq_train.py`` saves ``model``, ``optimizer``, ``steps``, ``args`` (an argparse.Namespace) and
+    ``ema``: the Namespace unpickles as an inert stand-in, the weights load."""
+    import argparse
+
+    weights, expected, x, upstream_ids = _case("hita-vqgan")
+    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+    args = argparse.Namespace(image_size=336, vq_model="VQ-16", codebook_size=16384, lr=1e-4, ema=True)
+    blob = {"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "steps": 5000,
+            "args": args, "ema": state}
+    torch.save(blob, tmp_path / "0005000.pt")
+    ids = tokbench.load("hita-vqgan", weights=str(tmp_path / "0005000.pt"), **SMALL).encode(x).ids.numpy()
+    assert np.array_equal(ids, upstream_ids)
