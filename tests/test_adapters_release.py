@@ -106,6 +106,22 @@ def test_other_public_names_build(name):
     assert registry.get_factory(name).release.preprocessing
 
 
+def test_janus_and_chameleon_release_sizes():
+    """Counted with the upstream classes at the release configurations: Janus's ``VQ_16()``
+    (``gen_vision_model.*``: 344 keys, 71,948,939 elements, ``quantize.codebook_used`` included --
+    LlamaGen's VQ-16 to the tensor) and Chameleon's ``VQModel`` at its ``vqgan.yaml`` (ch 128,
+    ch_mult 1,1,2,2,4, 2 res blocks, z 256, 8,192 codes of 256, ``attn_resolutions: []``): 293 keys,
+    68,718,467 elements."""
+    janus = _build_meta("janus-pro-vq")
+    assert _upstream_counts(janus, llamagen.keymap_for(janus.config)) == (344 - 1, 71_948_939 - 65_536)
+    assert janus.layout_for(384, 384).num_tokens == 576
+    chameleon = _build_meta("chameleon-vqgan")
+    km = taming.keymap_for(chameleon.config)
+    assert _upstream_counts(chameleon, km) == (293, 68_718_467)
+    assert not any(".attn." in k for k in km.upstream_keys())  # attention only in the middle blocks
+    assert chameleon.layout_for(512, 512).num_tokens == 1024
+
+
 def _public_names() -> list[str]:
     return sorted(n for n in registry.names() if getattr(registry.get_factory(n), "release", None) is not None)
 
@@ -119,6 +135,68 @@ def test_the_public_names_outnumber_vtbench_and_each_builds_at_release_size():
         release = registry.get_factory(name).release
         assert release.name == name and release.files and release.preprocessing, name
         assert model.layout_for(256, 256).num_tokens > 0, name
+
+
+# TiTok's single-stage releases: state dicts of upstream's TiTok(config) built on the meta device
+# from configs/infer/TiTok/titok_*_{vq8k,vae_c16}.yaml (bytedance/1d-tokenizer 942a96f); the
+# same count gives 308 / 83,674,639 for titok_s128.yaml, the fixture README's figure.
+TITOK_SINGLE_STAGE = {
+    "titok-bl64-vq8k": (459, 390_016_148, 64),
+    "titok-bl128-vq8k": (459, 390_179_988, 128),
+    "titok-sl256-vq8k": (411, 330_260_884, 256),
+    "titok-bl64-vae-c16": (458, 389_418_100, 64),
+    "titok-bl128-vae-c16": (458, 389_581_940, 128),
+    "titok-ll32-vae-c16": (602, 606_879_604, 32),
+}
+
+
+@pytest.mark.parametrize("name", list(TITOK_SINGLE_STAGE))
+def test_titok_single_stage_release_sizes(name):
+    keys, elements, tokens = TITOK_SINGLE_STAGE[name]
+    model = _build_meta(name)
+    assert _upstream_counts(model, titok.keymap_for(model)) == (keys, elements)
+    assert model.layout_for(256, 256).num_tokens == tokens
+
+
+def test_emu3_release_configuration_has_the_upstream_size():
+    """495 keys and 270,740,359 elements (270,740,287 parameters + BatchNorm3d statistics; 1.08 GB in
+    fp32): Emu3's ``Emu3VisionVQModel(Emu3VisionVQConfig())`` -- the release's config.json is the
+    defaults -- counted with the upstream classes (baaivision/Emu3 f6ea9aa)."""
+    from tokbench.tokenizers.public import emu3
+
+    model = _build_meta("emu3-vq")
+    km = emu3.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (495, 270_740_359)
+    assert {"encoder.time_conv.1.conv.conv.weight", "decoder.time_conv.1.conv.conv.bias",
+            "decoder.up.3.attn.2.norm.conv_y.weight", "decoder.norm_out.norm_layer.bias",
+            "encoder.time_res_stack.1.norm2.num_batches_tracked", "quant_conv.conv.weight",
+            "encoder.down.3.attn.1.q.weight", "decoder.up.2.block.0.nin_shortcut.weight"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 32 * 32
+    assert model.quantize.codebook_size == 32768
+
+
+# Infinity's AutoEncoder at vae_model(..., "dynamic", bits, 2**bits) (base_ch 128, multipliers 1,2,4,4,4,
+# two ResNet blocks, no attention), counted with the upstream class on the meta device: 270 keys, of
+# which 268 are weights and two the same ``lfq.mask`` buffer (``bits`` elements) under ``quantizer.``
+# and ``quantize.``. Tokens at 256 px: Infinity's dynamic schedule 1,2,4,6,8,12,16 (521 positions).
+INFINITY_WEIGHTS = {"infinity-vae-d16": 109_970_579, "infinity-vae-d24": 110_044_315,
+                    "infinity-vae-d32": 110_118_051, "infinity-vae-d32reg": 110_118_051,
+                    "infinity-vae-d64": 110_412_995}
+
+
+@pytest.mark.parametrize("name", sorted(INFINITY_WEIGHTS))
+def test_infinity_release_size_matches_the_upstream_model(name):
+    from tokbench.tokenizers.public import infinity
+
+    model = _build_meta(name)
+    km = infinity.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (268, INFINITY_WEIGHTS[name])
+    assert {"encoder.conv_in.conv.weight", "encoder.down.1.block.0.nin_shortcut.conv.weight",
+            "encoder.down.3.downsample.conv.conv.bias", "decoder.up.4.block.2.norm2.norm.weight",
+            "decoder.up.1.upsample.conv.conv.weight", "decoder.mid.block_2.conv2.conv.bias"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 521
+    assert model.layout_for(512, 512).scales == (1, 2, 4, 6, 8, 12, 16, 20, 24, 32)
+    assert model.layout_for(1024, 1024).num_tokens == sum(s * s for s in infinity.INFINITY_SCALES)
 
 
 def test_hita_release_size_matches_the_upstream_count():

@@ -43,10 +43,14 @@ class AttnBlock(nn.Module):
         self.norm, self.qkv, self.proj = group_norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
 
     def forward(self, x_BChw: torch.Tensor) -> torch.Tensor:
-        B, C, h, w = x_BChw.shape
-        q, k, v = self.qkv(self.norm(x_BChw)).reshape(B, 3, C, h * w).transpose(-1, -2).unbind(1)
+        return x_BChw + self.attend(self.norm(x_BChw))
+
+    def attend(self, h_BChw: torch.Tensor) -> torch.Tensor:
+        """The attention's output on already-normalized features (the residual branch)."""
+        B, C, h, w = h_BChw.shape
+        q, k, v = self.qkv(h_BChw).reshape(B, 3, C, h * w).transpose(-1, -2).unbind(1)
         out_BLC = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
-        return x_BChw + self.proj(out_BLC.transpose(-1, -2).reshape(B, C, h, w))
+        return self.proj(out_BLC.transpose(-1, -2).reshape(B, C, h, w))
 
 
 class Downsample(nn.Module):

@@ -1,10 +1,12 @@
-"""TiTok releases (``yucornetto/tokenizer_titok_{l32,b64,s128}_imagenet``) -> `TiTokTokenizer`.
+"""TiTok releases (``yucornetto/tokenizer_titok_*_imagenet``) -> `TiTokTokenizer`.
 
 A release is a Hugging Face folder: ``config.json`` (the whole OmegaConf training config,
-``model.vq_model.*`` and ``dataset.preprocessing.crop_size``) + ``model.safetensors``
-holding the ViT tokenizer and, for the two-stage models, the MaskGIT pixel decoder and its
-1024-code proxy codebook. The ViT sizes are named in the config (``small``/``base``/
-``large``); the pixel decoder's sizes are not, and are read off the tensors.
+``model.vq_model.*`` and ``dataset.preprocessing.crop_size``) + ``model.safetensors``.
+Three kinds: two-stage VQ (``l32``/``b64``/``s128``: the ViT tokenizer plus the MaskGIT
+pixel decoder and its 1024-code proxy codebook), single-stage VQ with 8192 plain codes
+(``bl64``/``bl128``/``sl256_vq8k``: the ViT decoder outputs pixels), and single-stage VAE
+(``*_vae_c16``: 16 continuous channels per token). The ViT sizes are named in the config
+(``small``/``base``/``large``); the pixel decoder's sizes are not, and are read off the tensors.
 """
 from __future__ import annotations
 
@@ -17,16 +19,21 @@ from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import count_indexed
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import Release, public_factory, read_any, read_json, resolve_options
-from tokbench.tokenizers.public.titok_model import TiTokTokenizer
+from tokbench.tokenizers.public.titok_model import QUANTIZE_MODES, TiTokTokenizer
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.last_restart_step", "quantize.hit_ema")
 # Upstream's named ViT sizes: (width, depth, heads). "tiny" is the reduced size of the
-# adapter test fixture (upstream's table patched in memory, see the fixture README).
+# adapter test fixtures (upstream's table patched in memory, see the fixture READMEs).
 VIT_SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16), "tiny": (64, 2, 2)}
 PREPROCESSING = "shorter side resized to 256 (bicubic, antialias), center crop 256x256; [0, 1] as is"
-_COMMON = dict(image_size=256, patch_size=16, codebook_size=4096, code_dim=12, legacy=True, num_proxy_codes=1024,
-               pixel_ch=128, pixel_ch_mult=(1, 1, 2, 2, 4), pixel_num_res_blocks=2, pixel_z_channels=256)
+_TWO_STAGE = dict(image_size=256, patch_size=16, codebook_size=4096, code_dim=12, legacy=True, two_stage=True,
+                  quantize_mode="vq", l2_norm=True, num_proxy_codes=1024, pixel_ch=128,
+                  pixel_ch_mult=(1, 1, 2, 2, 4), pixel_num_res_blocks=2, pixel_z_channels=256)
+_SINGLE_STAGE_VQ = dict(image_size=256, patch_size=16, codebook_size=8192, code_dim=64, legacy=False,
+                        two_stage=False, quantize_mode="vq", l2_norm=False)
+_SINGLE_STAGE_VAE = dict(image_size=256, patch_size=16, code_dim=16, legacy=False, two_stage=False,
+                         quantize_mode="vae")
 
 
 def _vit(size: str, prefix: str) -> dict[str, Any]:
@@ -34,31 +41,52 @@ def _vit(size: str, prefix: str) -> dict[str, Any]:
     return {f"{prefix}width": width, f"{prefix}depth": depth, f"{prefix}heads": heads}
 
 
+def _sizes(enc: str, dec: str) -> dict[str, Any]:
+    return {**_vit(enc, ""), **_vit(dec, "dec_")}
+
+
 RELEASES = {
-    "titok-l32": dict(_COMMON, num_tokens=32, **_vit("large", ""), **_vit("large", "dec_")),
-    "titok-b64": dict(_COMMON, num_tokens=64, **_vit("base", ""), **_vit("base", "dec_")),
-    "titok-s128": dict(_COMMON, num_tokens=128, **_vit("small", ""), **_vit("small", "dec_")),
+    "titok-l32": dict(_TWO_STAGE, num_tokens=32, **_sizes("large", "large")),
+    "titok-b64": dict(_TWO_STAGE, num_tokens=64, **_sizes("base", "base")),
+    "titok-s128": dict(_TWO_STAGE, num_tokens=128, **_sizes("small", "small")),
+    "titok-bl64-vq8k": dict(_SINGLE_STAGE_VQ, num_tokens=64, **_sizes("base", "large")),
+    "titok-bl128-vq8k": dict(_SINGLE_STAGE_VQ, num_tokens=128, **_sizes("base", "large")),
+    "titok-sl256-vq8k": dict(_SINGLE_STAGE_VQ, num_tokens=256, **_sizes("small", "large")),
+    "titok-bl64-vae-c16": dict(_SINGLE_STAGE_VAE, num_tokens=64, **_sizes("base", "large")),
+    "titok-bl128-vae-c16": dict(_SINGLE_STAGE_VAE, num_tokens=128, **_sizes("base", "large")),
+    "titok-ll32-vae-c16": dict(_SINGLE_STAGE_VAE, num_tokens=32, **_sizes("large", "large")),
 }
 FIXED = ("num_tokens", "codebook_size", "code_dim", "patch_size", "width", "depth", "heads", "dec_width",
-         "dec_depth", "dec_heads", "legacy", "num_proxy_codes")
+         "dec_depth", "dec_heads", "legacy", "two_stage", "quantize_mode", "l2_norm", "num_proxy_codes")
 
 
 def options_from_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
     """Options from a release's ``config.json``."""
     try:
         vq = config["model"]["vq_model"]
-        if vq.get("quantize_mode", "vq") != "vq" or not vq.get("finetune_decoder", True) or not vq["use_l2_norm"]:
-            raise CheckpointError(f"{path}: only two-stage VQ TiTok releases (finetune_decoder, use_l2_norm) are supported")
+        mode = vq.get("quantize_mode", "vq")
+        two_stage, legacy = bool(vq.get("finetune_decoder", True)), bool(vq.get("is_legacy", True))
+        if mode not in QUANTIZE_MODES:
+            raise CheckpointError(f"{path}: unknown quantize_mode {mode!r}; known: {', '.join(QUANTIZE_MODES)}")
+        if two_stage != legacy:
+            # Upstream's decoder head follows is_legacy: proxy-code logits (what the two-stage pixel
+            # decoder reads) or pixels (single-stage). Other pairings are stage-1 training states.
+            raise CheckpointError(f"{path}: finetune_decoder={two_stage} with is_legacy={legacy} is not a released "
+                                  "TiTok (two-stage releases are legacy, single-stage ones are not)")
+        if two_stage and (mode != "vq" or not vq["use_l2_norm"]):
+            raise CheckpointError(f"{path}: a two-stage TiTok release quantizes with quantize_mode vq and use_l2_norm")
         if vq["vit_enc_patch_size"] != vq["vit_dec_patch_size"]:
             raise CheckpointError(f"{path}: encoder and decoder patch sizes differ")
         for key in ("vit_enc_model_size", "vit_dec_model_size"):
             if vq[key] not in VIT_SIZES:
                 raise CheckpointError(f"{path}: unknown ViT size {vq[key]!r}; known: {', '.join(VIT_SIZES)}")
-        return dict(image_size=int(config["dataset"]["preprocessing"]["crop_size"]),
-                    patch_size=int(vq["vit_enc_patch_size"]), num_tokens=int(vq["num_latent_tokens"]),
-                    codebook_size=int(vq["codebook_size"]), code_dim=int(vq["token_size"]),
-                    legacy=bool(vq.get("is_legacy", True)),
-                    **_vit(vq["vit_enc_model_size"], ""), **_vit(vq["vit_dec_model_size"], "dec_"))
+        options = dict(image_size=int(config["dataset"]["preprocessing"]["crop_size"]),
+                       patch_size=int(vq["vit_enc_patch_size"]), num_tokens=int(vq["num_latent_tokens"]),
+                       code_dim=int(vq["token_size"]), legacy=legacy, two_stage=two_stage, quantize_mode=mode,
+                       **_sizes(vq["vit_enc_model_size"], vq["vit_dec_model_size"]))
+        if mode == "vq":
+            options.update(codebook_size=int(vq["codebook_size"]), l2_norm=bool(vq["use_l2_norm"]))
+        return options
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a TiTok config.json ({type(err).__name__}: {err})") from err
 
@@ -80,7 +108,8 @@ def keymap_for(model: TiTokTokenizer) -> KeyMap:
         if key.startswith("quantize."):
             continue
         km.rename(key, key)
-    km.rename("quantize.embedding", "quantize.embedding.weight")
+    if model.kind == "discrete":
+        km.rename("quantize.embedding", "quantize.embedding.weight")
     return km
 
 
@@ -104,14 +133,35 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> TiTokToke
     config_path, tensors = find_files(weights)
     state = read_any(tensors)
     from_file = options_from_config(read_json(config_path), config_path)
-    try:
-        from_file.update(options_from_state(state))
-    except (KeyError, IndexError):
-        pass  # the key check below reports what is missing
+    if _kind(from_file) != _kind(base):
+        raise CheckpointError(f"{weights}: a {_describe(from_file)} TiTok, not {release.name} "
+                              f"({_describe(base)}); load it as one of {', '.join(_names_of_kind(from_file))}")
+    if from_file["two_stage"]:
+        try:
+            from_file.update(options_from_state(state))
+        except (KeyError, IndexError):
+            pass  # the key check below reports what is missing
     model = TiTokTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     source = f"{tensors} (as {release.name})"
     load_converted(model, keymap_for(model).apply(state, source), source, OWN_BUFFERS)
     return model.eval()
+
+
+def _kind(options: dict[str, Any]) -> tuple[bool, str]:
+    return bool(options["two_stage"]), options["quantize_mode"]
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return f"{'two' if options['two_stage'] else 'single'}-stage {options['quantize_mode'].upper()}"
+
+
+def _names_of_kind(options: dict[str, Any]) -> list[str]:
+    return sorted(n for n, r in RELEASES.items() if _kind(r) == _kind(options))
+
+
+def _signature(options: dict[str, Any]) -> tuple:
+    """What tells the releases apart: kind, token count and the encoder's width."""
+    return (*_kind(options), options["num_tokens"], options["width"])
 
 
 def _recognizes(name: str):
@@ -119,16 +169,15 @@ def _recognizes(name: str):
         config = (path if path.is_dir() else path.parent) / "config.json"
         if not config.is_file():
             return False
-        vq = read_json(config).get("model", {}).get("vq_model")
-        if not isinstance(vq, dict) or "num_latent_tokens" not in vq:
+        try:
+            options = options_from_config(read_json(config), config)
+        except CheckpointError:
             return False
-        release = RELEASES[name]
-        size = VIT_SIZES.get(vq.get("vit_enc_model_size"), ())
-        if (vq["num_latent_tokens"], size[:1]) == (release["num_tokens"], (release["width"],)):
+        if _signature(options) == _signature(RELEASES[name]):
             return True
-        # Not one of the releases: every TiTok name fits, and the caller must choose.
-        known = {(r["num_tokens"], r["width"]) for r in RELEASES.values()}
-        return (vq["num_latent_tokens"], size[0] if size else None) not in known
+        # Not one of the releases: every name of the same kind fits, and the caller must choose.
+        known = {_signature(r) for r in RELEASES.values()}
+        return _signature(options) not in known and _kind(options) == _kind(RELEASES[name])
     return recognizes
 
 
@@ -137,10 +186,19 @@ def build_titok_family(**options: Any) -> TiTokTokenizer:
     return TiTokTokenizer(**options)
 
 
-_WHERE = "huggingface.co/yucornetto/tokenizer_titok_{l32,b64,s128}_imagenet"
-build_l32 = public_factory(Release("titok-l32", "titok", "config.json + model.safetensors", _WHERE, PREPROCESSING,
-                                   fixed=FIXED), build, _recognizes("titok-l32"))
-build_b64 = public_factory(Release("titok-b64", "titok", "config.json + model.safetensors", _WHERE, PREPROCESSING,
-                                   fixed=FIXED), build, _recognizes("titok-b64"))
-build_s128 = public_factory(Release("titok-s128", "titok", "config.json + model.safetensors", _WHERE, PREPROCESSING,
-                                    fixed=FIXED), build, _recognizes("titok-s128"))
+def _factory(name: str, repo: str):
+    fixed = tuple(k for k in FIXED if k in RELEASES[name])
+    release = Release(name, "titok", "config.json + model.safetensors", f"huggingface.co/yucornetto/{repo}",
+                      PREPROCESSING, fixed=fixed)
+    return public_factory(release, build, _recognizes(name))
+
+
+build_l32 = _factory("titok-l32", "tokenizer_titok_l32_imagenet")
+build_b64 = _factory("titok-b64", "tokenizer_titok_b64_imagenet")
+build_s128 = _factory("titok-s128", "tokenizer_titok_s128_imagenet")
+build_bl64_vq8k = _factory("titok-bl64-vq8k", "tokenizer_titok_bl64_vq8k_imagenet")
+build_bl128_vq8k = _factory("titok-bl128-vq8k", "tokenizer_titok_bl128_vq8k_imagenet")
+build_sl256_vq8k = _factory("titok-sl256-vq8k", "tokenizer_titok_sl256_vq8k_imagenet")
+build_bl64_vae_c16 = _factory("titok-bl64-vae-c16", "tokenizer_titok_bl64_vae_c16_imagenet")
+build_bl128_vae_c16 = _factory("titok-bl128-vae-c16", "tokenizer_titok_bl128_vae_c16_imagenet")
+build_ll32_vae_c16 = _factory("titok-ll32-vae-c16", "tokenizer_titok_ll32_vae_c16_imagenet")

@@ -1,12 +1,17 @@
-"""TiTok (bytedance/1d-tokenizer), two-stage release: a tokbench `Tokenizer` of its own.
+"""TiTok (bytedance/1d-tokenizer): a tokbench `Tokenizer` of its own, for its three kinds of release.
 
 Encode: patches + a class token + K learned latent tokens through a ViT; the K latents,
-layer-normed, become ``code_dim`` vectors, l2-normalized and matched to an l2-normalized
-codebook (tokbench's `VectorQuantizer`, so the fused search applies). Decode: the codes
-through a ViT decoder over mask tokens give, per patch, logits over 1024 proxy codes; their
-softmax weights the proxy codebook, and a MaskGIT-VQGAN pixel decoder turns that map into
-the image in [0, 1]. Module names follow the release so its state dict loads as it is
-(only the codebook is renamed).
+layer-normed, become ``code_dim`` vectors. Two-stage releases (``titok-l32/b64/s128``)
+l2-normalize them and match them to an l2-normalized codebook; the single-stage VQ ones
+(``*-vq8k``) match them to the plain codebook by L2 distance (both through tokbench's
+`VectorQuantizer`, so the fused search applies); the VAE ones (``*-vae-c16``) output a
+Gaussian's mean and log-variance per token, and their latents are the mean.
+
+Decode: the codes (or latents) through a ViT decoder over mask tokens. Two-stage: per patch,
+logits over 1024 proxy codes; their softmax weights the proxy codebook, and a MaskGIT-VQGAN
+pixel decoder turns that map into the image. Single-stage: per patch, ``patch_size**2 * 3``
+pixel values, unfolded into the image and smoothed by one 3x3 conv. Module names follow
+the release so its state dict loads as it is (only the codebook is renamed).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from torch import nn
 from tokbench.quantize import VectorQuantizer
 from tokbench.tokenizer import Tokenizer
 from tokbench.tokens import TokenLayout, Tokens
+
+QUANTIZE_MODES = ("vq", "vae")
 
 
 class ViTBlock(nn.Module):
@@ -45,19 +52,19 @@ def _tokens(param_1LC: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 class ViTEncoder(nn.Module):
-    """Image ``(B, 3, H, W)`` + latent tokens ``(K, C)`` -> ``(B, code_dim, 1, K)``."""
+    """Image ``(B, 3, H, W)`` + latent tokens ``(K, C)`` -> ``(B, out_dim, 1, K)``."""
 
     def __init__(self, grid: int, patch_size: int, width: int, depth: int, heads: int, num_tokens: int,
-                 code_dim: int, legacy: bool) -> None:
+                 out_dim: int, legacy: bool) -> None:
         super().__init__()
-        self.legacy, self.width, self.num_tokens, self.code_dim = legacy, width, num_tokens, code_dim
+        self.legacy, self.width, self.num_tokens, self.out_dim = legacy, width, num_tokens, out_dim
         self.patch_embed = nn.Conv2d(3, width, patch_size, stride=patch_size)
         self.class_embedding = nn.Parameter(torch.zeros(1, width))
         self.positional_embedding = nn.Parameter(torch.zeros(grid * grid + 1, width))
         self.latent_token_positional_embedding = nn.Parameter(torch.zeros(num_tokens, width))
         self.ln_pre, self.ln_post = nn.LayerNorm(width), nn.LayerNorm(width)
         self.transformer = nn.ModuleList(ViTBlock(width, heads) for _ in range(depth))
-        self.conv_out = nn.Conv2d(width, code_dim, 1)
+        self.conv_out = nn.Conv2d(width, out_dim, 1)
 
     def forward(self, x_B3HW: torch.Tensor, latent_tokens_KC: torch.Tensor) -> torch.Tensor:
         B = x_B3HW.shape[0]
@@ -74,14 +81,29 @@ class ViTEncoder(nn.Module):
             z = latent_BKC.reshape(B, self.width, self.num_tokens, 1)
         else:
             z = latent_BKC.transpose(1, 2).unsqueeze(-1)
-        return self.conv_out(z).reshape(B, self.code_dim, 1, self.num_tokens)
+        return self.conv_out(z).reshape(B, self.out_dim, 1, self.num_tokens)
+
+
+class PatchesToPixels(nn.Module):
+    """``(B, p*p*3, g, g)`` -> ``(B, 3, g*p, g*p)``; channels ordered ``(p_row, p_col, rgb)``
+    (not `F.pixel_shuffle`'s ``(rgb, p_row, p_col)``)."""
+
+    def __init__(self, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+
+    def forward(self, x_BPgg: torch.Tensor) -> torch.Tensor:
+        B, _, h, w = x_BPgg.shape
+        p = self.patch_size
+        return x_BPgg.reshape(B, p, p, 3, h, w).permute(0, 3, 4, 1, 5, 2).reshape(B, 3, h * p, w * p)
 
 
 class ViTDecoder(nn.Module):
-    """Codes ``(B, K, code_dim)`` -> proxy-code logits ``(B, num_proxy, g, g)``."""
+    """Codes ``(B, K, code_dim)`` -> proxy-code logits ``(B, num_proxy, g, g)`` (two-stage) or
+    the image ``(B, 3, H, W)`` (single-stage: ``num_proxy_codes=None``)."""
 
-    def __init__(self, grid: int, width: int, depth: int, heads: int, num_tokens: int, code_dim: int,
-                 num_proxy_codes: int) -> None:
+    def __init__(self, grid: int, patch_size: int, width: int, depth: int, heads: int, num_tokens: int,
+                 code_dim: int, num_proxy_codes: int | None) -> None:
         super().__init__()
         self.grid = grid
         self.decoder_embed = nn.Linear(code_dim, width)
@@ -91,7 +113,13 @@ class ViTDecoder(nn.Module):
         self.latent_token_positional_embedding = nn.Parameter(torch.zeros(num_tokens, width))
         self.ln_pre, self.ln_post = nn.LayerNorm(width), nn.LayerNorm(width)
         self.transformer = nn.ModuleList(ViTBlock(width, heads) for _ in range(depth))
-        self.ffn = nn.Sequential(nn.Conv2d(width, 2 * width, 1), nn.Tanh(), nn.Conv2d(2 * width, num_proxy_codes, 1))
+        if num_proxy_codes is not None:
+            self.ffn = nn.Sequential(nn.Conv2d(width, 2 * width, 1), nn.Tanh(),
+                                     nn.Conv2d(2 * width, num_proxy_codes, 1))
+            self.conv_out = nn.Identity()
+        else:
+            self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * 3, 1), PatchesToPixels(patch_size))
+            self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
 
     def forward(self, codes_BKD: torch.Tensor) -> torch.Tensor:
         B, K, _ = codes_BKD.shape
@@ -102,7 +130,7 @@ class ViTDecoder(nn.Module):
         for block in self.transformer:
             x = block(x)
         x = self.ln_post(x[:, 1:1 + g * g])
-        return self.ffn(x.transpose(1, 2).reshape(B, -1, g, g))
+        return self.conv_out(self.ffn(x.transpose(1, 2).reshape(B, -1, g, g)))
 
 
 class PixelResBlock(nn.Module):
@@ -170,8 +198,11 @@ class ProxyCodebook(nn.Module):
 
 
 class TiTokTokenizer(Tokenizer):
-    """TiTok: images of ``image_size`` px -> ``num_tokens`` ids in TiTok's 1D order.
+    """TiTok: images of ``image_size`` px -> ``num_tokens`` ids (or latents) in TiTok's 1D order.
 
+    ``two_stage`` (upstream's ``finetune_decoder``): the proxy-code head and MaskGIT pixel
+    decoder, else the single-stage pixel head. ``quantize_mode``: ``"vq"`` (ids; ``l2_norm``
+    as upstream's ``use_l2_norm``) or ``"vae"`` (continuous latents, the posterior mean).
     TiTok's positions are learned for one grid, so images must be ``image_size`` square
     (resize or crop first; tokbench never resizes silently).
     """
@@ -181,25 +212,41 @@ class TiTokTokenizer(Tokenizer):
     def __init__(self, image_size: int = 256, patch_size: int = 16, width: int = 512, depth: int = 8, heads: int = 8,
                  dec_width: int | None = None, dec_depth: int | None = None, dec_heads: int | None = None,
                  num_tokens: int = 128, codebook_size: int = 4096, code_dim: int = 12, legacy: bool = True,
+                 two_stage: bool = True, quantize_mode: str = "vq", l2_norm: bool = True,
                  num_proxy_codes: int = 1024, pixel_ch: int = 128, pixel_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
                  pixel_num_res_blocks: int = 2, pixel_z_channels: int = 256) -> None:
         super().__init__()
+        if quantize_mode not in QUANTIZE_MODES:
+            raise ValueError(f"quantize_mode must be one of {', '.join(QUANTIZE_MODES)}, got {quantize_mode!r}")
+        if two_stage and quantize_mode != "vq":
+            raise ValueError("a two-stage TiTok (proxy codes + pixel decoder) quantizes with quantize_mode='vq' only")
         dec_width, dec_depth, dec_heads = dec_width or width, dec_depth or depth, dec_heads or heads
-        pixel_ch_mult = tuple(int(m) for m in pixel_ch_mult)
         self.config: dict[str, Any] = dict(
             image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads, dec_width=dec_width,
-            dec_depth=dec_depth, dec_heads=dec_heads, num_tokens=num_tokens, codebook_size=codebook_size,
-            code_dim=code_dim, legacy=legacy, num_proxy_codes=num_proxy_codes, pixel_ch=pixel_ch,
-            pixel_ch_mult=list(pixel_ch_mult), pixel_num_res_blocks=pixel_num_res_blocks,
-            pixel_z_channels=pixel_z_channels)
-        self.stride, self.image_size, self.num_tokens = patch_size, image_size, num_tokens
+            dec_depth=dec_depth, dec_heads=dec_heads, num_tokens=num_tokens, code_dim=code_dim, legacy=legacy,
+            two_stage=two_stage, quantize_mode=quantize_mode)
+        if quantize_mode == "vq":
+            self.config.update(codebook_size=codebook_size, l2_norm=l2_norm)
+        if two_stage:
+            self.config.update(num_proxy_codes=num_proxy_codes, pixel_ch=pixel_ch,
+                               pixel_ch_mult=[int(m) for m in pixel_ch_mult],
+                               pixel_num_res_blocks=pixel_num_res_blocks, pixel_z_channels=pixel_z_channels)
+        self.kind = "discrete" if quantize_mode == "vq" else "continuous"
+        self.stride, self.image_size, self.num_tokens, self.code_dim = patch_size, image_size, num_tokens, code_dim
         grid = image_size // patch_size
         self.latent_tokens = nn.Parameter(torch.zeros(num_tokens, width))
-        self.encoder = ViTEncoder(grid, patch_size, width, depth, heads, num_tokens, code_dim, legacy)
-        self.quantize = VectorQuantizer(codebook_size, code_dim, l2_normalize=True)
-        self.decoder = ViTDecoder(grid, dec_width, dec_depth, dec_heads, num_tokens, code_dim, num_proxy_codes)
-        self.pixel_quantize = ProxyCodebook(num_proxy_codes, pixel_z_channels)
-        self.pixel_decoder = PixelDecoder(pixel_ch, pixel_ch_mult, pixel_num_res_blocks, pixel_z_channels)
+        # The VAE's encoder outputs each token's mean and log-variance, stacked on the channels.
+        enc_out = code_dim if quantize_mode == "vq" else 2 * code_dim
+        self.encoder = ViTEncoder(grid, patch_size, width, depth, heads, num_tokens, enc_out, legacy)
+        if quantize_mode == "vq":
+            self.quantize = VectorQuantizer(codebook_size, code_dim, l2_normalize=l2_norm)
+        self.decoder = ViTDecoder(grid, patch_size, dec_width, dec_depth, dec_heads, num_tokens, code_dim,
+                                  num_proxy_codes if two_stage else None)
+        if two_stage:
+            self.pixel_quantize = ProxyCodebook(num_proxy_codes, pixel_z_channels)
+            self.pixel_decoder = PixelDecoder(pixel_ch, tuple(int(m) for m in pixel_ch_mult), pixel_num_res_blocks,
+                                              pixel_z_channels)
+        self.two_stage = two_stage
         self._init_embeddings()
 
     def _init_embeddings(self) -> None:
@@ -212,6 +259,8 @@ class TiTokTokenizer(Tokenizer):
                     param.normal_(std=param.shape[-1] ** -0.5)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
+        if self.kind == "continuous":
+            return TokenLayout("sequence", (self.num_tokens,), latent_channels=self.code_dim)
         return TokenLayout("sequence", (self.num_tokens,), vocab_size=self.quantize.codebook_size)
 
     def _check_size(self, h: int, w: int) -> None:
@@ -222,12 +271,21 @@ class TiTokTokenizer(Tokenizer):
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         self._check_size(*x_B3HW.shape[-2:])
         z_BD1K = self.encoder(x_B3HW, self.latent_tokens)  # TiTok takes [0, 1] images as they are
-        idx_BK = self.quantize(z_BD1K.squeeze(2), channel_dim=1).ids
-        return Tokens(self.layout_for(*x_B3HW.shape[-2:]), ids=idx_BK)
+        layout = self.layout_for(*x_B3HW.shape[-2:])
+        if self.kind == "continuous":
+            mean_BCK = z_BD1K[:, :self.code_dim, 0]  # channels: mean, then log-variance
+            return Tokens(layout, latents=mean_BCK.transpose(1, 2).contiguous())
+        return Tokens(layout, ids=self.quantize(z_BD1K.squeeze(2), channel_dim=1).ids)
 
     def decode_padded(self, tokens: Tokens) -> torch.Tensor:
         if tokens.image_size is not None:  # unset on tokens straight from encode_padded, which checked it
             self._check_size(*tokens.image_size)
-        logits_BPgg = self.decoder(self.quantize.lookup(tokens.ids, channel_dim=-1))
-        proxy_BZgg = torch.einsum("bphw,pz->bzhw", logits_BPgg.softmax(1), self.pixel_quantize.embedding.weight)
+        if self.kind == "continuous":
+            codes_BKD = tokens.latents.to(self.latent_tokens.dtype)
+        else:
+            codes_BKD = self.quantize.lookup(tokens.ids, channel_dim=-1)
+        out = self.decoder(codes_BKD)
+        if not self.two_stage:
+            return out
+        proxy_BZgg = torch.einsum("bphw,pz->bzhw", out.softmax(1), self.pixel_quantize.embedding.weight)
         return self.pixel_decoder(proxy_BZgg)
