@@ -3,7 +3,8 @@ Hita-V; ``ultra/tokenizer/hita-ultra.pt``, Hita-U) -> `HitaTokenizer`.
 
 A release is ``torch.save({"model": VQModel.state_dict(), ...})`` (CVMI-Lab/Hita ``vq_train.py``;
 upstream's evaluation reads ``ema`` first, then ``model``, then ``state_dict``, and so does this
-loader). The state dict holds the frozen DINOv2 ViT-L/14 (with registers) that the encoder looks
+loader; a full training checkpoint's optimizer states and pickled ``argparse`` ``args`` are read
+as inert data and not used). The state dict holds the frozen DINOv2 ViT-L/14 (with registers) that the encoder looks
 through, under ``encode_transformer.backbone.pretrained_encoder.``: it is read from the file,
 never downloaded. Both releases use ``configs/hita_vqgan{,_ultra}.yaml`` with LlamaGen's VQ-16
 conv autoencoder at ``--z-channels 512`` and 336 px images (21x21 patches + 128 holistic tokens =
@@ -82,8 +83,9 @@ def options_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if levels == 0:
         raise KeyError("encoder.conv_blocks.0")
     codebook_size, code_dim = state["quantize.embedding.weight"].shape
+    widths = [state[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
     return dict(
-        ch=ch, ch_mult=tuple(state[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] // ch for i in range(levels)),
+        ch=ch, ch_mult=tuple(w // ch for w in widths),
         num_res_blocks=count_indexed(state, "encoder.conv_blocks.0.res."), dim=state["quant_conv.weight"].shape[1],
         depth=count_indexed(state, "encode_transformer.transformer1.layers."),
         image_size=math.isqrt(state["encode_transformer.pos_embed"].shape[1]) * 2 ** (levels - 1),
