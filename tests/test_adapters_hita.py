@@ -49,6 +49,17 @@ def test_parity_with_the_upstream_code(name):
     assert np.abs(tokenizer.decode(stored).numpy() - np.clip(expected["recon"], 0, 1)).max() <= TOL
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_dino_branch_at_the_release_size_matches_upstream(name):
+    """At 336 px the resize to DINO's 224 shrinks (kornia blurs first); the 32 px parity images do not."""
+    weights, expected, *_ = _case(name)
+    tokenizer = tokbench.load(name, weights=str(weights), **SMALL)
+    x = torch.from_numpy(expected["dino_input_uint8"]).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    tokens = tokenizer.encode_transformer.dino_features(x).numpy()
+    assert tokens.shape == expected["dino_tokens"].shape == (1, 1 + 16 * 16, 32)
+    assert np.abs(tokens - expected["dino_tokens"]).max() <= TOL
+
+
 def test_token_layout_is_holistic_then_patches_in_raster_order():
     weights, expected, x, _ = _case("hita-vqgan")
     tokenizer = tokbench.load("hita-vqgan", weights=str(weights), **SMALL)
