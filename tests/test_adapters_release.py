@@ -275,3 +275,21 @@ def test_bsq_vit_release_size_matches_the_upstream_model():
     assert (keys + len(bsq_vit.QUANTIZER_BUFFERS), elements + 18 + 1) == (309, 174_816_229)
     assert model.layout_for(256, 256).num_tokens == 32 * 32
     assert model.layout_for(256, 256).bits_per_image == 32 * 32 * 18
+
+
+def test_hita_release_size_matches_the_upstream_count():
+    """845 keys / 408,744,647 elements (Hita-V) and 850 / 409,271,495 (Hita-U): CVMI-Lab/Hita's
+    ``VQ_16(codebook_size=16384, codebook_embed_dim=8, z_channels=512)`` with
+    ``configs/hita_vqgan{,_ultra}.yaml``, DINOv2 ViT-L/14-reg included, counted with the upstream
+    classes. The loader maps all but the training-only entries it drops: the two 65,536-entry
+    ``codebook_used`` buffers, DINO's mask token, and Hita-U's 5-tensor feature-reconstruction head."""
+    from tokbench.tokenizers.public import hita
+
+    ignored = {"hita-vqgan": (3, 2 * 65536 + 1024), "hita-vqgan-ultra": (8, 2 * 65536 + 1024 + 526_848)}
+    counts = {}
+    for name, (n_ignored, e_ignored) in ignored.items():
+        model = _build_meta(name)
+        km, own = hita.keymap_for(model), model.state_dict()
+        counts[name] = (len(km.upstream_keys()) + n_ignored, sum(own[e.dst].numel() for e in km.entries) + e_ignored)
+        assert model.layout_for(336, 336).num_tokens == 569  # README's "tokens: 569"
+    assert counts == {"hita-vqgan": (845, 408_744_647), "hita-vqgan-ultra": (850, 409_271_495)}

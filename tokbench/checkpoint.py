@@ -199,8 +199,10 @@ class ReleasedClassStandIn:
 
 
 # Globals that released tokenizer files need beyond weights_only's defaults: exactly these,
-# each mapped to the inert stand-in. Any other global is refused by name.
-RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",)
+# each mapped to the inert stand-in. Any other global is refused by name. LlamaGen-style
+# training scripts (Hita's ``vq_train.py``) save their ``argparse.Namespace`` as ``args``: it
+# becomes a stand-in holding the plain values (any non-default global inside is still refused).
+RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", "argparse.Namespace")
 
 
 def torch_load_safely(path: str | os.PathLike, stand_ins: tuple[str, ...] = ()) -> Any:
