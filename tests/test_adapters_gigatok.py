@@ -190,7 +190,7 @@ def test_the_training_args_namespace_is_read_as_an_inert_stand_in():
     from tokbench.tokenizers.public.release import read_any
 
     args = read_any(WEIGHTS)["args"]  # upstream saves argparse.Namespace beside the weights
-    assert isinstance(args, ReleasedClassStandIn) and vars(args)["vq_model"] == "VQVitModelPlus"
+    assert isinstance(args, ReleasedClassStandIn) and args.state["vq_model"] == "VQVitModelPlus"
 
 
 def test_a_token_count_the_grid_cannot_pool_is_a_one_line_error():

@@ -106,6 +106,22 @@ def test_other_public_names_build(name):
     assert registry.get_factory(name).release.preprocessing
 
 
+def test_janus_and_chameleon_release_sizes():
+    """Counted with the upstream classes at the release configurations: Janus's ``VQ_16()``
+    (``gen_vision_model.*``: 344 keys, 71,948,939 elements, ``quantize.codebook_used`` included --
+    LlamaGen's VQ-16 to the tensor) and Chameleon's ``VQModel`` at its ``vqgan.yaml`` (ch 128,
+    ch_mult 1,1,2,2,4, 2 res blocks, z 256, 8,192 codes of 256, ``attn_resolutions: []``): 293 keys,
+    68,718,467 elements."""
+    janus = _build_meta("janus-pro-vq")
+    assert _upstream_counts(janus, llamagen.keymap_for(janus.config)) == (344 - 1, 71_948_939 - 65_536)
+    assert janus.layout_for(384, 384).num_tokens == 576
+    chameleon = _build_meta("chameleon-vqgan")
+    km = taming.keymap_for(chameleon.config)
+    assert _upstream_counts(chameleon, km) == (293, 68_718_467)
+    assert not any(".attn." in k for k in km.upstream_keys())  # attention only in the middle blocks
+    assert chameleon.layout_for(512, 512).num_tokens == 1024
+
+
 def _public_names() -> list[str]:
     return sorted(n for n in registry.names() if getattr(registry.get_factory(n), "release", None) is not None)
 
@@ -140,6 +156,143 @@ def test_titok_single_stage_release_sizes(name):
     model = _build_meta(name)
     assert _upstream_counts(model, titok.keymap_for(model)) == (keys, elements)
     assert model.layout_for(256, 256).num_tokens == tokens
+
+
+def test_emu3_release_configuration_has_the_upstream_size():
+    """495 keys and 270,740,359 elements (270,740,287 parameters + BatchNorm3d statistics; 1.08 GB in
+    fp32): Emu3's ``Emu3VisionVQModel(Emu3VisionVQConfig())`` -- the release's config.json is the
+    defaults -- counted with the upstream classes (baaivision/Emu3 f6ea9aa)."""
+    from tokbench.tokenizers.public import emu3
+
+    model = _build_meta("emu3-vq")
+    km = emu3.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (495, 270_740_359)
+    assert {"encoder.time_conv.1.conv.conv.weight", "decoder.time_conv.1.conv.conv.bias",
+            "decoder.up.3.attn.2.norm.conv_y.weight", "decoder.norm_out.norm_layer.bias",
+            "encoder.time_res_stack.1.norm2.num_batches_tracked", "quant_conv.conv.weight",
+            "encoder.down.3.attn.1.q.weight", "decoder.up.2.block.0.nin_shortcut.weight"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 32 * 32
+    assert model.quantize.codebook_size == 32768
+
+
+# Infinity's AutoEncoder at vae_model(..., "dynamic", bits, 2**bits) (base_ch 128, multipliers 1,2,4,4,4,
+# two ResNet blocks, no attention), counted with the upstream class on the meta device: 270 keys, of
+# which 268 are weights and two the same ``lfq.mask`` buffer (``bits`` elements) under ``quantizer.``
+# and ``quantize.``. Tokens at 256 px: Infinity's dynamic schedule 1,2,4,6,8,12,16 (521 positions).
+INFINITY_WEIGHTS = {"infinity-vae-d16": 109_970_579, "infinity-vae-d24": 110_044_315,
+                    "infinity-vae-d32": 110_118_051, "infinity-vae-d32reg": 110_118_051,
+                    "infinity-vae-d64": 110_412_995}
+
+
+@pytest.mark.parametrize("name", sorted(INFINITY_WEIGHTS))
+def test_infinity_release_size_matches_the_upstream_model(name):
+    from tokbench.tokenizers.public import infinity
+
+    model = _build_meta(name)
+    km = infinity.keymap_for(model.config)
+    assert _upstream_counts(model, km) == (268, INFINITY_WEIGHTS[name])
+    assert {"encoder.conv_in.conv.weight", "encoder.down.1.block.0.nin_shortcut.conv.weight",
+            "encoder.down.3.downsample.conv.conv.bias", "decoder.up.4.block.2.norm2.norm.weight",
+            "decoder.up.1.upsample.conv.conv.weight", "decoder.mid.block_2.conv2.conv.bias"} <= km.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 521
+    assert model.layout_for(512, 512).scales == (1, 2, 4, 6, 8, 12, 16, 20, 24, 32)
+    assert model.layout_for(1024, 1024).num_tokens == sum(s * s for s in infinity.INFINITY_SCALES)
+
+
+# MaskBit's ConvVQModel at configs/tokenizer/maskbit_tokenizer_{N}bit.yaml, counted with the upstream
+# classes (commit 5ea3d73): 177 keys, elements with the LFQ buffers bits_to_indices (N) and codebook (2**N x N).
+MASKBIT_CASES = {10: 54_479_255, 12: 54_528_411, 14: 54_718_879, 16: 55_548_323, 18: 59_228_583}
+
+
+@pytest.mark.parametrize("bits", sorted(MASKBIT_CASES))
+def test_maskbit_release_size_matches_the_upstream_model(bits):
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta(f"maskbit-{bits}bit")
+    keys, elements = _upstream_counts(model, maskbit.keymap_for(model))
+    assert (keys + 2, elements + bits + 2 ** bits * bits) == (177, MASKBIT_CASES[bits])
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 2 ** bits
+    upstream = maskbit.keymap_for(model).upstream_keys()
+    assert {"encoder.down.0.res_blocks.1.conv2.weight", "encoder.down.3.down_conv.bias",
+            "encoder.down.4.res_blocks.0.nin_shortcut.weight", "decoder.up.1.res_blocks.0.nin_shortcut.weight",
+            "decoder.up.3.upsample_conv.weight", "encoder.mid.res_blocks.1.norm2.bias"} <= upstream
+    assert not {"encoder.down.4.down_conv.weight", "decoder.up.4.upsample_conv.weight"} & upstream
+
+
+# VQGAN+ (MaskBit's ConvVQModel with SimpleVectorizer) at configs/tokenizer/vqgan_plus_{10,12}bit.yaml,
+# counted with the upstream classes: 176 keys (the codebook quantize.embedding.weight, no LFQ buffers).
+@pytest.mark.parametrize("bits,elements", [(10, 55_990_915), (12, 55_007_683)])
+def test_vqgan_plus_release_size_matches_the_upstream_model(bits, elements):
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta(f"vqgan-plus-{bits}bit")
+    assert _upstream_counts(model, maskbit.keymap_for(model)) == (176, elements)
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 2 ** bits
+
+
+def test_maskgit_tokenizer_release_size_matches_the_upstream_model():
+    """configs/external/maskgit_tokenizer.yaml with ConvVQModel(legacy=True), counted with the upstream
+    classes: 168 keys (no resampling convs in the encoder: average pooling)."""
+    from tokbench.tokenizers.public import maskbit
+
+    model = _build_meta("maskgit-tokenizer")
+    assert _upstream_counts(model, maskbit.keymap_for(model, legacy_decoder=True)) == (168, 54_515_587)
+    assert "decoder.up.4.upsample_conv.weight" in maskbit.keymap_for(model, legacy_decoder=True).upstream_keys()
+
+
+# Cosmos image tokenizers: the whole network's state dict (= encoder.jit's + decoder.jit's parameters),
+# counted with NVIDIA's ContinuousImageTokenizer / DiscreteImageTokenizer at networks/configs.py with
+# spatial_compression 8 or 16 (commit 3584ae7). The archives also store buffers upstream's state dict
+# leaves out (Haar taps, the FSQ level tables and implicit codebook): read, checked, not loaded.
+COSMOS_CASES = {
+    "cosmos-ci8x8": (198, 76_789_472, 32 * 32),
+    "cosmos-ci16x16": (202, 81_509_088, 16 * 16),
+    "cosmos-di8x8": (198, 79_004_342, 32 * 32),
+    "cosmos-di16x16": (202, 83_723_958, 16 * 16),
+}
+
+
+@pytest.mark.parametrize("name", list(COSMOS_CASES))
+def test_cosmos_release_size_matches_the_upstream_network(name):
+    from tokbench.tokenizers.public import cosmos
+
+    model = _build_meta(name)
+    keys, elements, tokens = COSMOS_CASES[name]
+    assert _upstream_counts(model, cosmos.keymap_for(model.config)) == (keys, elements)
+    assert model.num_parameters() == elements
+    assert model.layout_for(256, 256).num_tokens == tokens
+
+
+def test_bsq_vit_release_size_matches_the_upstream_model():
+    """BSQ-ViT's VITBSQModel at imagenet_256x256_bsqvit_b18g18 (b18g2 alike): 309 state-dict entries (the
+    file's ``state_dict`` under ``module.``, ``ema_state_dict`` under ``module.module.``), 174,816,210
+    parameters plus the quantizer's ``basis`` (18) and ``group_basis`` (1; 9 for b18g2) buffers,
+    174,816,229 elements -- counted with the upstream class on the meta device."""
+    from tokbench.tokenizers.public import bsq_vit
+
+    model = _build_meta("bsq-vit-18bit")
+    keys, elements = _upstream_counts(model, bsq_vit.keymap_for(model))
+    assert (keys + len(bsq_vit.QUANTIZER_BUFFERS), elements + 18 + 1) == (309, 174_816_229)
+    assert model.layout_for(256, 256).num_tokens == 32 * 32
+    assert model.layout_for(256, 256).bits_per_image == 32 * 32 * 18
+
+
+def test_hita_release_size_matches_the_upstream_count():
+    """845 keys / 408,744,647 elements (Hita-V) and 850 / 409,271,495 (Hita-U): CVMI-Lab/Hita's
+    ``VQ_16(codebook_size=16384, codebook_embed_dim=8, z_channels=512)`` with
+    ``configs/hita_vqgan{,_ultra}.yaml``, DINOv2 ViT-L/14-reg included, counted with the upstream
+    classes. The loader maps all but the training-only entries it drops: the two 65,536-entry
+    ``codebook_used`` buffers, DINO's mask token, and Hita-U's 5-tensor feature-reconstruction head."""
+    from tokbench.tokenizers.public import hita
+
+    ignored = {"hita-vqgan": (3, 2 * 65536 + 1024), "hita-vqgan-ultra": (8, 2 * 65536 + 1024 + 526_848)}
+    counts = {}
+    for name, (n_ignored, e_ignored) in ignored.items():
+        model = _build_meta(name)
+        km, own = hita.keymap_for(model), model.state_dict()
+        counts[name] = (len(km.upstream_keys()) + n_ignored, sum(own[e.dst].numel() for e in km.entries) + e_ignored)
+        assert model.layout_for(336, 336).num_tokens == 569  # README's "tokens: 569"
+    assert counts == {"hita-vqgan": (845, 408_744_647), "hita-vqgan-ultra": (850, 409_271_495)}
 
 
 # GigaTok's releases: state dicts of upstream's VQVitModelPlus built on the meta device from

@@ -179,22 +179,40 @@ class ReleasedClassStandIn:
     (``{ModelCheckpoint: {...}}``), so taming's ``last.ckpt`` holds a reference to
     ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``. Unpickling that
     reference yields this inert class; nothing is constructed or called.
+
+    It also stands in for the objects a release pickles beside its tensors (a training
+    config, argparse's namespace; see `torch_load_safely`'s ``stand_ins``): building one
+    accepts and discards any arguments and items; only the pickled ``state`` (plain data,
+    itself made of such stand-ins where it holds objects) is kept for a loader to read.
     """
+
+    state: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
 
 
 # Globals that released tokenizer files need beyond weights_only's defaults: exactly these,
-# each mapped to the inert stand-in. Any other global is refused by name.
-# ``argparse.Namespace``: the training ``args`` that research repos save beside the weights (GigaTok).
+# each mapped to the inert stand-in. Any other global is refused by name. LlamaGen-style
+# training scripts (Hita's ``vq_train.py``) save their ``argparse.Namespace`` as ``args``: it
+# becomes a stand-in holding the plain values (any non-default global inside is still refused).
 RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", "argparse.Namespace")
 
 
-def torch_load_safely(path: str | os.PathLike) -> Any:
+def torch_load_safely(path: str | os.PathLike, stand_ins: tuple[str, ...] = ()) -> Any:
     """``torch.load`` that can never execute code from the file (weights_only=True).
 
-    The globals in `RELEASE_SAFE_GLOBALS` resolve to an inert stand-in class; a file that
-    needs any other global is refused with the global's name.
+    The globals in `RELEASE_SAFE_GLOBALS`, and those a caller names in ``stand_ins`` (the
+    non-tensor objects one release's container is known to hold), resolve to an inert
+    stand-in class; a file that needs any other global is refused with the global's name.
     """
-    allowed = [(ReleasedClassStandIn, name) for name in RELEASE_SAFE_GLOBALS]
+    allowed = [(ReleasedClassStandIn, name) for name in RELEASE_SAFE_GLOBALS + tuple(stand_ins)]
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(str(path), map_location="cpu", weights_only=True)

@@ -14,6 +14,7 @@ import torch
 from tokbench.tokens import Tokens, TokenLayout
 
 ORDERS = {"grid": "raster", "scales": "coarse-to-fine scales, raster within a scale", "sequence": "1D token order"}
+MAX_VOCAB = 2 ** 31  # token datasets store ids as int32; the prior embeds every id
 
 
 def generation_order(layout: TokenLayout) -> str:
@@ -23,6 +24,10 @@ def generation_order(layout: TokenLayout) -> str:
     if layout.arrangement not in ORDERS:
         raise ValueError(f"the AR prior has no generation order for a {layout.arrangement!r} layout "
                          f"(codec byte streams vary in length); expected one of {', '.join(ORDERS)}")
+    if int(layout.vocab_size) > MAX_VOCAB:  # type: ignore[arg-type]
+        raise ValueError(f"the AR prior embeds every id and token datasets store them as int32: a vocabulary of "
+                         f"{int(layout.vocab_size):,} ids is more than 2**31; tokens of 32 or more bits each "
+                         f"(Infinity's) need a bitwise prior")
     return ORDERS[layout.arrangement]
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tokbench.generation.sequence import to_sequence
+from tokbench.generation.sequence import generation_order, to_sequence
 from tokbench.tokens import TokenLayout, Tokens
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def check_encodable(layout: TokenLayout) -> None:
     if layout.kind == "continuous" and layout.arrangement not in ("grid", "sequence"):
         raise ValueError(f"continuous tokens with a {layout.arrangement!r} layout are not supported; "
                          "expected a 'grid' or 'sequence' layout")
+    if layout.kind == "discrete":
+        generation_order(layout)  # ids beyond int32 (more than 2**31 of them) are refused there
 
 
 def token_shape(layout: TokenLayout) -> list[int]:

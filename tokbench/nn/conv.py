@@ -43,10 +43,14 @@ class AttnBlock(nn.Module):
         self.norm, self.qkv, self.proj = group_norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
 
     def forward(self, x_BChw: torch.Tensor) -> torch.Tensor:
-        B, C, h, w = x_BChw.shape
-        q, k, v = self.qkv(self.norm(x_BChw)).reshape(B, 3, C, h * w).transpose(-1, -2).unbind(1)
+        return x_BChw + self.attend(self.norm(x_BChw))
+
+    def attend(self, h_BChw: torch.Tensor) -> torch.Tensor:
+        """The attention's output on already-normalized features (the residual branch)."""
+        B, C, h, w = h_BChw.shape
+        q, k, v = self.qkv(h_BChw).reshape(B, 3, C, h * w).transpose(-1, -2).unbind(1)
         out_BLC = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
-        return x_BChw + self.proj(out_BLC.transpose(-1, -2).reshape(B, C, h, w))
+        return self.proj(out_BLC.transpose(-1, -2).reshape(B, C, h, w))
 
 
 class Downsample(nn.Module):
@@ -89,14 +93,28 @@ def _mid(ch: int, attn: bool) -> nn.Sequential:
     return nn.Sequential(ResnetBlock(ch, ch), AttnBlock(ch) if attn else nn.Identity(), ResnetBlock(ch, ch))
 
 
+def resampled_level_count(num_levels: int, resampled_levels: int | None) -> int:
+    """How many levels end with a 2x resampling: ``num_levels - 1`` unless given (Cosmos's
+    tokenizers resample fewer or more times than they have levels less one)."""
+    if resampled_levels is None:
+        return num_levels - 1
+    if not 0 <= resampled_levels <= num_levels:
+        raise ValueError(f"resampled_levels must lie in 0..{num_levels}, got {resampled_levels}")
+    return int(resampled_levels)
+
+
 class ConvEncoder(nn.Module):
-    """Image ``(B, 3, H, W)`` -> features ``(B, out_channels, H/s, W/s)``, ``s = 2**(len(ch_mult)-1)``."""
+    """Image ``(B, 3, H, W)`` -> features ``(B, out_channels, H/s, W/s)``, ``s = 2**(len(ch_mult)-1)``.
+
+    ``resampled_levels``: the first that many levels end with a downsampling (default all but the last).
+    """
 
     def __init__(self, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, out_channels: int,
                  in_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False,
-                 attn_levels: tuple[int, ...] | None = None) -> None:
+                 attn_levels: tuple[int, ...] | None = None, resampled_levels: int | None = None) -> None:
         super().__init__()
         with_attn = attention_levels(len(ch_mult), lowest_level_attn, attn_levels)
+        downsampled = resampled_level_count(len(ch_mult), resampled_levels)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         blocks, c = [], ch
         for level, mult in enumerate(ch_mult):
@@ -105,7 +123,7 @@ class ConvEncoder(nn.Module):
                 c = ch * mult
                 if level in with_attn:
                     blocks.append(AttnBlock(c))
-            if level < len(ch_mult) - 1:
+            if level < downsampled:
                 blocks.append(Downsample(c))
         self.down = nn.Sequential(*blocks)
         self.mid = _mid(c, mid_attn)
@@ -117,13 +135,17 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Features ``(B, in_channels, h, w)`` -> image ``(B, 3, h*s, w*s)`` (the encoder's mirror)."""
+    """Features ``(B, in_channels, h, w)`` -> image ``(B, 3, h*s, w*s)`` (the encoder's mirror).
+
+    ``resampled_levels``: the last that many levels (the first to run) end with an upsampling.
+    """
 
     def __init__(self, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, in_channels: int,
                  out_channels: int = 3, mid_attn: bool = True, lowest_level_attn: bool = False,
-                 attn_levels: tuple[int, ...] | None = None) -> None:
+                 attn_levels: tuple[int, ...] | None = None, resampled_levels: int | None = None) -> None:
         super().__init__()
         with_attn = attention_levels(len(ch_mult), lowest_level_attn, attn_levels)
+        first_upsampled = len(ch_mult) - resampled_level_count(len(ch_mult), resampled_levels)
         c = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(in_channels, c, 3, padding=1)
         self.mid = _mid(c, mid_attn)
@@ -134,7 +156,7 @@ class ConvDecoder(nn.Module):
                 c = ch * mult
                 if level in with_attn:
                     blocks.append(AttnBlock(c))
-            if level > 0:
+            if level >= first_upsampled:
                 blocks.append(Upsample(c))
         self.up = nn.Sequential(*blocks)
         self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, out_channels, 3, padding=1)

@@ -16,7 +16,7 @@ map is built from the same plan the conv family builds its modules from.
 """
 from __future__ import annotations
 
-from tokbench.nn.conv import attention_levels
+from tokbench.nn.conv import attention_levels, resampled_level_count
 from tokbench.tokenizers.public.keymap import KeyMap, as_conv1x1, concat_rows
 
 STYLES = ("ldm", "var", "llamagen", "diffusers")
@@ -83,12 +83,14 @@ def _mid_names(style: str, part: str) -> tuple[str, str, str]:
 
 def add_autoencoder_part(km: KeyMap, style: str, part: str, ch: int, ch_mult: tuple[int, ...],
                          num_res_blocks: int, attn_levels: set[int], mid_attn: bool = True,
-                         dst_prefix: str | None = None) -> None:
-    """Entries for ``encoder.*`` or ``decoder.*`` (``part``) of a `ConvEncoder`/`ConvDecoder`."""
+                         dst_prefix: str | None = None, resampled_levels: int | None = None) -> None:
+    """Entries for ``encoder.*`` or ``decoder.*`` (``part``) of a `ConvEncoder`/`ConvDecoder`
+    (``resampled_levels`` as theirs)."""
     if style not in STYLES:
         raise ValueError(f"unknown naming style {style!r}; one of {STYLES}")
     dst_root = dst_prefix or part
     n = len(ch_mult)
+    resampled = resampled_level_count(n, resampled_levels)
     km.params(f"{dst_root}.conv_in", f"{part}.conv_in")
     stack = "down" if part == "encoder" else "up"
     seq, c = 0, ch if part == "encoder" else ch * ch_mult[-1]
@@ -106,8 +108,7 @@ def add_autoencoder_part(km: KeyMap, style: str, part: str, ch: int, ch_mult: tu
             if level in attn_levels:
                 _attn_map(km, f"{dst_root}.{stack}.{seq}", _block_name(style, lp, "attn", j), style)
                 seq += 1
-        last = level == n - 1 if part == "encoder" else level == 0
-        if not last:
+        if (level < resampled) if part == "encoder" else (level >= n - resampled):
             km.params(f"{dst_root}.{stack}.{seq}.conv", f"{_resample_name(style, lp, part)}.conv")
             seq += 1
     if part == "encoder":

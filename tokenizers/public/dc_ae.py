@@ -1,7 +1,8 @@
 """DC-AE (MIT HAN lab; SANA's autoencoder) from its diffusers ``AutoencoderDC`` folder -> ``dc_ae``.
 
 Released as ``config.json`` + ``diffusion_pytorch_model.safetensors`` (``mit-han-lab/dc-ae-*-diffusers``,
-and SANA pipelines' ``vae/``). Sizes come from ``config.json``. Latents are the encoder's
+and SANA pipelines' ``vae/``): SANA's f32c32 and the ImageNet f64c128 / f128c512, one code for all.
+Sizes come from ``config.json``. Latents are the encoder's
 output as is (deterministic), not multiplied by the config's ``scaling_factor``.
 """
 from __future__ import annotations
@@ -24,10 +25,44 @@ CONFIG_KEYS = (
     "decoder_in_shortcut", "decoder_conv_act_fn",
 )
 PREPROCESSING = "none fixed by the release (SANA trains at 512-4096 px); inputs 2x - 1"
+# mit-han-lab/efficientvit applications/dc_ae/README.md: DMCrop(512), then Normalize(0.5, 0.5).
+PREPROCESSING_IN = "ImageNet 512: DMCrop(512) (ADM's centre crop), then (x - 0.5) / 0.5"
+
+
+def _in_1_0(widths: list[int], latent_channels: int) -> dict[str, Any]:
+    """A DC-AE ``-in-1.0`` release config, as diffusers' ``scripts/convert_dcae_to_diffusers.py``
+    (``get_ae_config``, commit f7c4706) passes it to ``AutoencoderDC`` to write the released
+    ``config.json``: stage 0 empty (the input/output convs resample), ResBlocks in stages 1-2,
+    EfficientViT blocks from stage 3 without multi-scale aggregation, BatchNorm + ReLU in the
+    decoder's ResBlock stages. The options the script leaves out take ``AutoencoderDC``'s
+    defaults, which the released ``config.json`` records (mit-han-lab/dc-ae-f128c512-in-1.0-diffusers
+    at 91f26ad: ``"downsample_block_type": "pixel_unshuffle"``, ``"attention_head_dim": 32``)."""
+    n = len(widths)
+    return dict(
+        latent_channels=latent_channels,
+        encoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * (n - 3),
+        decoder_block_types=["ResBlock"] * 3 + ["EfficientViTBlock"] * (n - 3),
+        encoder_block_out_channels=widths, decoder_block_out_channels=widths,
+        encoder_layers_per_block=[0, 4, 8] + [2] * (n - 3), decoder_layers_per_block=[0, 5, 10] + [2] * (n - 3),
+        encoder_qkv_multiscales=[[]] * n, decoder_qkv_multiscales=[[]] * n,
+        decoder_norm_types=["batch_norm"] * 3 + ["rms_norm"] * (n - 3),
+        decoder_act_fns=["relu"] * 3 + ["silu"] * (n - 3),
+        # AutoencoderDC's defaults (diffusers' autoencoder_dc.py), not set by the script:
+        attention_head_dim=32, upsample_block_type="pixel_shuffle", downsample_block_type="pixel_unshuffle",
+        encoder_out_shortcut=True, decoder_in_shortcut=True, decoder_conv_act_fn="relu",
+    )
+
+
 RELEASES: dict[str, dict[str, Any]] = {
     # mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers (SANA 1.0's vae/): the dc_ae family's defaults.
     "dc-ae-f32c32": {},
+    # mit-han-lab/dc-ae-f64c128-in-1.0-diffusers: 7 stages (f64), 128 latent channels.
+    "dc-ae-f64c128": _in_1_0([128, 256, 512, 512, 1024, 1024, 2048], 128),
+    # mit-han-lab/dc-ae-f128c512-in-1.0-diffusers: 8 stages (f128), 512 latent channels.
+    "dc-ae-f128c512": _in_1_0([128, 256, 512, 512, 1024, 1024, 2048, 2048], 512),
 }
+# The releases' scaling_factor, from the same get_ae_config (recorded, never applied).
+SCALING_FACTORS = {"dc-ae-f32c32": 0.41407, "dc-ae-f64c128": 0.2889, "dc-ae-f128c512": 0.4883}
 
 # tokbench name -> diffusers name, applied in order to each tokbench key.
 _RENAMES = [
@@ -93,11 +128,28 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> DCAEToken
     return model.eval()
 
 
-def recognizes(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    config = path / ("vae/config.json" if (path / "model_index.json").is_file() else "config.json")
-    return config.is_file() and read_json(config).get("_class_name") == "AutoencoderDC"
+def release_of(config: dict[str, Any]) -> str:
+    """The public name of an ``AutoencoderDC`` config by its spatial compression (one stage per
+    factor 2): f64 and f128 are ``dc-ae-f64c128`` and ``dc-ae-f128c512``, every other config
+    (SANA's and the f32c32 ImageNet ones) ``dc-ae-f32c32``. The sizes always come from the config."""
+    stride = 2 ** (len(config.get("encoder_block_out_channels", ())) - 1)
+    return {64: "dc-ae-f64c128", 128: "dc-ae-f128c512"}.get(stride, "dc-ae-f32c32")
+
+
+def recognizer(name: str):
+    """``recognizes(path)`` for one public name: a diffusers ``AutoencoderDC`` folder (or a
+    pipeline with one in ``vae/``) whose config is that release's."""
+
+    def recognizes(path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        config = path / ("vae/config.json" if (path / "model_index.json").is_file() else "config.json")
+        if not config.is_file():
+            return False
+        blob = read_json(config)
+        return blob.get("_class_name") == "AutoencoderDC" and release_of(blob) == name
+
+    return recognizes
 
 
 def build_dc_ae_family(**options: Any) -> DCAETokenizer:
@@ -105,7 +157,16 @@ def build_dc_ae_family(**options: Any) -> DCAETokenizer:
     return DCAETokenizer(**options)
 
 
+_FOLDER = "diffusers folder: config.json + diffusion_pytorch_model.safetensors"
 build_f32c32 = public_factory(
-    Release("dc-ae-f32c32", "dc_ae", "diffusers folder: config.json + diffusion_pytorch_model.safetensors",
+    Release("dc-ae-f32c32", "dc_ae", _FOLDER,
             "huggingface.co/mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers (= SANA 1.0's vae/)", PREPROCESSING,
-            latent_scale=0.41407), build, recognizes)
+            latent_scale=SCALING_FACTORS["dc-ae-f32c32"]), build, recognizer("dc-ae-f32c32"))
+build_f64c128 = public_factory(
+    Release("dc-ae-f64c128", "dc_ae", _FOLDER + " (float32, 2.71 GB)",
+            "huggingface.co/mit-han-lab/dc-ae-f64c128-in-1.0-diffusers; github.com/mit-han-lab/efficientvit",
+            PREPROCESSING_IN, latent_scale=SCALING_FACTORS["dc-ae-f64c128"]), build, recognizer("dc-ae-f64c128"))
+build_f128c512 = public_factory(
+    Release("dc-ae-f128c512", "dc_ae", _FOLDER + " (float32, 4.48 GB)",
+            "huggingface.co/mit-han-lab/dc-ae-f128c512-in-1.0-diffusers; github.com/mit-han-lab/efficientvit",
+            PREPROCESSING_IN, latent_scale=SCALING_FACTORS["dc-ae-f128c512"]), build, recognizer("dc-ae-f128c512"))

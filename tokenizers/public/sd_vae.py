@@ -254,7 +254,8 @@ build_e2e_vavae = public_factory(
 build_e2e_invae = public_factory(
     Release("e2e-invae", "vae", "the .pt of REPA-E/e2e-invae (bare state dict)", _REPA_E.format("e2e-invae"),
             PREPROCESSING_ADM), build, recognizer("e2e-invae"))
-# Its file has SD's VAE layout and is recognised as sd-vae-kl-f8: load it by this name.
+# Its file has SD's VAE layout and is recognised as sd-vae-kl-f8: load it by this name. REPA-E's
+# f8d4 (vae_models["f8d4"]) is SD's VAE; the file name is the one its users' scripts load.
 build_e2e_sdvae = public_factory(
-    Release("e2e-sdvae", "vae", "the .pt of REPA-E/e2e-sdvae (bare state dict)", _REPA_E.format("e2e-sdvae"),
+    Release("e2e-sdvae", "vae", "e2e-sdvae-400k.pt (bare state dict)", _REPA_E.format("e2e-sdvae"),
             PREPROCESSING_ADM), build, None)
