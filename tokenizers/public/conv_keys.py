@@ -148,4 +148,15 @@ def count_indexed(state: dict, prefix: str) -> int:
     return len({s for s in seen if s.isdigit()})
 
 
-__all__ = ["autoencoder_keymap", "add_autoencoder_part", "count_indexed", "STYLES"]
+def ldm_encoder_sizes(state: dict) -> dict:
+    """``ch``, ``ch_mult`` and ``num_res_blocks`` of an LDM-layout encoder, read off its tensors
+    (KeyError when the state holds no ``encoder.down.N`` levels)."""
+    ch = state["encoder.conv_in.weight"].shape[0]
+    levels = count_indexed(state, "encoder.down.")
+    if levels == 0:
+        raise KeyError("encoder.down.0")
+    return dict(ch=ch, ch_mult=tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)),
+                num_res_blocks=count_indexed(state, "encoder.down.0.block."))
+
+
+__all__ = ["autoencoder_keymap", "add_autoencoder_part", "count_indexed", "ldm_encoder_sizes", "STYLES"]
