@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, ldm_encoder_sizes
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any, read_json,
                                                 resolve_options, state_dict_of)
@@ -83,7 +83,7 @@ def options_from_diffusers_config(config: dict[str, Any], path: Path) -> dict[st
 def options_from_ldm_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if any(k.startswith("quantize.") for k in state):
         raise KeyError("not an LDM KL autoencoder")  # e.g. a VQ model's file: the key check says what differs
-    sizes = ldm_encoder_sizes(state)
+    sizes = encoder_sizes(state)
     z_channels = state["decoder.conv_in.weight"].shape[1]
     use_quant_conv = "quant_conv.weight" in state  # FLUX.1's ae.safetensors has none
     embed_dim = state["quant_conv.weight"].shape[0] // 2 if use_quant_conv else z_channels

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, ldm_encoder_sizes
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of)
@@ -58,7 +58,7 @@ def options_from_yaml(path: Path) -> dict[str, Any]:
 
 def options_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The same options read off the tensors (for a ``last.ckpt`` without its yaml)."""
-    sizes = ldm_encoder_sizes(state)
+    sizes = encoder_sizes(state)
     levels = len(sizes["ch_mult"])
     codebook_size, code_dim = state["quantize.embedding.weight"].shape
     return dict(sizes, z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim,
