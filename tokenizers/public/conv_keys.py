@@ -148,4 +148,16 @@ def count_indexed(state: dict, prefix: str) -> int:
     return len({s for s in seen if s.isdigit()})
 
 
-__all__ = ["autoencoder_keymap", "add_autoencoder_part", "count_indexed", "STYLES"]
+def encoder_sizes(state: dict, stack: str = "encoder.down", block: str = "block") -> dict:
+    """``ch``, ``ch_mult`` and ``num_res_blocks`` of a conv encoder, read off its tensors: levels
+    ``{stack}.N``, each with residual blocks ``{stack}.N.{block}.M`` (LDM's names by default;
+    LlamaGen's are ``encoder.conv_blocks`` / ``res``). KeyError when the state holds no level."""
+    ch = state["encoder.conv_in.weight"].shape[0]
+    levels = count_indexed(state, f"{stack}.")
+    if levels == 0:
+        raise KeyError(f"{stack}.0")
+    return dict(ch=ch, ch_mult=tuple(state[f"{stack}.{i}.{block}.0.conv1.weight"].shape[0] // ch for i in range(levels)),
+                num_res_blocks=count_indexed(state, f"{stack}.0.{block}."))
+
+
+__all__ = ["autoencoder_keymap", "add_autoencoder_part", "count_indexed", "encoder_sizes", "STYLES"]

@@ -24,7 +24,7 @@ from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_index
 from tokbench.tokenizers.public.hita_model import HitaTokenizer
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                refuse_fixed_overrides, resolve_options, state_dict_of)
 
 CONTAINERS = ("ema", "model", "state_dict")  # upstream's evaluation order (reconstruction_vq_ddp.py)
 DINO = "encode_transformer.backbone.pretrained_encoder."
@@ -101,11 +101,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build(release: Release, weights: Path | None, **overrides: Any) -> HitaTokenizer:
-    for key in overrides:
-        if key in release.fixed:
-            raise ValueError(f"{release.name}: option {key} cannot be changed: the release fixes "
-                             f"{key}={RELEASES[release.name][key]!r}")
     base = RELEASES[release.name]
+    refuse_fixed_overrides(release, base, overrides)
     if weights is None:
         return HitaTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = read_state(weights)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tokbench.tokenizers.public.conv_keys import add_autoencoder_part, count_indexed
+from tokbench.tokenizers.public.conv_keys import add_autoencoder_part, encoder_sizes
 from tokbench.tokenizers.public.infinity_model import INFINITY_SCALES, InfinityTokenizer
 from tokbench.tokenizers.public.keymap import Entry, KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_index, public_factory, read_any,
@@ -56,13 +56,7 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Sizes read off the tensors, in either spelling (KeyError if the file is not this layout)."""
     if is_wrapped(state):
         state = {_WRAPPER.sub(r".\2", k): v for k, v in state.items()}
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.down.")
-    if levels == 0:
-        raise KeyError("encoder.down.0")
-    ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
-    return dict(ch=ch, ch_mult=ch_mult, num_res_blocks=count_indexed(state, "encoder.down.0.block."),
-                code_dim=state["encoder.conv_out.weight"].shape[0])
+    return dict(encoder_sizes(state), code_dim=state["encoder.conv_out.weight"].shape[0])
 
 
 def keymap_for(options: dict[str, Any], wrapped: bool = True) -> KeyMap:

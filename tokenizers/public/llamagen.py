@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
                                                 resolve_options, state_dict_of)
@@ -40,14 +40,9 @@ FAMILY_DEFAULTS = dict(l2_normalize=True, lowest_level_attn=True)
 
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Architecture options read off a LlamaGen VQ state dict (KeyError if it is not one)."""
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.conv_blocks.")
-    if levels == 0:
-        raise KeyError("encoder.conv_blocks.0")
-    ch_mult = tuple(state[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] // ch for i in range(levels))
+    sizes = encoder_sizes(state, stack="encoder.conv_blocks", block="res")
     codebook_size, code_dim = state["quantize.embedding.weight"].shape
-    return dict(ch=ch, ch_mult=ch_mult, num_res_blocks=count_indexed(state, "encoder.conv_blocks.0.res."),
-                z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim)
+    return dict(sizes, z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim)
 
 
 def keymap_for(options: dict[str, Any]):

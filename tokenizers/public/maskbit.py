@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import count_indexed
+from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.maskbit_model import MaskBitTokenizer
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
@@ -85,16 +85,11 @@ def has_legacy_decoder(keys: Any, levels: int) -> bool:
 
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Sizes read off the tensors (KeyError if the file is not MaskBit's layout)."""
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.down.")
-    if levels == 0:
-        raise KeyError("encoder.down.0")
-    ch_mult = tuple(state[f"encoder.down.{i}.res_blocks.0.conv1.weight"].shape[0] // ch for i in range(levels))
+    sizes = encoder_sizes(state, block="res_blocks")
     vq = EMBEDDING_KEY in state
-    return dict(ch=ch, ch_mult=ch_mult, num_res_blocks=count_indexed(state, "encoder.down.0.res_blocks."),
-                token_size=state["encoder.conv_out.weight"].shape[0], quantizer="vq" if vq else "lfq",
+    return dict(sizes, token_size=state["encoder.conv_out.weight"].shape[0], quantizer="vq" if vq else "lfq",
                 codebook_size=state[EMBEDDING_KEY].shape[0] if vq else None,
-                downsample="conv" if levels == 1 or "encoder.down.0.down_conv.weight" in state else "avg_pool")
+                downsample="conv" if len(sizes["ch_mult"]) == 1 or "encoder.down.0.down_conv.weight" in state else "avg_pool")
 
 
 def without_lfq_buffers(state: dict[str, torch.Tensor], model: MaskBitTokenizer,

@@ -31,7 +31,7 @@ from tokbench.nn.family import from_model_range, to_model_range
 from tokbench.quantize import LookupFreeQuantizer
 from tokbench.tokenizer import AutoencoderOutput, Tokenizer
 from tokbench.tokens import TokenLayout, Tokens
-from tokbench.tokenizers.public.conv_keys import count_indexed
+from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_keys, public_factory, read_any,
                                                 resolve_options, state_dict_of)
@@ -216,13 +216,7 @@ class OpenMagvit2Tokenizer(Tokenizer):
 def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Sizes read off the live tensors (KeyError if the file is not Open-MAGVIT2's layout)."""
     state["decoder.adaptive.0.gamma.weight"]  # Open-MAGVIT2's own decoder, or a KeyError
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.down.")
-    if levels == 0:
-        raise KeyError("encoder.down.0")
-    ch_mult = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels))
-    return dict(ch=ch, ch_mult=ch_mult, num_res_blocks=count_indexed(state, "encoder.down.0.block."),
-                z_channels=state["encoder.conv_out.weight"].shape[0])
+    return dict(encoder_sizes(state), z_channels=state["encoder.conv_out.weight"].shape[0])
 
 
 def keymap_for(model: OpenMagvit2Tokenizer, ema: bool) -> KeyMap:

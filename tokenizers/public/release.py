@@ -105,6 +105,15 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot read JSON ({err})") from err
 
 
+def refuse_fixed_overrides(release: Release, release_options: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """A `ValueError` for an override of an option the release fixes (``release.fixed``), with or
+    without weights."""
+    for key in overrides:
+        if key in release.fixed:
+            raise ValueError(f"{release.name}: option {key} cannot be changed: the release fixes "
+                             f"{key}={release_options[key]!r}")
+
+
 def resolve_options(name: str, release: dict[str, Any], from_weights: dict[str, Any], overrides: dict[str, Any],
                     source: str = "") -> dict[str, Any]:
     """Release options, updated by what the weights say, then by the caller's overrides.

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any, read_json,
                                                 resolve_options, state_dict_of)
@@ -81,17 +81,15 @@ def options_from_diffusers_config(config: dict[str, Any], path: Path) -> dict[st
 
 
 def options_from_ldm_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.down.")
-    if levels == 0 or any(k.startswith("quantize.") for k in state):
+    if any(k.startswith("quantize.") for k in state):
         raise KeyError("not an LDM KL autoencoder")  # e.g. a VQ model's file: the key check says what differs
+    sizes = encoder_sizes(state)
     z_channels = state["decoder.conv_in.weight"].shape[1]
     use_quant_conv = "quant_conv.weight" in state  # FLUX.1's ae.safetensors has none
     embed_dim = state["quant_conv.weight"].shape[0] // 2 if use_quant_conv else z_channels
     if z_channels != embed_dim:
         raise CheckpointError(f"z_channels {z_channels} != embed_dim {embed_dim}: not supported by the vae family")
-    return dict(ch=ch, use_quant_conv=use_quant_conv, ch_mult=tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)),
-                num_res_blocks=count_indexed(state, "encoder.down.0.block."), latent_channels=embed_dim,
+    return dict(sizes, use_quant_conv=use_quant_conv, latent_channels=embed_dim,
                 enc_attn_levels=_attn_levels(state, "encoder.down"), dec_attn_levels=_attn_levels(state, "decoder.up"))
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of)
@@ -58,14 +58,10 @@ def options_from_yaml(path: Path) -> dict[str, Any]:
 
 def options_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The same options read off the tensors (for a ``last.ckpt`` without its yaml)."""
-    ch = state["encoder.conv_in.weight"].shape[0]
-    levels = count_indexed(state, "encoder.down.")
-    if levels == 0:
-        raise KeyError("encoder.down.0")
+    sizes = encoder_sizes(state)
+    levels = len(sizes["ch_mult"])
     codebook_size, code_dim = state["quantize.embedding.weight"].shape
-    return dict(ch=ch, ch_mult=tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)),
-                num_res_blocks=count_indexed(state, "encoder.down.0.block."),
-                z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim,
+    return dict(sizes, z_channels=state["quant_conv.weight"].shape[1], codebook_size=codebook_size, code_dim=code_dim,
                 attn_levels=tuple(i for i in range(levels) if f"encoder.down.{i}.attn.0.q.weight" in state))
 
 

@@ -18,7 +18,8 @@ import torch
 from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import count_indexed
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
-from tokbench.tokenizers.public.release import Release, public_factory, read_any, read_json, resolve_options
+from tokbench.tokenizers.public.release import (Release, public_factory, read_any, read_json, refuse_fixed_overrides,
+                                                resolve_options)
 from tokbench.tokenizers.public.titok_model import QUANTIZE_MODES, TiTokTokenizer
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -123,11 +124,8 @@ def find_files(weights: Path) -> tuple[Path, Path]:
 
 
 def build(release: Release, weights: Path | None, **overrides: Any) -> TiTokTokenizer:
-    for key in overrides:
-        if key in release.fixed:
-            raise ValueError(f"{release.name}: option {key} cannot be changed: the release fixes "
-                             f"{key}={RELEASES[release.name][key]!r}")
     base = RELEASES[release.name]
+    refuse_fixed_overrides(release, base, overrides)
     if weights is None:
         return TiTokTokenizer(**resolve_options(release.name, base, {}, overrides))
     config_path, tensors = find_files(weights)
