@@ -20,7 +20,7 @@ from tokbench.tokenizers.public.conv_keys import add_autoencoder_part, count_ind
 from tokbench.tokenizers.public.gigatok_model import GigaTokTokenizer
 from tokbench.tokenizers.public.keymap import Entry, KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off, refuse_fixed_overrides)
 
 CONTAINERS = ("ema", "model", "state_dict")  # upstream's reconstruction_ddp.py order
 IGNORED_KEYS = ("quantize.codebook_used",)
@@ -99,18 +99,12 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build(release: Release, weights: Path | None, **overrides: Any) -> GigaTokTokenizer:
-    for key in overrides:
-        if key in release.fixed:
-            raise ValueError(f"{release.name}: option {key} cannot be changed: the release fixes "
-                             f"{key}={RELEASES[release.name][0][key]!r}")
     base = RELEASES[release.name][0]
+    refuse_fixed_overrides(release, base, overrides)
     if weights is None:
         return GigaTokTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = read_state(weights)
-    try:
-        from_file = options_from_state(state, str(weights))
-    except (KeyError, IndexError):
-        from_file = {}  # not GigaTok's layout: the key check below says what differs
+    from_file = options_read_off(options_from_state, state, str(weights))
     model = GigaTokTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     source = f"{weights} (as {release.name})"
     load_converted(model, keymap_for(model).apply(state, source), source, OWN_BUFFERS)

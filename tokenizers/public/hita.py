@@ -24,7 +24,7 @@ from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_index
 from tokbench.tokenizers.public.hita_model import HitaTokenizer
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
-                                                refuse_fixed_overrides, resolve_options, state_dict_of)
+                                                refuse_fixed_overrides, resolve_options, state_dict_of, options_read_off)
 
 CONTAINERS = ("ema", "model", "state_dict")  # upstream's evaluation order (reconstruction_vq_ddp.py)
 DINO = "encode_transformer.backbone.pretrained_encoder."
@@ -106,10 +106,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> HitaToken
     if weights is None:
         return HitaTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = read_state(weights)
-    try:
-        from_file = options_from_state(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not Hita's layout: the key check below says what differs
+    from_file = options_read_off(options_from_state, state)
     model = HitaTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     source = f"{weights} (as {release.name})"
     load_converted(model, keymap_for(model).apply(state, source), source, OWN_BUFFERS)

@@ -22,7 +22,7 @@ import torch
 
 from tokbench.tokenizers.public.open_magvit2 import EMA_PREFIX
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 from tokbench.tokenizers.public.taming import PREPROCESSING, load_taming_layout, options_from_state
 from tokbench.tokenizers.vq import VQTokenizer
 
@@ -44,10 +44,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
     if weights is None:
         return VQTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = with_ema_weights(state_dict_of(read_any(weights), weights, ("state_dict",)))
-    try:
-        from_file = options_from_state(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not this layout: the key check below says what differs
+    from_file = options_read_off(options_from_state, state)
     return load_taming_layout(release, base, state, from_file, overrides, weights, weights)
 
 

@@ -25,7 +25,7 @@ from tokbench.tokenizers.public.conv_keys import add_autoencoder_part, encoder_s
 from tokbench.tokenizers.public.infinity_model import INFINITY_SCALES, InfinityTokenizer
 from tokbench.tokenizers.public.keymap import Entry, KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 
 IGNORED_KEYS = ("quantizer.lfq.mask", "quantize.lfq.mask")  # one buffer, under both of its names
 WRAPPED_MARKER = "encoder.conv_in.conv.weight"
@@ -75,10 +75,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> InfinityT
     if weights is None:
         return InfinityTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = drop(state_dict_of(read_any(weights), weights, ("vae",)), keys=IGNORED_KEYS)
-    try:
-        from_file = infer_config(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not this layout: the key check below says what differs
+    from_file = options_read_off(infer_config, state)
     options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
     model = InfinityTokenizer(**options)
     source = f"{weights} (as {release.name})"

@@ -18,7 +18,7 @@ import torch
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, drop, file_keys, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 from tokbench.tokenizers.vq import VQTokenizer
 
 CONTAINERS = ("ema", "model", "state_dict")  # upstream's own search order
@@ -62,10 +62,7 @@ def build_from_state(name: str, base: dict[str, Any], state: dict[str, torch.Ten
     (also used by adapters whose files embed a LlamaGen VQ, such as Janus)."""
     if state is None:
         return VQTokenizer(**resolve_options(name, base, {}, overrides))
-    try:
-        from_file = infer_config(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not LlamaGen's layout: the key check below says what differs
+    from_file = options_read_off(infer_config, state)
     options = resolve_options(name, base, from_file, overrides, source=source)
     model = VQTokenizer(**options)
     converted = keymap_for(options).apply(state, f"{source} (as {name})")

@@ -32,7 +32,7 @@ from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.maskbit_model import MaskBitTokenizer
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 
 BITS = (10, 12, 14, 16, 18)
 VQ_BITS = {10: 256, 12: 64}  # VQGAN+: bits (log2 of the codebook size) -> code dimension
@@ -124,10 +124,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> MaskBitTo
         return MaskBitTokenizer(**resolve_options(release.name, base, {}, overrides))
     weights = _the_file(weights)
     state = state_dict_of(read_any(weights), weights, ())
-    try:
-        from_file = infer_config(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not MaskBit's layout: the key check below says what differs
+    from_file = options_read_off(infer_config, state)
     model = MaskBitTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     source = f"{weights} (as {release.name})"
     lfq = from_file and model.config["quantizer"] == "lfq"

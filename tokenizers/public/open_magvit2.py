@@ -34,7 +34,7 @@ from tokbench.tokens import TokenLayout, Tokens
 from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_keys, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 
 EMA_PREFIX = "model_ema."
 EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
@@ -247,10 +247,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> OpenMagvi
                                   f"{[p.name for p in found] or 'none'}")
         weights = found[0]
     state = state_dict_of(read_any(weights), weights, ("state_dict",))
-    try:
-        from_file = infer_config(state)
-    except (KeyError, IndexError):
-        from_file = {}  # not Open-MAGVIT2's layout: the key check below says what differs
+    from_file = options_read_off(infer_config, state)
     model = OpenMagvit2Tokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     ema = any(k.startswith(EMA_PREFIX) for k in state)
     source = f"{weights} (as {release.name}{', EMA weights' if ema else ''})"

@@ -105,6 +105,15 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: cannot read JSON ({err})") from err
 
 
+def options_read_off(infer: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``infer(*args)``: the options a state dict's tensors fix, or none when it is not that
+    layout (KeyError/IndexError) -- the key check that follows names what differs."""
+    try:
+        return infer(*args)
+    except (KeyError, IndexError):
+        return {}
+
+
 def refuse_fixed_overrides(release: Release, release_options: dict[str, Any], overrides: dict[str, Any]) -> None:
     """A `ValueError` for an override of an option the release fixes (``release.fixed``), with or
     without weights."""

@@ -32,7 +32,7 @@ from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_keys, public_factory, read_any, read_json,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 from tokbench.tokenizers.vae import VAETokenizer
 
 SD_PREFIX = "first_stage_model."
@@ -140,10 +140,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VAETokeni
         style = "diffusers"
     else:
         state, style = read_ldm_state(weights), "ldm"
-        try:
-            from_file = options_from_ldm_state(state)
-        except (KeyError, IndexError):
-            from_file = {}
+        from_file = options_read_off(options_from_ldm_state, state)
     options = resolve_options(release.name, base, from_file, overrides, source=str(weights))
     model = VAETokenizer(**options)
     km = autoencoder_keymap(style, options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"],

@@ -24,7 +24,7 @@ from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of)
+                                                resolve_options, state_dict_of, options_read_off)
 from tokbench.tokenizers.vq import VQTokenizer
 
 OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.last_restart_step", "quantize.hit_ema")
@@ -87,10 +87,8 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
         return VQTokenizer(**resolve_options(release.name, base, {}, overrides))
     state = drop(state_dict_of(read_any(weights), weights, ("state_dict",)), prefixes=("loss.",))
     config_file = find_yaml(weights)
-    try:
-        from_file = options_from_yaml(config_file) if config_file else options_from_state(state)
-    except (KeyError, IndexError):
-        from_file = {}
+    from_file = (options_read_off(options_from_yaml, config_file) if config_file
+                 else options_read_off(options_from_state, state))
     return load_taming_layout(release, base, state, from_file, overrides, weights, config_file or weights)
 
 

@@ -18,8 +18,8 @@ import torch
 from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import count_indexed
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
-from tokbench.tokenizers.public.release import (Release, public_factory, read_any, read_json, refuse_fixed_overrides,
-                                                resolve_options)
+from tokbench.tokenizers.public.release import (Release, options_read_off, public_factory, read_any, read_json,
+                                                refuse_fixed_overrides, resolve_options)
 from tokbench.tokenizers.public.titok_model import QUANTIZE_MODES, TiTokTokenizer
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -135,10 +135,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> TiTokToke
         raise CheckpointError(f"{weights}: a {_describe(from_file)} TiTok, not {release.name} "
                               f"({_describe(base)}); load it as one of {', '.join(_names_of_kind(from_file))}")
     if from_file["two_stage"]:
-        try:
-            from_file.update(options_from_state(state))
-        except (KeyError, IndexError):
-            pass  # the key check below reports what is missing
+        from_file.update(options_read_off(options_from_state, state))
     model = TiTokTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))
     source = f"{tensors} (as {release.name})"
     load_converted(model, keymap_for(model).apply(state, source), source, OWN_BUFFERS)
