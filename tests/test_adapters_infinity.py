@@ -73,10 +73,25 @@ def test_parity_with_the_upstream_code(bits):
 def test_the_512_px_schedule_at_twice_the_latent_side():
     exp = expected(32)
     tokenizer = tokbench.load("infinity-vae-d32", weights=str(weights(32)))
-    tokens = tokenizer.encode(images(exp["inputs_uint8_128"]))
+    x = images(exp["inputs_uint8_128"])
+    # Over 10 scales a few of the 80,672 bits of this random-weight model sit within float32
+    # rounding of zero: with 2 threads 3 of them flip (a 32-bit id then differs, and the residual
+    # every finer scale sees), with 1 thread -- the summation order the fixture was made with --
+    # none does. So the bits are compared at any thread count, the ids and the end-to-end
+    # reconstruction at 1 thread.
+    bits_BLD = torch.cat([b.flatten(1, 2) for b in tokenizer.bits_of(tokenizer.encode(x))], dim=1)
+    assert (bits_BLD.numpy() == exp["bits_128"]).mean() >= 0.9999
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tokens = tokenizer.encode(x)
+    finally:
+        torch.set_num_threads(threads)
     assert tokens.layout.scales == tuple(exp["scales_128"]) == (1, 2, 4, 6, 8, 12, 16, 20, 24, 32)
     assert (tokens.ids == ids_from_bits(exp["bits_128"])).float().mean() >= 0.999
     assert np.abs(tokenizer.decode(tokens).numpy() - exp["recon_128"]).max() <= TOL
+    stored = Tokens(tokens.layout, tokens.image_size, ids=ids_from_bits(exp["bits_128"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - exp["recon_128"]).max() <= TOL  # at any thread count
 
 
 def test_ids_carry_the_bits_with_channel_0_least_significant():
