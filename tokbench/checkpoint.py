@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -205,17 +206,20 @@ class ReleasedClassStandIn:
 RELEASE_SAFE_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", "argparse.Namespace")
 
 
-def torch_load_safely(path: str | os.PathLike, stand_ins: tuple[str, ...] = ()) -> Any:
+def torch_load_safely(path: str | os.PathLike, stand_ins: tuple[str, ...] = (), *, shapes_only: bool = False) -> Any:
     """``torch.load`` that can never execute code from the file (weights_only=True).
 
     The globals in `RELEASE_SAFE_GLOBALS`, and those a caller names in ``stand_ins`` (the
     non-tensor objects one release's container is known to hold), resolve to an inert
     stand-in class; a file that needs any other global is refused with the global's name.
+
+    ``shapes_only``: every tensor on the ``meta`` device (names, shapes, dtypes); a zip-format
+    file's tensor data is then not read at all (a legacy-format file is still read through).
     """
     allowed = [(ReleasedClassStandIn, name) for name in RELEASE_SAFE_GLOBALS + tuple(stand_ins)]
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            return torch.load(str(path), map_location="meta" if shapes_only else "cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError on bad zip, EOFError ...
         raise CheckpointError(
             f"{path}: cannot be read as a weights-only PyTorch file ({type(err).__name__}: {_first_reason(err)}); "
@@ -228,6 +232,30 @@ def _first_reason(err: Exception) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     named = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported global" in line]
     return (named or lines or [type(err).__name__])[0]
+
+
+def listing_stand_ins() -> tuple[str, ...]:
+    """The container globals that registered public tokenizers declare (their factories'
+    ``stand_ins``): a key listing maps these, and only these beyond `RELEASE_SAFE_GLOBALS`, to
+    the inert stand-in, so that recognising a release never needs its loader's full read."""
+    names: set[str] = set()
+    for name in registry.names():
+        names.update(getattr(registry.get_factory(name), "stand_ins", None) or ())
+    return tuple(sorted(names))
+
+
+@lru_cache(maxsize=16)
+def _cached_listing(path: str, mtime_ns: int, size: int, stand_ins: tuple[str, ...]) -> Any:
+    return torch_load_safely(path, stand_ins, shapes_only=True)
+
+
+def read_listing(path: str | os.PathLike) -> Any:
+    """A pickle-based file's contents with every tensor on the ``meta`` device: what its keys and
+    shapes say, read with weights_only's unpickler (plus `listing_stand_ins`), so nothing in the
+    file is executed and a global outside those is refused by name (`CheckpointError`). Read once
+    per file version and shared by core `load` and the public recognisers; do not modify it."""
+    stat = Path(path).stat()
+    return _cached_listing(str(path), stat.st_mtime_ns, stat.st_size, listing_stand_ins())
 
 
 def load_lightning_checkpoint(path: str | os.PathLike, *, ema: bool = True):
@@ -255,6 +283,9 @@ def _load_training_blob(blob: Any, path: str | os.PathLike, *, ema: bool):
 
 
 NAMED_INIT_SEED = 0
+# Files that only a public tokenizer's release can be: safetensors, TorchScript archives (Cosmos's
+# ``.jit``, whose tensors its loader reads without running the archive).
+PUBLIC_ONLY_SUFFIXES = (".safetensors", ".jit")
 
 
 def public_candidates(path: Path) -> list[str]:
@@ -330,17 +361,17 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
     if path.suffix in {".ckpt", ".pt", ".pth", ".bin"}:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such file")
-        blob = torch_load_safely(path)
-        if is_training_blob(blob):
-            return _load_training_blob(blob, path, ema=ema is not False)
-        del blob
+        # The keys decide, from a listing that reads no tensor data; the weights are read once, by
+        # whichever loader the listing picks.
+        if is_training_blob(read_listing(path)):
+            return _load_training_blob(torch_load_safely(path), path, ema=ema is not False)
         return load_public(path, f"{path}: not a tokbench training checkpoint (no 'tokbench' and 'state_dict' "
                                  "entries) nor the released file of a known public tokenizer", **overrides)
     not_a_checkpoint = (
         f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
         "a .ckpt from 'tokbench train', a public tokenizer's released file, or a registered tokenizer name"
     )
-    if path.suffix == ".safetensors" and path.is_file():
+    if path.suffix in PUBLIC_ONLY_SUFFIXES and path.is_file():
         return load_public(path, not_a_checkpoint, **overrides)
     if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):
         raise CheckpointError(not_a_checkpoint)

@@ -31,7 +31,7 @@ from tokbench.quantize.binary import MAX_BITS
 from tokbench.tokenizers.public.bsq_vit_model import BSQViTTokenizer
 from tokbench.tokenizers.public.conv_keys import count_indexed
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
-from tokbench.tokenizers.public.release import Release, public_factory, resolve_options
+from tokbench.tokenizers.public.release import PICKLE_SUFFIXES, Release, file_index, public_factory, resolve_options
 
 # The non-tensor objects of the release container: OmegaConf's config tree, argparse's
 # namespace, and a numpy float (``best_fid`` of a best-FID copy of the file).
@@ -43,6 +43,7 @@ CONTAINER_GLOBALS = (
 )
 PREFIXES = {"ema_state_dict": "module.module.", "state_dict": "module."}
 QUANTIZER_BUFFERS = ("quantize.basis", "quantize.group_basis")
+MARKERS = ("encoder.conv1.weight", "quant_embed.weight", "quantize.basis")  # what recognises a release
 OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.hit_ema")
 PREPROCESSING = "shorter side resized to 256 (Lanczos), center crop 256x256; then 2x - 1 (zero_mean)"
 RELEASES = {
@@ -174,9 +175,19 @@ def build_bsq_vit_family(**options: Any) -> BSQViTTokenizer:
     return BSQViTTokenizer(**options)
 
 
+def recognizes(path: Path) -> bool:
+    """BSQ-ViT's training checkpoint: its ViT encoder, BSQ projection and ``basis`` buffer in
+    ``state_dict`` (or the EMA copy), whatever the code width -- the loader names a width it refuses."""
+    if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
+        return False
+    index = file_index(path)
+    return any(all(f"{entry}/{prefix}{key}" in index for key in MARKERS)
+               for entry, ddp_prefix in PREFIXES.items() for prefix in (ddp_prefix, ""))
+
+
 build_18bit = public_factory(
     Release("bsq-vit-18bit", "bsq_vit",
             "checkpoint.pt (state_dict with DDP's module. prefix; EMA weights in ema_state_dict, module.module.)",
             "github.com/zhaoyue-zephyrus/bsq-vit (UTBox links, README); huggingface.co/huaweilin/bsqvit_256x256 "
             "(VTBench's copy)", PREPROCESSING),
-    build)
+    build, recognizes, stand_ins=CONTAINER_GLOBALS)

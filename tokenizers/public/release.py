@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 import torch
 
-from tokbench.checkpoint import CheckpointError, read_safetensors, torch_load_safely
+from safetensors import SafetensorError, safe_open
+
+from tokbench.checkpoint import CheckpointError, read_listing, read_safetensors, torch_load_safely
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -48,19 +50,33 @@ def read_any(path: str | os.PathLike) -> Any:
     return torch_load_safely(path)
 
 
+def _safetensors_shapes(path: str) -> dict[str, torch.Size]:
+    try:
+        with safe_open(path, "pt") as f:
+            return {key: torch.Size(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({err})") from err
+
+
 @lru_cache(maxsize=8)
-def _cached_index(path: str, mtime: float) -> dict[str, tuple[int, ...]]:
+def _cached_index(path: str, mtime_ns: int) -> dict[str, tuple[int, ...]]:
+    listing = _safetensors_shapes(path) if path.endswith(".safetensors") else read_listing(path)
     index: dict[str, tuple[int, ...]] = {}
-    for key, value in flatten(read_any(path)):
-        index[key] = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+    for key, value in flatten(listing):
+        shape = value.shape if isinstance(value, torch.Tensor) else value if isinstance(value, torch.Size) else ()
+        index[key] = tuple(shape)
     return index
 
 
 def file_index(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Keys of a released file and their tensor shapes (``()`` for other entries); one level of
-    container (``model``, ``state_dict`` ...) is spelled ``outer/inner``. Read once per file."""
+    container (``model``, ``state_dict`` ...) is spelled ``outer/inner``. Read once per file, from
+    its header (safetensors) or core's `read_listing` (pickles): no tensor data is read and
+    nothing in the file runs."""
     p = Path(path)
-    return _cached_index(str(p), p.stat().st_mtime)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or directory")
+    return _cached_index(str(p), p.stat().st_mtime_ns)
 
 
 def file_keys(path: str | os.PathLike) -> frozenset[str]:
@@ -72,7 +88,7 @@ def flatten(blob: Any) -> list[tuple[str, Any]]:
         return []
     items = []
     for k, v in blob.items():
-        if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in list(v.values())[:4]):
+        if isinstance(v, dict) and v and all(isinstance(t, (torch.Tensor, torch.Size)) for t in list(v.values())[:4]):
             items.extend((f"{k}/{inner}", t) for inner, t in v.items())
         else:
             items.append((str(k), v))
@@ -144,8 +160,13 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def public_factory(release: Release, build: Callable[..., Any],
-                   recognizes: Callable[[Path], bool] | None = None) -> Callable[..., Any]:
-    """The registry factory of one public name: ``factory(weights=None, **options)``."""
+                   recognizes: Callable[[Path], bool] | None = None,
+                   stand_ins: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """The registry factory of one public name: ``factory(weights=None, **options)``.
+
+    ``recognizes(path)``: whether a file or folder is this release (from a key listing, never a full
+    read); ``stand_ins``: the non-tensor globals its container holds (for core's `read_listing`).
+    """
 
     def factory(weights: str | os.PathLike | None = None, **options: Any):
         tokenizer = build(release, None if weights is None else Path(weights), **options)
@@ -159,5 +180,6 @@ def public_factory(release: Release, build: Callable[..., Any],
 
     factory.release = release
     factory.recognizes = recognizes
+    factory.stand_ins = tuple(stand_ins)
     factory.__doc__ = f"{release.name}: {release.family} family at the release configuration; weights={release.files}."
     return factory
