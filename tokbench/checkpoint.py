@@ -283,9 +283,6 @@ def _load_training_blob(blob: Any, path: str | os.PathLike, *, ema: bool):
 
 
 NAMED_INIT_SEED = 0
-# Files that only a public tokenizer's release can be: safetensors, TorchScript archives (Cosmos's
-# ``.jit``, whose tensors its loader reads without running the archive).
-PUBLIC_ONLY_SUFFIXES = (".safetensors", ".jit")
 
 
 def public_candidates(path: Path) -> list[str]:
@@ -371,7 +368,11 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
         f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
         "a .ckpt from 'tokbench train', a public tokenizer's released file, or a registered tokenizer name"
     )
-    if path.suffix in PUBLIC_ONLY_SUFFIXES and path.is_file():
+    if path.suffix == ".jit" and path.is_file():
+        return load_public(path, f"{path}: not the released file of a known public tokenizer (a TorchScript archive "
+                                 "whose tensors tokbench reads, never runs; a release split into several archives "
+                                 "loads from its folder)", **overrides)
+    if path.suffix == ".safetensors" and path.is_file():
         return load_public(path, not_a_checkpoint, **overrides)
     if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):
         raise CheckpointError(not_a_checkpoint)

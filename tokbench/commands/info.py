@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     upstream = getattr(tokenizer, "upstream", None)
     info = {
         "source": args.checkpoint,
+        **({"public_name": upstream["name"]} if upstream else {}),  # also what a release path was recognised as
         "family": tokenizer.family,
         "kind": tokenizer.kind,
         "stride": tokenizer.stride,

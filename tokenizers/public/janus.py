@@ -22,12 +22,14 @@ from safetensors import safe_open
 
 from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public import llamagen
-from tokbench.tokenizers.public.release import Release, public_factory, read_any, state_dict_of
+from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_keys, public_factory, read_any,
+                                                state_dict_of)
 from tokbench.tokenizers.vq import VQTokenizer
 
 PREFIX = "gen_vision_model."
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+WHOLE_TOKENIZER = ("encoder.conv_in.weight", "quantize.embedding.weight", "decoder.conv_out.weight")
 PREPROCESSING = "Janus generates 384x384 images (resize + center crop to 384); inputs (x - 0.5) / 0.5"
 
 
@@ -82,7 +84,27 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
     return llamagen.build_from_state(release.name, base, read_state(weights), overrides, str(weights))
 
 
+def listed_keys(path: Path) -> frozenset[str]:
+    """The tensor names a folder's index (or single file) lists, or a file's own; nothing is loaded
+    (a pickle's names come from core's key listing). Empty where there is no such listing."""
+    if not path.is_dir():
+        return file_keys(path) if path.suffix in (".safetensors", *PICKLE_SUFFIXES) else frozenset()
+    for name in INDEX_FILES:
+        if (path / name).is_file():
+            try:
+                return frozenset(json.loads((path / name).read_text())["weight_map"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return frozenset()
+    return next((file_keys(path / n) for n in SINGLE_FILES if (path / n).is_file()), frozenset())
+
+
+def recognizes(path: Path) -> bool:
+    """A checkpoint (folder, or one file) that holds a whole ``gen_vision_model``."""
+    keys = listed_keys(path)
+    return all(PREFIX + key in keys for key in WHOLE_TOKENIZER)
+
+
 build_janus_pro_vq = public_factory(
     Release("janus-pro-vq", "vq", "the Janus-Pro-1B/7B checkpoint folder (its gen_vision_model.* tensors)",
             "huggingface.co/deepseek-ai/Janus-Pro-7B (or -1B, Janus-1.3B)", PREPROCESSING),
-    build, None)
+    build, recognizes)

@@ -119,6 +119,19 @@ def _recognizes(codebook_size: int):
     return recognizes
 
 
+def recognizes_chameleon(path: Path) -> bool:
+    """Chameleon's ``vqgan.ckpt``: taming's layout with 8,192 codes; or, without Lightning's
+    ``callbacks`` (the release holds plain tensors), any codebook size but the taming releases'."""
+    if path.is_dir() or path.suffix not in (".pt", ".pth", ".ckpt"):
+        return False
+    index = file_index(path)
+    if "state_dict/quantize.embedding.weight" not in index or "state_dict/model_ema.quantizeembeddingweight" in index:
+        return False
+    size = index["state_dict/quantize.embedding.weight"][0]
+    taming_sizes = {r["codebook_size"] for n, r in RELEASES.items() if n.startswith("taming-")}
+    return size == RELEASES["chameleon-vqgan"]["codebook_size"] or ("callbacks" not in index and size not in taming_sizes)
+
+
 _WHERE = "github.com/CompVis/taming-transformers (heibox links)"
 build_f16_16384 = public_factory(
     Release("taming-vqgan-f16-16384", "vq", "vqgan_imagenet_f16_16384: ckpts/last.ckpt + configs/model.yaml",
@@ -126,8 +139,7 @@ build_f16_16384 = public_factory(
 build_f16_1024 = public_factory(
     Release("taming-vqgan-f16-1024", "vq", "vqgan_imagenet_f16_1024: ckpts/last.ckpt + configs/model.yaml",
             _WHERE, PREPROCESSING), build, _recognizes(1024))
-# Its 8,192-code file fits both taming names' recognisers as well: load it by this name.
 build_chameleon = public_factory(
     Release("chameleon-vqgan", "vq", "tokenizer/vqgan.ckpt + tokenizer/vqgan.yaml",
             "facebook/chameleon-7b and GAIR/Anole-7b-v0.1 (tokenizer/); github.com/facebookresearch/chameleon",
-            PREPROCESSING_CHAMELEON), build, None)
+            PREPROCESSING_CHAMELEON), build, recognizes_chameleon)
