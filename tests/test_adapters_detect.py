@@ -118,6 +118,15 @@ def test_part_of_a_release_is_refused_in_one_line(path):
     assert "\n" not in str(err.value)
 
 
+def test_a_torchscript_archive_is_read_as_one_whatever_its_suffix(tmp_path):
+    shutil.copyfile(LOCAL / "cosmos/di16x16/autoencoder.jit", tmp_path / "autoencoder.pt")
+    assert tokbench.load(tmp_path / "autoencoder.pt").upstream["name"] == "cosmos-di16x16"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
+    with pytest.raises(CheckpointError, match="not the released file of a known public tokenizer") as err:
+        tokbench.load(tmp_path / "scripted.pt")  # not torch.load's advice to retry with weights_only=False
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+
+
 def test_the_cli_takes_a_release_path_as_the_tokenizer(capsys):
     assert main(["info", str(LOCAL / "cosmos/di16x16/autoencoder.jit")]) == 0
     assert json.loads(capsys.readouterr().out)["public_name"] == "cosmos-di16x16"

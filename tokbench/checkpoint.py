@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -234,6 +235,16 @@ def _first_reason(err: Exception) -> str:
     return (named or lines or [type(err).__name__])[0]
 
 
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """A zip with one ``<root>/data.pkl`` and ``<root>/code/`` (cheap: reads the zip directory only)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names) and any("/code/" in n for n in names)
+
+
 def listing_stand_ins() -> tuple[str, ...]:
     """The container globals that registered public tokenizers declare (their factories'
     ``stand_ins``): a key listing maps these, and only these beyond `RELEASE_SAFE_GLOBALS`, to
@@ -253,7 +264,10 @@ def read_listing(path: str | os.PathLike) -> Any:
     """A pickle-based file's contents with every tensor on the ``meta`` device: what its keys and
     shapes say, read with weights_only's unpickler (plus `listing_stand_ins`), so nothing in the
     file is executed and a global outside those is refused by name (`CheckpointError`). Read once
-    per file version and shared by core `load` and the public recognisers; do not modify it."""
+    per file version and shared by core `load` and the public recognisers; do not modify it.
+    A TorchScript archive lists as ``{}``: torch.load would refuse it (its tensors have their own reader)."""
+    if is_torchscript_archive(path):
+        return {}
     stat = Path(path).stat()
     return _cached_listing(str(path), stat.st_mtime_ns, stat.st_size, listing_stand_ins())
 
@@ -335,8 +349,10 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
     """Load a tokenizer from a checkpoint directory, a ``.ckpt`` of ``tokbench train``,
     a registered name with options (``"jpeg:q=5"``, ``"vq:size=tiny"``), or a public
     tokenizer: ``load("llamagen-vq16", weights="vq_ds16_c2i.pt")``,
-    ``load("llamagen-vq16:weights=vq_ds16_c2i.pt")``, or the released file itself when its
-    keys say unambiguously which public tokenizer it is.
+    ``load("llamagen-vq16:weights=vq_ds16_c2i.pt")``, or the released file (or folder) itself
+    when its keys say unambiguously which public tokenizer it is. The keys come from a listing
+    that runs nothing in the file and reads no tensor data (`read_listing`; a safetensors header;
+    a TorchScript archive's ``data.pkl``); the chosen loader then reads the weights once.
 
     ``ema``: a directory's ``ema.safetensors`` instead of ``model.safetensors`` when True;
     for a ``.ckpt`` the EMA weights are used unless ``ema=False``.
@@ -355,6 +371,10 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
             return load_directory(path, ema=bool(ema))
         return load_public(path, f"{config}: neither a tokbench checkpoint config (no 'family') nor the config "
                                  "of a known public tokenizer's release", **overrides)
+    if path.is_file() and (path.suffix == ".jit" or is_torchscript_archive(path)):  # never torch.load'ed
+        return load_public(path, f"{path}: not the released file of a known public tokenizer (a TorchScript archive "
+                                 "whose tensors tokbench reads, never runs; a release split into several archives "
+                                 "loads from its folder)", **overrides)
     if path.suffix in {".ckpt", ".pt", ".pth", ".bin"}:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such file")
@@ -368,10 +388,6 @@ def load(path_or_name: str | os.PathLike, *, ema: bool | None = None, **override
         f"{path}: not a checkpoint directory; expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, "
         "a .ckpt from 'tokbench train', a public tokenizer's released file, or a registered tokenizer name"
     )
-    if path.suffix == ".jit" and path.is_file():
-        return load_public(path, f"{path}: not the released file of a known public tokenizer (a TorchScript archive "
-                                 "whose tensors tokbench reads, never runs; a release split into several archives "
-                                 "loads from its folder)", **overrides)
     if path.suffix == ".safetensors" and path.is_file():
         return load_public(path, not_a_checkpoint, **overrides)
     if path.suffix in {".safetensors", ".json"} or os.sep in str(path_or_name):

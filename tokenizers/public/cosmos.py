@@ -166,7 +166,7 @@ def _recognizes(name: str):
         if path.is_dir():
             if not any((path / n).is_file() for n in names):
                 return False
-        elif path.suffix != ".jit" or not is_torchscript_archive(path):
+        elif not is_torchscript_archive(path):  # ``.jit`` as released, or a ``.pt`` of torch.jit.save
             return False
         try:
             options = options_from_state(read_release(path, materialize=False), str(path))

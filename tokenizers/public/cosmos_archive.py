@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tokbench.checkpoint import CheckpointError
+from tokbench.checkpoint import CheckpointError, is_torchscript_archive  # noqa: F401 (re-exported)
 
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
@@ -158,12 +158,3 @@ def read_torchscript_tensors(path: str | os.PathLike, *, materialize: bool = Tru
     _flatten(tree, "", tensors)
     return tensors
 
-
-def is_torchscript_archive(path: str | os.PathLike) -> bool:
-    """A zip with one ``<root>/data.pkl`` and ``<root>/code/`` (cheap: reads the zip directory only)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names) and any("/code/" in n for n in names)
