@@ -4,7 +4,8 @@ The tokenizer ships inside the multimodal LLM's checkpoint, under the prefix
 ``gen_vision_model.``: a Hugging Face folder with ``pytorch_model.bin`` or
 ``model.safetensors``, or shards listed by ``*.index.json`` (``weight_map``). Only the shards
 that hold ``gen_vision_model.*`` tensors are read (safetensors shards only those tensors),
-and every other tensor of the LLM is ignored.
+and every other tensor of the LLM is ignored. ``tokbench.load(FOLDER)`` recognises a checkpoint whose
+index (or single file) lists a whole ``gen_vision_model`` (`recognizes`); one shard alone is not one.
 
 Janus's ``janus/models/vq_model.py`` is LlamaGen's VQ-16 (the modules' syntax trees are
 identical at inference; Janus only adds a bfloat16 branch to the nearest upsampling and

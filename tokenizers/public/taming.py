@@ -10,7 +10,8 @@ training-only and ignored; its ``callbacks`` entry names a Lightning class, whic
 
 Chameleon's (and Anole's) image tokenizer is this VQGAN (``chameleon/inference/vqgan.py``
 has taming's modules and quantizer): ``tokenizer/vqgan.ckpt`` (``state_dict``) beside
-``tokenizer/vqgan.yaml``, 8,192 codes of dimension 256, f16 at 512 px (32 x 32 ids).
+``tokenizer/vqgan.yaml``, 8,192 codes of dimension 256, f16 at 512 px (32 x 32 ids); its file, plain
+tensors without Lightning's ``callbacks``, is told from taming's by that and its codebook size.
 """
 from __future__ import annotations
 
