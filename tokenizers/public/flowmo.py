@@ -90,11 +90,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> FlowMoTok
     if weights is None:
         return FlowMoTokenizer(**resolve_options(release.name, base, {}, overrides))
     weights = _the_file(weights)
-    blob = read_any(weights)
-    state = state_dict_of(blob, weights, CONTAINERS)
-    if state is blob and "model_state_dict" in blob:
-        raise CheckpointError(f"{weights}: no model_ema_state_dict (the weights upstream evaluates); "
-                              "found only model_state_dict")
+    state = state_dict_of(read_any(weights), weights, CONTAINERS)  # the EMA weights, as upstream evaluates
     from_file = options_read_off(infer_config, state)
     if from_file and from_file["context_dim"] % base["bits"]:
         raise CheckpointError(f"{weights}: context_dim {from_file['context_dim']} is not a multiple of "

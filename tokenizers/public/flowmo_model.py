@@ -312,6 +312,7 @@ class FlowMoTokenizer(Tokenizer):
         B, N, D = bits_BND.shape
         return bits_BND.reshape(B, N // self.sub_tokens, self.sub_tokens, D).transpose(2, 3).reshape(B, -1, D * self.sub_tokens)
 
+    @torch.no_grad()
     def encode_code(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """The encoder's code ``(B, code_length, context_dim)`` before quantization (``x`` in ``[0, 1]``)."""
         x = x_B3HW * 2 - 1
