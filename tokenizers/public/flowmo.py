@@ -59,7 +59,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         prefix = "encoder" if part == "enc" else "decoder"
         width = state[f"{prefix}.img_in.weight"].shape[0]
         head_dim = state[f"{prefix}.double_blocks.0.img_attn.norm.query_norm.scale"].shape[0]
-        found.update({f"{part}_width": width, f"{part}_depth": _depth(state, prefix), f"{part}_heads": width // head_dim})
+        found.update({f"{part}_width": width, f"{part}_depth": _depth(state, prefix),
+                      f"{part}_heads": width // head_dim})
     return found
 
 

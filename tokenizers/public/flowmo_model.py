@@ -277,14 +277,16 @@ class FlowMoTokenizer(Tokenizer):
         if context_dim % bits:
             raise ValueError(f"context_dim={context_dim} must be a multiple of bits={bits} (each token's channels "
                              "are bits groups of sub-token channels)")
-        for part, width, heads, axes in (("enc", enc_width, enc_heads, enc_axes), ("dec", dec_width, dec_heads, dec_axes)):
+        for part, width, heads, axes in (("enc", enc_width, enc_heads, enc_axes),
+                                         ("dec", dec_width, dec_heads, dec_axes)):
             if width % heads or sum(axes) != width // heads or any(a % 2 for a in axes):
                 raise ValueError(f"{part}_axes={tuple(axes)} must be even sizes summing to the head dimension "
                                  f"{part}_width / {part}_heads = {width}/{heads}")
         if int(sample_steps) < 1:
             raise ValueError(f"sample_steps must be >= 1, got {sample_steps}")
         if cfg_interval is not None and (len(cfg_interval) != 2 or cfg_interval[0] > cfg_interval[1]):
-            raise ValueError(f"cfg_interval must be None or (low, high) EDM noise levels, low <= high; got {cfg_interval}")
+            raise ValueError(f"cfg_interval must be None or (low, high) EDM noise levels, low <= high; "
+                             f"got {cfg_interval}")
         self.config: dict[str, Any] = dict(
             patch_size=patch_size, code_length=code_length, context_dim=context_dim, bits=bits, enc_width=enc_width,
             enc_depth=enc_depth, enc_heads=enc_heads, enc_axes=[int(a) for a in enc_axes], dec_width=dec_width,
@@ -309,8 +311,10 @@ class FlowMoTokenizer(Tokenizer):
         return code_BTC.reshape(B, T, -1, self.sub_tokens).transpose(2, 3).reshape(B, T * self.sub_tokens, -1)
 
     def bits_to_code(self, bits_BND: torch.Tensor) -> torch.Tensor:
+        """``(B, T * fh, bits)`` -> ``(B, T, bits * fh)`` (the inverse of `code_to_bits`)."""
         B, N, D = bits_BND.shape
-        return bits_BND.reshape(B, N // self.sub_tokens, self.sub_tokens, D).transpose(2, 3).reshape(B, -1, D * self.sub_tokens)
+        fh = self.sub_tokens
+        return bits_BND.reshape(B, N // fh, fh, D).transpose(2, 3).reshape(B, N // fh, D * fh)
 
     @torch.no_grad()
     def encode_code(self, x_B3HW: torch.Tensor) -> torch.Tensor:
