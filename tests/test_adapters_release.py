@@ -317,3 +317,19 @@ def test_gigatok_release_sizes(name):
     keys, elements = _upstream_counts(model, gigatok.keymap_for(model))
     assert (keys + 1 + 6, elements + 65_536 + distill_mlp) == GIGATOK[name]
     assert model.layout_for(256, 256).num_tokens == 256
+
+
+def test_unitok_release_size_matches_the_upstream_count():
+    """1,335 keys / 820,333,508 elements: FoundationVision/UniTok's ``UniTok(Args())`` (bb8012e; the
+    defaults are the release's: ``vitamin_large``, 32,768 codes in 8 codebooks of 64 channels,
+    ``attn`` projections, a 12-layer 768-wide CLIP text tower), built with the upstream classes.
+    The loader maps all but the CLIP half (text tower 149 keys / 123,650,304, ``fc_norm`` 2 / 2,048,
+    ``projection`` 2 / 787,200, ``logit_scale``), the 8 ``vocab_usage`` statistics (4,096 each) and
+    the two constant ``zero_k_bias`` buffers (1,024 each)."""
+    from tokbench.tokenizers.public import unitok
+
+    model = _build_meta("unitok-large")
+    keys, elements = _upstream_counts(model, unitok.keymap_for(model))
+    clip = (149 + 2 + 2 + 1, 123_650_304 + 2_048 + 787_200 + 1)
+    assert (keys + clip[0] + 8 + 2, elements + clip[1] + 8 * 4096 + 2 * 1024) == (1335, 820_333_508)
+    assert model.layout_for(256, 256).num_tokens == 256 * 8  # README's 16 x 16 x 8 code shape
