@@ -149,3 +149,9 @@ def test_convert_then_load_as_a_plain_checkpoint(tmp_path, tokenizer):
     plain = tokbench.load(tmp_path / "ckpt")
     assert plain.family == "unitok" and plain.config == tokenizer.config
     assert np.array_equal(plain.encode(X).ids.numpy(), _as_sequence(EXPECTED["indices"]))
+
+
+def test_the_release_file_alone_names_unitok():
+    by_path = tokbench.load(str(WEIGHTS))
+    assert by_path.upstream["name"] == "unitok-large"
+    assert np.array_equal(by_path.upstream_ids(X).numpy(), EXPECTED["indices"])

@@ -46,7 +46,8 @@ def options_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         dims=tuple(state[f"{_BACKBONE}stages.{s}.0.conv3_1x1.weight"].shape[0] for s in range(2)),
         depths=tuple(count_indexed(state, f"{_BACKBONE}stages.{s}.") for s in range(2)),
         width=state["encoder.pos_embed"].shape[-1], depth=count_indexed(state, "encoder.blocks."),
-        dec_dims=(state["decoder.up_conv1.conv.weight"].shape[0], state["decoder.up_conv3.0.conv3_1x1.weight"].shape[0]),
+        dec_dims=(state["decoder.up_conv1.conv.weight"].shape[0],
+                  state["decoder.up_conv3.0.conv3_1x1.weight"].shape[0]),
         dec_depths=tuple(count_indexed(state, f"decoder.up_conv{i}.") for i in (2, 3)),
         vocab_size=num_codebooks * codebook_size, vocab_width=num_codebooks * code_dim, num_codebooks=num_codebooks)
 
@@ -102,10 +103,10 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> UniTokTok
 
 
 def recognizes(path: Path) -> bool:
-    """A training checkpoint whose ``trainer`` holds a ``unitok`` model."""
+    """Upstream's checkpoint container: top-level ``args`` and ``trainer`` (what ``inference.py`` reads)."""
     if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
         return False
-    return "trainer" in file_index(path) and isinstance(read_any(path)["trainer"].get("unitok"), dict)
+    return {"args", "trainer"} <= set(file_index(path))
 
 
 def build_unitok_family(**options: Any) -> UniTokTokenizer:
