@@ -56,6 +56,9 @@ def test_the_release_facts_are_mar_s():
     release = registry.get_factory("mar-kl16").release
     assert release.files.startswith(WEIGHTS.name) and "LTH14/mar" in release.published
     assert "ADM" in release.preprocessing  # MAR's center_crop_arr is ADM's
+    # MAR's engine scales the posterior by 0.2325 for its diffusion head: recorded, never applied.
+    tokenizer = tokbench.load("mar-kl16", weights=str(WEIGHTS))
+    assert tokenizer.upstream["diffusion_latents"] == {"shift": 0.0, "scale": 0.2325}
 
 
 def test_a_missing_tensor_is_a_one_line_error(tmp_path):
