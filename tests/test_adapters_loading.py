@@ -155,7 +155,7 @@ def test_eval_parser_takes_weights():
 def test_mar_kl16_layout_loads_through_the_ldm_path(tmp_path):
     """MAR's kl16.ckpt ({'model': LDM names}, encoder-only attention at the lowest level) at a
     small size: written in upstream names and loaded back by name, it reconstructs identically.
-    (No upstream fixture exists for MAR: this checks the loader, not parity with MAR's code.)"""
+    (This checks the loader's round trip; parity with MAR's code is in test_adapters_mar_kl16.py.)"""
     from tokbench.tokenizers.public.conv_keys import autoencoder_keymap
 
     torch.manual_seed(0)

@@ -317,3 +317,62 @@ def test_gigatok_release_sizes(name):
     keys, elements = _upstream_counts(model, gigatok.keymap_for(model))
     assert (keys + 1 + 6, elements + 65_536 + distill_mlp) == GIGATOK[name]
     assert model.layout_for(256, 256).num_tokens == 256
+
+
+def test_unitok_release_size_matches_the_upstream_count():
+    """1,335 keys / 820,333,508 elements: FoundationVision/UniTok's ``UniTok(Args())`` (bb8012e; the
+    defaults are the release's: ``vitamin_large``, 32,768 codes in 8 codebooks of 64 channels,
+    ``attn`` projections, a 12-layer 768-wide CLIP text tower), built with the upstream classes.
+    The loader maps all but the CLIP half (text tower 149 keys / 123,650,304, ``fc_norm`` 2 / 2,048,
+    ``projection`` 2 / 787,200, ``logit_scale``), the 8 ``vocab_usage`` statistics (4,096 each) and
+    the two constant ``zero_k_bias`` buffers (1,024 each)."""
+    from tokbench.tokenizers.public import unitok
+
+    model = _build_meta("unitok-large")
+    keys, elements = _upstream_counts(model, unitok.keymap_for(model))
+    clip = (149 + 2 + 2 + 1, 123_650_304 + 2_048 + 787_200 + 1)
+    assert (keys + clip[0] + 8 + 2, elements + clip[1] + 8 * 4096 + 2 * 1024) == (1335, 820_333_508)
+    assert model.layout_for(256, 256).num_tokens == 256 * 8  # README's 16 x 16 x 8 code shape
+
+
+# SEED-Voken's other releases, counted with the upstream classes on the meta device (commit
+# b9a17ea): improved_model Encoder + Decoder (LFQ holds no saved tensors) at
+# configs/Open-MAGVIT2/gpu/{imagenet_lfqgan_128_L,pretrain_lfqgan_256_262144,pretrain_lfqgan_256_16384}.yaml
+# -- the same count gives 339 / 115,127,829 for imagenet_lfqgan_256_L.yaml, the figure above; IBQ's
+# Encoder, Decoder, quant convs and IndexPropagationQuantize at configs/IBQ/gpu/pretrain_ibqgan_*.yaml.
+SEED_VOKEN_MORE = {
+    "open-magvit2-lfq-128": (283, 112_021_653, 128, 256),
+    "open-magvit2-pretrain-262144": (339, 115_127_829, 256, 256),
+    "open-magvit2-pretrain-16384": (339, 115_094_033, 256, 256),
+    "ibq-pretrain-16384": (543, 110_982_019, 256, 256),
+    "ibq-pretrain-262144": (543, 173_896_579, 256, 256),
+}
+
+
+@pytest.mark.parametrize("name", list(SEED_VOKEN_MORE))
+def test_seed_voken_more_release_sizes(name):
+    keys, elements, side, tokens = SEED_VOKEN_MORE[name]
+    model = _build_meta(name)
+    keymap = (open_magvit2.keymap_for(model, ema=False) if name.startswith("open-magvit2")
+              else taming.keymap_for(model.config))
+    assert _upstream_counts(model, keymap) == (keys, elements)
+    assert model.layout_for(side, side).num_tokens == tokens
+
+
+def test_flowmo_release_sizes_match_the_upstream_count():
+    """608 keys / 945,374,085 elements (FlowMo-Lo) and 608 / 945,520,081 (FlowMo-Hi): kylesargent/
+    FlowMo's ``FlowMo(width=6, config)`` with ``flowmo/configs/base.yaml`` and the README's
+    ``context_dim=18, codebook_size_for_entropy=9`` / ``56, 14``, counted with the upstream classes
+    on the meta device (the LFQ's buffers are not persistent). The file's tensors load as they are;
+    tokbench's quantizer adds only its usage counters."""
+    from tokbench.tokenizers.public import flowmo
+
+    counts, bits = {}, {}
+    for name in ("flowmo-lo", "flowmo-hi"):
+        model = _build_meta(name)
+        own = {k: v for k, v in model.state_dict().items() if not k.endswith(flowmo.OWN_BUFFERS)}
+        counts[name] = (len(own), sum(v.numel() for v in own.values()))
+        layout = model.layout_for(256, 256)
+        bits[name] = (layout.num_tokens, layout.vocab_size)
+    assert counts == {"flowmo-lo": (608, 945_374_085), "flowmo-hi": (608, 945_520_081)}
+    assert bits == {"flowmo-lo": (512, 2 ** 9), "flowmo-hi": (1024, 2 ** 14)}  # 4,608 and 14,336 bits per image

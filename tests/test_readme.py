@@ -20,3 +20,14 @@ def test_wrapping_example_runs_and_round_trips():
     assert y.shape == x.shape
     # 8x average pooling then bilinear upsampling keeps the mean brightness
     assert abs(float(y.mean() - x.mean())) < 0.02
+
+
+def test_every_public_name_has_a_row_in_the_public_tokenizer_table():
+    from tokbench import registry
+
+    text = README.read_text()
+    table = text[text.index("## Public tokenizers"):text.index("Parity is tested in CI")]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`([a-z0-9][a-z0-9.-]*)`", row.split("|")[1])}
+    public = {n for n in registry.names() if getattr(registry.get_factory(n), "release", None) is not None}
+    assert len(public) >= 24 and public <= listed, sorted(public - listed)

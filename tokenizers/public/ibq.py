@@ -1,4 +1,5 @@
-"""IBQ (TencentARC/SEED-Voken, ``imagenet256_{1024,8192,16384,262144}.ckpt``) -> ``vq``.
+"""IBQ (TencentARC/SEED-Voken, ``imagenet256_{1024,8192,16384,262144}.ckpt`` and the text-to-image
+pretrained ``IBQ_pretrain_{16384,262144}.ckpt``) -> ``vq``.
 
 IBQ's tokenizer is taming's VQGAN (the LDM encoder/decoder with ``quant_conv`` /
 ``post_quant_conv``, attention at the 16 px level, ``num_res_blocks=4``, codes of dimension 256
@@ -12,6 +13,11 @@ The release is a Lightning ``.ckpt`` like Open-MAGVIT2's: ``state_dict`` holds t
 ``loss.*`` and an EMA shadow ``model_ema.<name with every dot removed>`` of every trainable
 parameter. Upstream evaluates inside ``ema_scope()``, so each live tensor is replaced by its
 shadow when the file has one (as ``LitEma.copy_to`` does). Sizes are read off the tensors.
+
+The pretrained releases are the same ``IBQ`` class at the same sizes
+(``configs/IBQ/gpu/pretrain_ibqgan_{16384,262144}.yaml``), trained on web images instead of
+ImageNet: their files cannot be told from the ImageNet ones of the same codebook size, so they
+must be named.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ EMA_SHADOW_OF_CODES = "state_dict/" + EMA_PREFIX + "quantizeembeddingweight"
 _CONFIG = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=256, attn_levels=(4,), code_dim=256,
                l2_normalize=False, lowest_level_attn=False, quantizer_options={"search": "inner_product"})
 RELEASES = {f"ibq-{n}": dict(_CONFIG, codebook_size=n) for n in (1024, 8192, 16384, 262144)}
+RELEASES.update({f"ibq-pretrain-{n}": dict(_CONFIG, codebook_size=n) for n in (16384, 262144)})
 
 
 def with_ema_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,4 +75,13 @@ def _factory(n: int):
         build, _recognizes(n))
 
 
+def _pretrain_factory(n: int):
+    return public_factory(
+        Release(f"ibq-pretrain-{n}", "vq", f"IBQ_pretrain_{n}.ckpt (Lightning; EMA weights model_ema.*)",
+                f"huggingface.co/TencentARC/IBQ-Tokenizer-{n}-Pretrain; github.com/TencentARC/SEED-Voken",
+                PREPROCESSING),
+        build, _recognizes(n))
+
+
 build_1024, build_8192, build_16384, build_262144 = (_factory(n) for n in (1024, 8192, 16384, 262144))
+build_pretrain_16384, build_pretrain_262144 = (_pretrain_factory(n) for n in (16384, 262144))

@@ -1,4 +1,8 @@
-"""Open-MAGVIT2 (TencentARC/SEED-Voken, ``imagenet_256_L.ckpt``) -> `OpenMagvit2Tokenizer`.
+"""Open-MAGVIT2 (TencentARC/SEED-Voken) -> `OpenMagvit2Tokenizer`: the ImageNet tokenizers
+``imagenet_256_L.ckpt`` / ``imagenet_128_L.ckpt`` and the text-to-image pretrained
+``pretrain256_262144.ckpt`` / ``pretrain256_16384.ckpt``. All four are one model class
+(``improved_model`` Encoder/Decoder and ``LFQ``; ``lfqgan_pretrain.VQModel`` builds the same
+modules as ``lfqgan.VQModel``); they differ in sizes only (``configs/Open-MAGVIT2/gpu/*.yaml``).
 
 The architecture is its own (no tokbench family expresses it): an encoder of bias-free
 3x3 convolutions with strided-conv downsampling and no attention; a decoder whose levels
@@ -16,6 +20,10 @@ restored by string rules). ``loss.*`` (discriminator, LPIPS) and the EMA's ``dec
 ``num_updates`` are ignored. Sizes are read off the tensors (the HF release has no
 config). Images go in as ``2x - 1``; reconstructions are clamped to ``[-1, 1]`` and
 mapped back (upstream's evaluation).
+
+A released file is recognised by its sizes. ``imagenet_256_L`` and ``pretrain256_262144`` have
+the same ones (only their training data differ), so such a file must be named; a file of sizes
+no release has is taken as ``open-magvit2-lfq``, which reads every size off the tensors.
 """
 from __future__ import annotations
 
@@ -33,17 +41,37 @@ from tokbench.tokenizer import AutoencoderOutput, Tokenizer
 from tokbench.tokens import TokenLayout, Tokens
 from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
-from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_keys, public_factory, read_any,
+from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of, options_read_off)
 
 EMA_PREFIX = "model_ema."
 EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 OWN_BUFFERS = ("quantize.step", "quantize.last_hit_step", "quantize.hit_ema")
-PREPROCESSING = "resized and center-cropped to 256x256 (ImageNet val); then 2x - 1"
+_LARGE = dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=18)
 RELEASES = {
     # imagenet_lfqgan_256_L.yaml: f16, 18 bits = 262,144 codes, 16x16 tokens at 256 px.
-    "open-magvit2-lfq": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=18),
+    "open-magvit2-lfq": _LARGE,
+    # imagenet_lfqgan_128_L.yaml: one level fewer (f8), 16x16 tokens at 128 px.
+    "open-magvit2-lfq-128": dict(_LARGE, ch_mult=(1, 2, 2, 4)),
+    # pretrain_lfqgan_256_{262144,16384}.yaml: f16; 18 or 14 bits.
+    "open-magvit2-pretrain-262144": _LARGE,
+    "open-magvit2-pretrain-16384": dict(_LARGE, z_channels=14),
 }
+# name: (released file, Hugging Face repository, the side of upstream's evaluation images)
+FILES = {
+    "open-magvit2-lfq": ("imagenet_256_L.ckpt", "TencentARC/Open-MAGVIT2-Tokenizer-256-resolution", 256),
+    "open-magvit2-lfq-128": ("imagenet_128_L.ckpt", "TencentARC/Open-MAGVIT2-Tokenizer-128-resolution", 128),
+    "open-magvit2-pretrain-262144": ("pretrain256_262144.ckpt", "TencentARC/Open-MAGVIT2-Tokenizer-262144-Pretrain",
+                                     256),
+    "open-magvit2-pretrain-16384": ("pretrain256_16384.ckpt", "TencentARC/Open-MAGVIT2-Tokenizer-16384-Pretrain", 256),
+}
+GENERIC = "open-magvit2-lfq"  # the name a file of other sizes loads as
+
+
+def preprocessing(size: int) -> str:
+    """SEED-Voken's ``ImageNetValidation`` (``evaluation_image.py --image_size``), then ``2x - 1``."""
+    return (f"ImageNet validation: shorter side resized to {size} (albumentations SmallestMaxSize), "
+            f"center crop {size}x{size}; then 2x - 1")
 
 
 def _norm(channels: int, affine: bool = True) -> nn.GroupNorm:
@@ -255,11 +283,26 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> OpenMagvi
     return model.eval()
 
 
-def recognizes(path: Path) -> bool:
+def sizes_in_file(path: Path) -> dict[str, Any] | None:
+    """The sizes a released file's live tensors fix (read off its key listing), or None when it
+    is not Open-MAGVIT2's layout."""
     if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
-        return False
-    inner = {k.split("/", 1)[1] for k in file_keys(path) if k.startswith("state_dict/")}
-    return "decoder.adaptive.0.gamma.weight" in inner and "encoder.conv_in.weight" in inner
+        return None
+    shapes = {k.split("/", 1)[1]: torch.empty(shape, device="meta")
+              for k, shape in file_index(path).items() if k.startswith("state_dict/")}
+    if "encoder.conv_in.weight" not in shapes:
+        return None
+    return options_read_off(infer_config, shapes) or None
+
+
+def _recognizer(name: str):
+    def recognizes(path: Path) -> bool:
+        sizes = sizes_in_file(path)
+        if sizes is None:
+            return False
+        fits = [n for n, release in RELEASES.items() if release == sizes]
+        return name in fits if fits else name == GENERIC
+    return recognizes
 
 
 def build_open_magvit2_family(**options: Any) -> OpenMagvit2Tokenizer:
@@ -267,7 +310,11 @@ def build_open_magvit2_family(**options: Any) -> OpenMagvit2Tokenizer:
     return OpenMagvit2Tokenizer(**options)
 
 
-build_lfq = public_factory(
-    Release("open-magvit2-lfq", "open_magvit2", "imagenet_256_L.ckpt",
-            "huggingface.co/TencentARC/Open-MAGVIT2-Tokenizer-256-resolution", PREPROCESSING),
-    build, recognizes)
+def _factory(name: str):
+    file, repo, size = FILES[name]
+    release = Release(name, "open_magvit2", file, f"huggingface.co/{repo}; github.com/TencentARC/SEED-Voken",
+                      preprocessing(size))
+    return public_factory(release, build, _recognizer(name))
+
+
+build_lfq, build_lfq_128, build_pretrain_262144, build_pretrain_16384 = (_factory(n) for n in RELEASES)

@@ -213,7 +213,7 @@ build_ft_mse = public_factory(
 # SD's files, so it is loaded by name.
 build_mar_kl16 = public_factory(
     Release("mar-kl16", "vae", "kl16.ckpt ({'model': state_dict})", "github.com/LTH14/mar (its README's download link)",
-            PREPROCESSING_ADM), build, None)
+            PREPROCESSING_ADM, latent_scale=0.2325), build, None)  # MAR's engine_mar.py: posterior.sample() * 0.2325
 build_sdxl = public_factory(
     Release("sdxl-vae", "vae", "vae/ folder (config.json + diffusion_pytorch_model.safetensors, float32)",
             "huggingface.co/stabilityai/sdxl-vae (= stable-diffusion-xl-base-1.0 vae/)", PREPROCESSING_LATENT,
