@@ -29,7 +29,9 @@ LOCAL = Path(__file__).parent / "fixtures"
 # Beside the repo checkout; TOKBENCH_ADAPTER_FIXTURES points elsewhere (a worktree, CI).
 SHARED = Path(os.environ.get("TOKBENCH_ADAPTER_FIXTURES",
                              Path(__file__).resolve().parents[1].parent / "shared" / "adapter-fixtures"))
-HITA_SMALL = dict(heads=2, head_dim=16, mlp_dim=64, dino_heads=2)  # the Hita fixtures' sizes (their generator)
+# What the small fixtures' files do not say (their generators' sizes).
+HITA_SMALL = dict(heads=2, head_dim=16, mlp_dim=64, dino_heads=2)
+FLOWMO_SMALL = dict(code_length=16, enc_axes=(2, 2, 4), dec_axes=(4, 4, 8), seed=7)
 
 # (fixture, the one name it is, options its small sizes need)
 SINGLE = [
@@ -43,12 +45,19 @@ SINGLE = [
     # E2E-SDVAE has SD's VAE layout: its file is SD's format (``e2e-sdvae`` is loaded by name).
     (LOCAL / "e2e_sdvae/e2e-sdvae-400k.pt", "sd-vae-kl-f8", {}),
     (LOCAL / "emu3", "emu3-vq", {}),
+    (LOCAL / "flowmo/flowmo_lo_tiny.pth", "flowmo-lo", FLOWMO_SMALL),
+    (LOCAL / "flowmo/flowmo_hi_tiny.pth", "flowmo-hi", FLOWMO_SMALL),
     (LOCAL / "hita/hita-vanilla.pt", "hita-vqgan", HITA_SMALL),
     (LOCAL / "hita/hita-ultra.pt", "hita-vqgan-ultra", HITA_SMALL),
     (LOCAL / "infinity/infinity_vae_d64_small.pth", "infinity-vae-d64", {}),
     (LOCAL / "janus_vq", "janus-pro-vq", {}),
+    (LOCAL / "llamagen_vq8/vq_ds8_c2i.pt", "llamagen-vq8", {}),
+    (LOCAL / "mar_kl16/kl16.ckpt", "mar-kl16", {}),
     (LOCAL / "maskbit/maskbit_tokenizer_10bit.bin", "maskbit-10bit", {}),
     (LOCAL / "maskgit_tokenizer/maskgit_tokenizer.bin", "maskgit-tokenizer", {}),
+    # Sizes (ch_mult (2, 1)) that no release has: the generic name.
+    (LOCAL / "open_magvit2_pretrain/pretrain256_16384.ckpt", "open-magvit2-lfq", {}),
+    (LOCAL / "unitok/unitok_nano64.pth", "unitok-large", {}),
     (LOCAL / "va_vae_f16d32/vavae-imagenet256-f16d32-dinov2.pt", "va-vae-f16d32", {}),
     (SHARED / "dc-ae-f32c32/checkpoint/vae", "dc-ae-f32c32", {}),
     (SHARED / "flux1-ae/checkpoint/ae.safetensors", "flux1-ae", {}),
@@ -66,7 +75,8 @@ SINGLE = [
 AMBIGUOUS = [
     (LOCAL / "gigatok/VQ_nano16.pt",
      ["gigatok-bl256", "gigatok-bl256-dino-disc", "gigatok-sb256", "gigatok-ss256", "gigatok-xlxxl256"]),
-    (LOCAL / "ibq/imagenet256_256.ckpt", ["ibq-1024", "ibq-16384", "ibq-262144", "ibq-8192"]),
+    (LOCAL / "ibq/imagenet256_256.ckpt",
+     ["ibq-1024", "ibq-16384", "ibq-262144", "ibq-8192", "ibq-pretrain-16384", "ibq-pretrain-262144"]),
     (LOCAL / "infinity/infinity_vae_d32_small.pth", ["infinity-vae-d32", "infinity-vae-d32reg"]),
     (LOCAL / "repa_e_e2e_vae/e2e-vavae-400k.pt", ["e2e-invae", "e2e-vavae", "va-vae-f16d32"]),
     (LOCAL / "titok_single_stage/vae", ["titok-bl128-vae-c16", "titok-bl64-vae-c16", "titok-ll32-vae-c16"]),
@@ -247,3 +257,22 @@ def test_a_cosmos_folder_has_each_archive_materialised_once(monkeypatch):
     monkeypatch.setattr(cosmos, "read_torchscript_tensors", counting)
     tokbench.load(LOCAL / "cosmos/ci8x8")
     assert sorted(name for name, materialize in reads if materialize) == ["decoder.jit", "encoder.jit"]
+
+
+def test_a_plug_in_that_fails_to_import_does_not_stop_a_training_checkpoint_loading(tmp_path, monkeypatch):
+    from tokbench import registry
+
+    tokenizer = tokbench.load("vq:size=tiny")
+    state = {f"tokenizer.{k}": v for k, v in tokenizer.state_dict().items()}
+    torch.save({"tokbench": {"family": "vq", "config": tokenizer.config}, "state_dict": state}, tmp_path / "last.ckpt")
+    real_names, real_get = registry.names, registry.get_factory
+
+    def get_factory(name):
+        if name == "broken-plugin":
+            raise ImportError("No module named 'broken_plugin'")
+        return real_get(name)
+
+    monkeypatch.setattr(registry, "names", lambda: [*real_names(), "broken-plugin"])
+    monkeypatch.setattr(registry, "get_factory", get_factory)
+    loaded = tokbench.load(tmp_path / "last.ckpt")
+    assert all(torch.equal(v, tokenizer.state_dict()[k]) for k, v in loaded.state_dict().items())

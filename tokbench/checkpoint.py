@@ -251,7 +251,11 @@ def listing_stand_ins() -> tuple[str, ...]:
     the inert stand-in, so that recognising a release never needs its loader's full read."""
     names: set[str] = set()
     for name in registry.names():
-        names.update(getattr(registry.get_factory(name), "stand_ins", None) or ())
+        try:
+            factory = registry.get_factory(name)
+        except Exception:  # noqa: BLE001 -- a plug-in that fails to import declares nothing
+            continue
+        names.update(getattr(factory, "stand_ins", None) or ())
     return tuple(sorted(names))
 
 

@@ -171,8 +171,9 @@ F16D32_NAMES = ("va-vae-f16d32", "e2e-vavae", "e2e-invae")
 def ldm_releases(keys: frozenset[str]) -> tuple[str, ...]:
     """The public names an LDM VAE file fits: ``va-vae-f16d32`` for VA-VAE's Lightning checkpoint
     (its DINOv2 projection ``linear_proj``); VA-VAE and REPA-E's E2E-VAEs for a bare file with
-    attention in the decoder's levels (the caller names which); ``sd-vae-kl-f8`` for the others
-    with quant convs, ``flux1-ae`` without; none for anything else. MAR's file is loaded by name."""
+    attention in the decoder's levels (the caller names which); ``mar-kl16`` for attention in the
+    encoder's levels alone; ``sd-vae-kl-f8`` for the others with quant convs, ``flux1-ae`` without;
+    none for anything else."""
     if not any(k.endswith("encoder.mid.attn_1.q.weight") for k in keys) or any("quantize." in k for k in keys):
         return ()
     if any(k.endswith("linear_proj.weight") for k in keys):
@@ -181,6 +182,8 @@ def ldm_releases(keys: frozenset[str]) -> tuple[str, ...]:
         return ("flux1-ae",)
     if any("decoder.up." in k and ".attn." in k for k in keys):
         return F16D32_NAMES
+    if any("encoder.down." in k and ".attn." in k for k in keys):
+        return ("mar-kl16",)  # attention in the encoder's levels only: MAR's layout
     return ("sd-vae-kl-f8",)
 
 
@@ -209,11 +212,10 @@ build_kl_f8 = public_factory(
 build_ft_mse = public_factory(
     Release("sd-vae-ft-mse", "vae", "vae-ft-mse-840000-ema-pruned.ckpt/.safetensors, or the diffusers folder",
             _SD_WHERE, PREPROCESSING_SD, latent_scale=0.18215), build, None)
-# MAR's kl16.ckpt has an LDM VAE's layout: recognising it from its keys would collide with
-# SD's files, so it is loaded by name.
+# MAR's kl16.ckpt: an LDM VAE whose encoder alone keeps attention in its last level (`ldm_releases`).
 build_mar_kl16 = public_factory(
     Release("mar-kl16", "vae", "kl16.ckpt ({'model': state_dict})", "github.com/LTH14/mar (its README's download link)",
-            PREPROCESSING_ADM, latent_scale=0.2325), build, None)  # MAR's engine_mar.py: posterior.sample() * 0.2325
+            PREPROCESSING_ADM, latent_scale=0.2325), build, recognizer("mar-kl16"))  # MAR's engine_mar.py: posterior.sample() * 0.2325
 build_sdxl = public_factory(
     Release("sdxl-vae", "vae", "vae/ folder (config.json + diffusion_pytorch_model.safetensors, float32)",
             "huggingface.co/stabilityai/sdxl-vae (= stable-diffusion-xl-base-1.0 vae/)", PREPROCESSING_LATENT,
