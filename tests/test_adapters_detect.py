@@ -183,7 +183,7 @@ def test_a_torchscript_archive_that_would_run_code_is_refused_without_running(tm
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("autoencoder/data.pkl", pickle.dumps(_RunsCode(marker), protocol=2))
         archive.writestr("autoencoder/code/__torch__/model.py", "def forward(self): pass\n")
-    assert cosmos.is_torchscript_archive(path)
+    assert checkpoint.is_torchscript_archive(path)
     with pytest.raises(CheckpointError, match="released file of a known public tokenizer"):
         tokbench.load(path)
     assert not marker.exists()

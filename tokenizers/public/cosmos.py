@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from tokbench.checkpoint import CheckpointError
+from tokbench.checkpoint import CheckpointError, is_torchscript_archive
 from tokbench.tokenizers.public.conv_keys import add_autoencoder_part, count_indexed
-from tokbench.tokenizers.public.cosmos_archive import is_torchscript_archive, read_torchscript_tensors
+from tokbench.tokenizers.public.cosmos_archive import read_torchscript_tensors
 from tokbench.tokenizers.public.cosmos_model import RELEASE_LEVELS, CosmosAutoencoder, build_cosmos_family
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.release import Release, public_factory, resolve_options

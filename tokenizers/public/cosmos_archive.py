@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tokbench.checkpoint import CheckpointError, is_torchscript_archive  # noqa: F401 (re-exported)
+from tokbench.checkpoint import CheckpointError
 
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
