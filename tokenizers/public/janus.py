@@ -84,6 +84,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
 
 
 build_janus_pro_vq = public_factory(
-    Release("janus-pro-vq", "vq", "the Janus-Pro-1B/7B or Janus-1.3B checkpoint folder (its gen_vision_model.* tensors)",
+    Release("janus-pro-vq", "vq",
+            "the Janus-Pro-1B/7B or Janus-1.3B checkpoint folder (its gen_vision_model.* tensors)",
             "huggingface.co/deepseek-ai/Janus-Pro-7B (or -1B, Janus-1.3B)", PREPROCESSING),
     build, None)
