@@ -359,6 +359,26 @@ def test_seed_voken_more_release_sizes(name):
     assert model.layout_for(side, side).num_tokens == tokens
 
 
+def test_flowmo_release_sizes_match_the_upstream_count():
+    """608 keys / 945,374,085 elements (FlowMo-Lo) and 608 / 945,520,081 (FlowMo-Hi): kylesargent/
+    FlowMo's ``FlowMo(width=6, config)`` with ``flowmo/configs/base.yaml`` and the README's
+    ``context_dim=18, codebook_size_for_entropy=9`` / ``56, 14``, counted with the upstream classes
+    on the meta device (the LFQ's buffers are not persistent). The file's tensors load as they are;
+    tokbench's quantizer adds only its usage counters."""
+    from tokbench.tokenizers.public import flowmo
+
+    counts, bits = {}, {}
+    for name in ("flowmo-lo", "flowmo-hi"):
+        model = _build_meta(name)
+        own = {k: v for k, v in model.state_dict().items() if not k.endswith(flowmo.OWN_BUFFERS)}
+        counts[name] = (len(own), sum(v.numel() for v in own.values()))
+        layout = model.layout_for(256, 256)
+        bits[name] = (layout.num_tokens, layout.vocab_size)
+    assert counts == {"flowmo-lo": (608, 945_374_085), "flowmo-hi": (608, 945_520_081)}
+    assert bits == {"flowmo-lo": (512, 2 ** 9), "flowmo-hi": (1024, 2 ** 14)}  # 4,608 and 14,336 bits per image
+
+
+
 def test_maskgit_vqgan_release_size_matches_the_upstream_model():
     """1d-tokenizer's PretrainedTokenizer (modeling/modules/maskgit_vqgan.py Encoder, Decoder and
     VectorQuantizer(1024, 256) at modeling/titok.py's config), counted with the upstream classes on the
