@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import tokbench
 from tokbench import checkpoint
@@ -55,6 +56,7 @@ SINGLE = [
     (LOCAL / "mar_kl16/kl16.ckpt", "mar-kl16", {}),
     (LOCAL / "maskbit/maskbit_tokenizer_10bit.bin", "maskbit-10bit", {}),
     (LOCAL / "maskgit_tokenizer/maskgit_tokenizer.bin", "maskgit-tokenizer", {}),
+    (LOCAL / "maskgit_vqgan/maskgit-vqgan-f2-256.bin", "maskgit-vqgan", {}),
     # Sizes (ch_mult (2, 1)) that no release has: the generic name.
     (LOCAL / "open_magvit2_pretrain/pretrain256_16384.ckpt", "open-magvit2-lfq", {}),
     (LOCAL / "unitok/unitok_nano64.pth", "unitok-large", {}),
@@ -135,6 +137,19 @@ def test_a_torchscript_archive_is_read_as_one_whatever_its_suffix(tmp_path):
     with pytest.raises(CheckpointError, match="not the released file of a known public tokenizer") as err:
         tokbench.load(tmp_path / "scripted.pt")  # not torch.load's advice to retry with weights_only=False
     assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_janus_1_3b_single_safetensors_folder_and_file_load_by_path(tmp_path):
+    index = json.loads((LOCAL / "janus_vq/pytorch_model.bin.index.json").read_text())
+    state = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        state.update(torch.load(LOCAL / "janus_vq" / shard, map_location="cpu", weights_only=True))
+    save_file(state, str(tmp_path / "model.safetensors"))
+    expected = tokbench.load("janus-pro-vq", weights=str(LOCAL / "janus_vq")).state_dict()
+    for path in (tmp_path, tmp_path / "model.safetensors"):
+        loaded = tokbench.load(path)
+        assert loaded.upstream["name"] == "janus-pro-vq"
+        assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
 
 
 def test_the_cli_takes_a_release_path_as_the_tokenizer(capsys):
