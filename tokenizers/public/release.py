@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
 from safetensors import SafetensorError, safe_open
 
 from tokbench.checkpoint import CheckpointError, read_listing, read_safetensors, torch_load_safely
