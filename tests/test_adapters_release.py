@@ -357,3 +357,22 @@ def test_seed_voken_more_release_sizes(name):
               else taming.keymap_for(model.config))
     assert _upstream_counts(model, keymap) == (keys, elements)
     assert model.layout_for(side, side).num_tokens == tokens
+
+
+# RQ-VAE's stage-1 state dicts, counted with upstream's RQVAE built on the meta device from
+# configs/{imagenet256,ffhq}/stage1/*-rqvae-8x8x4.yaml (kakaobrain/rq-vae-transformer 341395e). The
+# shared codebook module is listed once per depth (4 x weight (n_embed + 1 rows), cluster_size_ema,
+# embed_ema); the loader reads codebooks.0.weight without its padding row and ignores the rest.
+RQVAE = {"rqvae-imagenet-8x8x4": (398, 133_828_483), "rqvae-ffhq-8x8x4": (398, 104_411_011)}
+
+
+@pytest.mark.parametrize("name", list(RQVAE))
+def test_rqvae_release_sizes(name):
+    from tokbench.tokenizers.public import rqvae
+
+    model = _build_meta(name)
+    K, C, D = model.config["codebook_size"], model.config["code_dim"], model.config["depth"]
+    keys, elements = _upstream_counts(model, rqvae.keymap_for(model.config))
+    copies_and_ema = (D - 1 + 2 * D, (D - 1) * (K + 1) * C + D * K + D * K * C)
+    assert (keys + copies_and_ema[0], elements + C + copies_and_ema[1]) == RQVAE[name]
+    assert model.layout_for(256, 256).num_tokens == 8 * 8 * 4  # the 8x8x4 code shape
