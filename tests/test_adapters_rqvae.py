@@ -10,6 +10,7 @@ codes element by element.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -74,10 +75,10 @@ def test_each_depth_quantizes_what_the_previous_depths_left():
     quantizer = rqvae.RQVAETokenizer(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=32, attn_levels=(),
                                      codebook_size=16, code_dim=3, depth=3).quantize
     with torch.no_grad():
-        quantizer.codebook.embedding.copy_(torch.randn(16, 3))
+        quantizer.vq.embedding.copy_(torch.randn(16, 3))
     z = torch.randn(50, 3)
     ids = quantizer.ids(z)
-    book = quantizer.codebook.embedding.detach()
+    book = quantizer.vq.embedding.detach()
     residual = z.clone()
     for d in range(3):
         nearest = ((residual[:, None] - book[None]) ** 2).sum(-1).argmin(dim=1)
@@ -184,4 +185,15 @@ def test_the_release_file_alone_names_rqvae_by_its_codebook_size(tmp_path):
     assert not rqvae.build_imagenet.recognizes(tmp_path / "ffhq.pt")
     by_path = tokbench.load(str(tmp_path / "ffhq.pt"))
     assert by_path.upstream["name"] == "rqvae-ffhq-8x8x4" and by_path.config["codebook_size"] == 2048
-    assert torch.equal(by_path.quantize.codebook.embedding.detach(), book[:-1])
+    assert torch.equal(by_path.quantize.vq.embedding.detach(), book[:-1])
+
+
+def test_info_and_the_generation_probe_see_the_one_shared_codebook(tokenizer, capsys):
+    from tokbench.generation.probe import token_features
+
+    assert main(["info", "rqvae-imagenet-8x8x4", "--weights", str(WEIGHTS)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["layout@256"] == "16384 tokens (1D sequence of 16384), vocab 64"  # 64 x 64 positions x depth 4
+    ids = tokenizer.encode(X).ids
+    book = tokenizer.quantize.vq.embedding.detach()
+    assert np.allclose(token_features(tokenizer, ids), book[ids].mean(1).numpy(), atol=1e-6)

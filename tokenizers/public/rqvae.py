@@ -32,8 +32,8 @@ from tokbench.tokenizers.public.rqvae_model import RQVAETokenizer
 
 CODEBOOK = "quantizer.codebooks.{}.weight"
 EMA_SUFFIXES = (".cluster_size_ema", ".embed_ema")
-OWN_BUFFERS = ("quantize.codebook.step", "quantize.codebook.last_hit_step", "quantize.codebook.last_restart_step",
-               "quantize.codebook.hit_ema")
+OWN_BUFFERS = ("quantize.vq.step", "quantize.vq.last_hit_step", "quantize.vq.last_restart_step",
+               "quantize.vq.hit_ema")
 PREPROCESSING = ("shorter side resized to 256 (torchvision Resize, bilinear), center crop 256x256; then 2x - 1 "
                  "(rqvae/img_datasets/transforms.py, imagenet256x256 / ffhq256x256 / lsun)")
 _ARCH = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, z_channels=256, code_dim=256, depth=4)
@@ -99,7 +99,7 @@ def keymap_for(options: dict[str, Any]) -> KeyMap:
     """taming's (LDM) encoder/decoder names, plus the shared codebook without its padding row."""
     km = autoencoder_keymap("ldm", options["ch"], tuple(options["ch_mult"]), options["num_res_blocks"],
                             attn_levels=tuple(options["attn_levels"]))
-    km.rename("quantize.codebook.embedding", CODEBOOK.format(0), without_padding_row)
+    km.rename("quantize.vq.embedding", CODEBOOK.format(0), without_padding_row)
     return km
 
 

@@ -38,25 +38,29 @@ class SharedResidualQuantizer(torch.nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
-        self.codebook = VectorQuantizer(codebook_size, code_dim)
+        self.vq = VectorQuantizer(codebook_size, code_dim)
 
     @property
     def codebook_size(self) -> int:
-        return self.codebook.codebook_size
+        return self.vq.codebook_size
+
+    def codebooks(self) -> list[VectorQuantizer]:
+        """The one codebook every depth searches (what ids index)."""
+        return [self.vq]
 
     def ids(self, z_NC: torch.Tensor) -> torch.Tensor:
         """Codes ``(N, depth)`` of vectors ``(N, code_dim)``."""
         residual_NC = z_NC.float()
         ids = []
         for _ in range(self.depth):
-            idx_N = self.codebook.search(residual_NC)
-            residual_NC = residual_NC - self.codebook.lookup(idx_N, channel_dim=-1)
+            idx_N = self.vq.search(residual_NC)
+            residual_NC = residual_NC - self.vq.lookup(idx_N, channel_dim=-1)
             ids.append(idx_N)
         return torch.stack(ids, dim=-1)
 
     def lookup(self, ids_ND: torch.Tensor) -> torch.Tensor:
         """The quantized vectors ``(..., code_dim)``: the sum of each row's ``depth`` codes."""
-        return self.codebook.lookup(ids_ND, channel_dim=-1).sum(dim=-2)
+        return self.vq.lookup(ids_ND, channel_dim=-1).sum(dim=-2)
 
 
 class RQVAETokenizer(Tokenizer):
