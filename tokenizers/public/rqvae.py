@@ -145,8 +145,9 @@ def build_rqvae_family(**options: Any) -> RQVAETokenizer:
 
 _WHERE = "github.com/kakaobrain/rq-vae-transformer (README: Pretrained Checkpoints, tar.gz per dataset)"
 build_imagenet = public_factory(
-    Release("rqvae-imagenet-8x8x4", "rqvae", "<release>/stage1/model.pt + config.yaml (ImageNet; LSUN, CC-3M alike)",
-            _WHERE, PREPROCESSING, fixed=FIXED), build, _recognizes(16384))
+    Release("rqvae-imagenet-8x8x4", "rqvae",
+            "<release>/stage1/model.pt + config.yaml (ImageNet; any release by its config.yaml)", _WHERE,
+            PREPROCESSING, fixed=FIXED), build, _recognizes(16384))
 build_ffhq = public_factory(
     Release("rqvae-ffhq-8x8x4", "rqvae", "ffhq/stage1/model.pt + config.yaml", _WHERE, PREPROCESSING, fixed=FIXED),
     build, _recognizes(2048))
