@@ -197,3 +197,16 @@ def test_info_and_the_generation_probe_see_the_one_shared_codebook(tokenizer, ca
     ids = tokenizer.encode(X).ids
     book = tokenizer.quantize.vq.embedding.detach()
     assert np.allclose(token_features(tokenizer, ids), book[ids].mean(1).numpy(), atol=1e-6)
+
+
+def test_the_stage1_folder_loads_like_its_model_file_and_other_files_are_not_rqvae(tmp_path):
+    from tokbench.checkpoint import public_candidates
+
+    folder = tokbench.load("rqvae-imagenet-8x8x4", weights=str(FIXTURES))
+    assert np.array_equal(folder.codes(X).numpy(), EXPECTED["codes"])
+    assert set(public_candidates(FIXTURES)) == {"rqvae-imagenet-8x8x4", "rqvae-ffhq-8x8x4"}
+    with pytest.raises(CheckpointError, match="a folder without model.pt"):
+        tokbench.load("rqvae-imagenet-8x8x4", weights=str(tmp_path))
+    taming_like = Path(__file__).parent / "fixtures" / "chameleon_vqgan" / "vqgan.ckpt"
+    assert taming_like.is_file() and not rqvae.build_imagenet.recognizes(taming_like)
+    assert not rqvae.build_imagenet.recognizes(tmp_path)

@@ -4,8 +4,9 @@ Each released tar.gz (ImageNet, FFHQ, LSUN church/cat/bedroom, CC-3M, CC3M+CC12M
 ``<release>/stage1/model.pt`` beside its ``config.yaml``; upstream's ``load_model`` builds
 ``RQVAE(**arch.hparams, ddconfig=arch.ddconfig)`` from the yaml and loads
 ``torch.load(model.pt)["state_dict"]`` (the file also holds ``epoch`` and, from the trainer,
-optimizer and scheduler states, which are ignored). The yaml is read when it lies beside the
-file; otherwise the sizes are read off the tensors. Only what the releases use is supported:
+optimizer and scheduler states, which are ignored). Either the file or its ``stage1/`` folder
+may be given. The yaml is read when it lies beside the file; otherwise the sizes are read off
+the tensors. Only what the releases use is supported:
 ``bottleneck_type: rq``, a shared codebook, and a code grid equal to the latent grid.
 
 Upstream's codebook (``quantizer.codebooks.N.weight``) has ``n_embed + 1`` rows, the last a
@@ -108,11 +109,22 @@ def find_config(weights: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def model_file(weights: Path) -> Path:
+    """``model.pt`` itself, or the ``stage1/`` folder holding it (upstream's container)."""
+    if weights.is_dir():
+        if not (weights / "model.pt").is_file():
+            raise CheckpointError(f"{weights}: a folder without model.pt (an RQ-VAE release's stage1/ folder holds "
+                                  "model.pt and config.yaml)")
+        return weights / "model.pt"
+    return weights
+
+
 def build(release: Release, weights: Path | None, **overrides: Any) -> RQVAETokenizer:
     base = RELEASES[release.name]
     refuse_fixed_overrides(release, base, overrides)
     if weights is None:
         return RQVAETokenizer(**resolve_options(release.name, base, {}, overrides))
+    weights = model_file(weights)
     state = state_dict_of(read_any(weights), weights, ("state_dict",))
     config = find_config(weights)
     from_file = options_from_config(config) if config else options_read_off(options_from_state, state)
@@ -126,7 +138,11 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> RQVAEToke
 
 def _recognizes(codebook_size: int):
     def recognizes(path: Path) -> bool:
-        if path.is_dir() or path.suffix not in PICKLE_SUFFIXES:
+        if path.is_dir():
+            path = path / "model.pt"
+            if not (path.is_file() and find_config(path)):
+                return False
+        if path.suffix not in PICKLE_SUFFIXES:
             return False
         index = file_index(path)
         key = "state_dict/" + CODEBOOK.format(0)
