@@ -108,6 +108,11 @@ def test_non_square_images_and_malformed_ids(tokenizer):
     bad = Tokens(tokens.layout, tokens.image_size, ids=tokens.ids[:, :100])
     with pytest.raises(ValueError, match=r"4 ids per position of the 8x12 grid of a 32x48 image \(384 ids\); got 100"):
         tokenizer.decode(bad)
+    out_of_range = Tokens(tokens.layout, tokens.image_size, ids=tokens.ids + 64)
+    with pytest.raises(ValueError, match=r"a codebook of 64 codes \(0..63\); got ids in"):
+        tokenizer.decode(out_of_range)
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        rqvae.RQVAETokenizer(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=32, attn_levels=(), depth=0)
 
 
 def test_the_file_options_come_from_config_yaml_or_the_tensors(tokenizer, tmp_path):
