@@ -112,7 +112,7 @@ class RQVAETokenizer(Tokenizer):
             raise ValueError(f"RQ-VAE decodes {self.depth} ids per position of the {h}x{w} grid of a {H}x{W} "
                              f"image ({h * w * self.depth} ids); got {K}")
         K_codes = self.quantize.codebook_size
-        if (int(tokens.ids.min()) < 0 or int(tokens.ids.max()) >= K_codes):
+        if int(tokens.ids.min()) < 0 or int(tokens.ids.max()) >= K_codes:
             raise ValueError(f"RQ-VAE ids index a codebook of {K_codes} codes (0..{K_codes - 1}); got ids in "
                              f"{int(tokens.ids.min())}..{int(tokens.ids.max())}")
         zq_BhwC = self.quantize.lookup(tokens.ids.view(B, h, w, self.depth))
