@@ -81,6 +81,8 @@ AMBIGUOUS = [
      ["ibq-1024", "ibq-16384", "ibq-262144", "ibq-8192", "ibq-pretrain-16384", "ibq-pretrain-262144"]),
     (LOCAL / "infinity/infinity_vae_d32_small.pth", ["infinity-vae-d32", "infinity-vae-d32reg"]),
     (LOCAL / "repa_e_e2e_vae/e2e-vavae-400k.pt", ["e2e-invae", "e2e-vavae", "va-vae-f16d32"]),
+    (LOCAL / "rqvae", ["rqvae-ffhq-8x8x4", "rqvae-imagenet-8x8x4"]),
+    (LOCAL / "rqvae/model.pt", ["rqvae-ffhq-8x8x4", "rqvae-imagenet-8x8x4"]),
     (LOCAL / "titok_single_stage/vae", ["titok-bl128-vae-c16", "titok-bl64-vae-c16", "titok-ll32-vae-c16"]),
     (LOCAL / "titok_single_stage/vq", ["titok-bl128-vq8k", "titok-bl64-vq8k", "titok-sl256-vq8k"]),
     (LOCAL / "vqgan_plus/vqgan_plus_8bit.bin", ["vqgan-plus-10bit", "vqgan-plus-12bit"]),

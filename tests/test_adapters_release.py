@@ -378,7 +378,6 @@ def test_flowmo_release_sizes_match_the_upstream_count():
     assert bits == {"flowmo-lo": (512, 2 ** 9), "flowmo-hi": (1024, 2 ** 14)}  # 4,608 and 14,336 bits per image
 
 
-
 def test_maskgit_vqgan_release_size_matches_the_upstream_model():
     """1d-tokenizer's PretrainedTokenizer (modeling/modules/maskgit_vqgan.py Encoder, Decoder and
     VectorQuantizer(1024, 256) at modeling/titok.py's config), counted with the upstream classes on the
@@ -392,3 +391,22 @@ def test_maskgit_vqgan_release_size_matches_the_upstream_model():
             "decoder.up.4.upsample_conv.weight", "decoder.up.0.block.1.norm2.bias",
             "decoder.mid.0.conv1.weight", "quantize.embedding.weight"} <= keymap.upstream_keys()
     assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 1024
+
+
+# RQ-VAE's stage-1 state dicts, counted with upstream's RQVAE built on the meta device from
+# configs/{imagenet256,ffhq}/stage1/*-rqvae-8x8x4.yaml (kakaobrain/rq-vae-transformer 341395e). The
+# shared codebook module is listed once per depth (4 x weight (n_embed + 1 rows), cluster_size_ema,
+# embed_ema); the loader reads codebooks.0.weight without its padding row and ignores the rest.
+RQVAE = {"rqvae-imagenet-8x8x4": (398, 133_828_483), "rqvae-ffhq-8x8x4": (398, 104_411_011)}
+
+
+@pytest.mark.parametrize("name", list(RQVAE))
+def test_rqvae_release_sizes(name):
+    from tokbench.tokenizers.public import rqvae
+
+    model = _build_meta(name)
+    K, C, D = model.config["codebook_size"], model.config["code_dim"], model.config["depth"]
+    keys, elements = _upstream_counts(model, rqvae.keymap_for(model.config))
+    copies_and_ema = (D - 1 + 2 * D, (D - 1) * (K + 1) * C + D * K + D * K * C)
+    assert (keys + copies_and_ema[0], elements + C + copies_and_ema[1]) == RQVAE[name]
+    assert model.layout_for(256, 256).num_tokens == 8 * 8 * 4  # the 8x8x4 code shape
