@@ -357,3 +357,18 @@ def test_seed_voken_more_release_sizes(name):
               else taming.keymap_for(model.config))
     assert _upstream_counts(model, keymap) == (keys, elements)
     assert model.layout_for(side, side).num_tokens == tokens
+
+
+# latent-diffusion's VQ first stages, counted with the upstream classes on the meta device (LDM
+# a506df5 Encoder/Decoder + taming 3ba01b2 VectorQuantizer2 and the quant convs, at
+# models/first_stage_models/vq-f{4,8}/config.yaml; the checkpoints' loss.* entries are not counted).
+LDM_VQ = {"ldm-vq-f4": (205, 55_322_782, 64 * 64, 8192), "ldm-vq-f8": (299, 67_717_295, 32 * 32, 16384)}
+
+
+@pytest.mark.parametrize("name", list(LDM_VQ))
+def test_ldm_vq_release_sizes(name):
+    keys, elements, tokens, codes = LDM_VQ[name]
+    model = _build_meta(name)
+    assert _upstream_counts(model, taming.keymap_for(model.config)) == (keys, elements)
+    assert model.layout_for(256, 256).num_tokens == tokens
+    assert model.quantize.codebook_size == codes
