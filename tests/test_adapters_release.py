@@ -372,3 +372,14 @@ def test_ldm_vq_release_sizes(name):
     assert _upstream_counts(model, taming.keymap_for(model.config)) == (keys, elements)
     assert model.layout_for(256, 256).num_tokens == tokens
     assert model.quantize.codebook_size == codes
+
+
+def test_amused_vqgan_release_size():
+    """277 keys / 146,244,675 elements: diffusers' ``VQModel`` (0.42.1) at ``scripts/convert_amused.py``'s
+    ``make_vqvae`` options, built on the meta device; 16 x 16 ids at 256 px (32 x 32 at amused-512's 512)."""
+    from tokbench.tokenizers.public import vqmodel_diffusers
+
+    model = _build_meta("amused-vqgan")
+    assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config)) == (277, 146_244_675)
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(512, 512).num_tokens == 1024
+    assert model.quantize.codebook_size == 8192

@@ -1,4 +1,5 @@
-"""latent-diffusion's VQ first stages (``ldm-vq-f4``, ``ldm-vq-f8``) loaded from their released files.
+"""latent-diffusion's VQ first stages (``ldm-vq-f4``, ``ldm-vq-f8``) and aMUSEd's diffusers VQModel
+(``amused-vqgan``) loaded from their released files.
 
 Parity with LDM's own ``Encoder``/``Decoder`` and taming's ``VectorQuantizer2`` on a small fixture they
 computed (``tests/fixtures/make_ldm_vq_fixture.py``: random weights, vq-f8's shape at reduced width,
@@ -7,6 +8,7 @@ reconstructions within 1e-4, end to end and decoding the upstream ids.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +19,9 @@ import yaml
 
 import tokbench
 from tokbench import CheckpointError, Tokens
-from tokbench.tokenizers.public import taming, vqmodel
+from tokbench.cli import main
+from tokbench.tokenizers.public import taming, vqmodel, vqmodel_diffusers
+from tokbench.tokenizers.vq import VQTokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ldm_vq"
 WEIGHTS = FIXTURE / "model.ckpt"
@@ -64,3 +68,70 @@ def test_attention_free_middle_blocks_are_refused_in_one_line(tmp_path):
 def test_an_override_the_weights_fix_is_refused():
     with pytest.raises(ValueError, match="codebook_size=8192 cannot be changed: the weights .* fix codebook_size=256"):
         tokbench.load("ldm-vq-f4", weights=str(WEIGHTS), codebook_size=8192)
+
+
+# aMUSEd's VQ-GAN: a diffusers VQModel folder, parity with diffusers' own VQModel
+# (tests/fixtures/make_amused_vqgan_fixture.py: random weights, the release's options at reduced width).
+AMUSED = Path(__file__).parent / "fixtures" / "amused_vqgan"
+AMUSED_EXPECTED = np.load(AMUSED / "expected.npz")
+AMUSED_X = torch.from_numpy(AMUSED_EXPECTED["inputs_uint8"]).permute(0, 3, 1, 2).float() / 255
+
+
+def _amused_parity(tokenizer) -> None:
+    tokens = tokenizer.encode(AMUSED_X)
+    assert tokens.ids.shape == AMUSED_EXPECTED["indices"].shape == (2, 16, 16)
+    assert (tokens.ids.numpy() == AMUSED_EXPECTED["indices"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - AMUSED_EXPECTED["recon"]).max() <= TOL
+    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(AMUSED_EXPECTED["indices"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - AMUSED_EXPECTED["recon_from_ids"]).max() <= TOL
+
+
+def test_amused_parity_with_diffusers():
+    tokenizer = tokbench.load("amused-vqgan", weights=str(AMUSED / "vqvae"))
+    assert tokenizer.config["mid_attn"] is False and tokenizer.config["unit_range"] is True
+    _amused_parity(tokenizer)
+
+
+def test_amused_pipeline_folder_fp16_variant_and_recognition(tmp_path):
+    """A pipeline folder (model_index.json) is read through its vqvae/; the fp16 file is upcast."""
+    from safetensors.torch import load_file, save_file
+
+    (tmp_path / "model_index.json").write_text('{"_class_name": "AmusedPipeline"}')
+    (tmp_path / "vqvae").mkdir()
+    shutil.copy(AMUSED / "vqvae" / "config.json", tmp_path / "vqvae" / "config.json")
+    state = load_file(AMUSED / "vqvae" / "diffusion_pytorch_model.safetensors")
+    save_file({k: v.half() for k, v in state.items()}, tmp_path / "vqvae" / "diffusion_pytorch_model.fp16.safetensors")
+    tokenizer = tokbench.load(tmp_path)
+    assert tokenizer.upstream["name"] == "amused-vqgan"
+    assert tokenizer.quantize.embedding.dtype == torch.float32
+    ids = tokenizer.encode(AMUSED_X).ids.numpy()
+    assert (ids == AMUSED_EXPECTED["indices"]).mean() > 0.9  # fp16-rounded weights: nearly the same ids
+
+
+def test_amused_convert_keeps_range_and_middle(tmp_path):
+    assert main(["convert", "amused-vqgan", "--weights", str(AMUSED / "vqvae"), str(tmp_path / "ckpt")]) == 0
+    _amused_parity(tokbench.load(tmp_path / "ckpt"))
+
+
+def test_kandinsky_movq_and_overrides_are_refused_in_one_line(tmp_path):
+    shutil.copytree(AMUSED / "vqvae", tmp_path / "movq")
+    config = json.loads((tmp_path / "movq" / "config.json").read_text())
+    (tmp_path / "movq" / "config.json").write_text(json.dumps({**config, "norm_type": "spatial"}))
+    with pytest.raises(CheckpointError, match="norm_type='spatial' is not supported") as err:
+        tokbench.load("amused-vqgan", weights=str(tmp_path / "movq"))
+    assert "\n" not in str(err.value)
+    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "movq")
+    with pytest.raises(ValueError, match="option unit_range cannot be changed: the release fixes unit_range=True"):
+        tokbench.load("amused-vqgan", weights=str(AMUSED / "vqvae"), unit_range=False)
+
+
+def test_vq_family_range_and_middle_options():
+    """[0, 1] networks see the images as they are; [-1, 1] ones see 2x - 1; no middle attention, no tensors."""
+    torch.manual_seed(0)
+    unit = VQTokenizer(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=16, code_dim=4,
+                       mid_attn=False, unit_range=True).eval()
+    signed = VQTokenizer(**{**unit.config, "unit_range": False}).eval()
+    signed.load_state_dict(unit.state_dict())
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(unit.features(x), signed.features((x + 1) / 2), atol=1e-6)
+    assert not any(".attn" in k or "mid.1." in k for k in unit.state_dict())
