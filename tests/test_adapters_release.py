@@ -383,3 +383,13 @@ def test_amused_vqgan_release_size():
     assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config)) == (277, 146_244_675)
     assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(512, 512).num_tokens == 1024
     assert model.quantize.codebook_size == 8192
+
+
+def test_kandinsky_movq_release_size():
+    """431 keys / 67,832,495 elements: diffusers' ``VQModel`` (0.42.1) at ``MOVQ_CONFIG`` (spatial norms),
+    built on the meta device; 32 x 32 ids at 256 px (f8)."""
+    from tokbench.tokenizers.public import vqmodel_diffusers
+
+    model = _build_meta("kandinsky-movq")
+    assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config, spatial=True)) == (431, 67_832_495)
+    assert model.layout_for(256, 256).num_tokens == 1024 and model.quantize.codebook_size == 16384

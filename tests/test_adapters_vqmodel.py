@@ -1,5 +1,5 @@
-"""latent-diffusion's VQ first stages (``ldm-vq-f4``, ``ldm-vq-f8``) and aMUSEd's diffusers VQModel
-(``amused-vqgan``) loaded from their released files.
+"""latent-diffusion's VQ first stages (``ldm-vq-f4``, ``ldm-vq-f8``) and the diffusers VQModels of aMUSEd
+(``amused-vqgan``) and Kandinsky 2.x (``kandinsky-movq``) loaded from their released files.
 
 Parity with LDM's own ``Encoder``/``Decoder`` and taming's ``VectorQuantizer2`` on a small fixture they
 computed (``tests/fixtures/make_ldm_vq_fixture.py``: random weights, vq-f8's shape at reduced width,
@@ -113,14 +113,14 @@ def test_amused_convert_keeps_range_and_middle(tmp_path):
     _amused_parity(tokbench.load(tmp_path / "ckpt"))
 
 
-def test_kandinsky_movq_and_overrides_are_refused_in_one_line(tmp_path):
+def test_a_movq_folder_and_overrides_are_refused_by_the_amused_name(tmp_path):
     shutil.copytree(AMUSED / "vqvae", tmp_path / "movq")
     config = json.loads((tmp_path / "movq" / "config.json").read_text())
     (tmp_path / "movq" / "config.json").write_text(json.dumps({**config, "norm_type": "spatial"}))
-    with pytest.raises(CheckpointError, match="norm_type='spatial' is not supported") as err:
+    with pytest.raises(CheckpointError, match="norm_type='spatial' is not supported by this name") as err:
         tokbench.load("amused-vqgan", weights=str(tmp_path / "movq"))
     assert "\n" not in str(err.value)
-    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "movq")
+    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "movq") and vqmodel_diffusers.recognizes_movq(tmp_path / "movq")
     with pytest.raises(ValueError, match="option unit_range cannot be changed: the release fixes unit_range=True"):
         tokbench.load("amused-vqgan", weights=str(AMUSED / "vqvae"), unit_range=False)
 
@@ -135,3 +135,51 @@ def test_vq_family_range_and_middle_options():
     x = torch.rand(1, 3, 8, 8)
     assert torch.allclose(unit.features(x), signed.features((x + 1) / 2), atol=1e-6)
     assert not any(".attn" in k or "mid.1." in k for k in unit.state_dict())
+
+
+# Kandinsky's MoVQ: a diffusers VQModel folder with spatial norms, parity with diffusers' own VQModel
+# (tests/fixtures/make_kandinsky_movq_fixture.py: random weights, MOVQ_CONFIG's block pattern at reduced width).
+MOVQ = Path(__file__).parent / "fixtures" / "kandinsky_movq"
+MOVQ_EXPECTED = np.load(MOVQ / "expected.npz")
+MOVQ_X = torch.from_numpy(MOVQ_EXPECTED["inputs_uint8"]).permute(0, 3, 1, 2).float() / 255
+
+
+def _movq_parity(tokenizer) -> None:
+    tokens = tokenizer.encode(MOVQ_X)
+    assert tokens.ids.shape == MOVQ_EXPECTED["indices"].shape == (2, 16, 16)
+    assert (tokens.ids.numpy() == MOVQ_EXPECTED["indices"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - MOVQ_EXPECTED["recon"]).max() <= TOL
+    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(MOVQ_EXPECTED["indices"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - MOVQ_EXPECTED["recon_from_ids"]).max() <= TOL
+
+
+def test_kandinsky_movq_parity_with_diffusers():
+    tokenizer = tokbench.load("kandinsky-movq", weights=str(MOVQ / "movq"))
+    assert tokenizer.family == "movq" and tokenizer.config["attn_levels"] == [2]
+    _movq_parity(tokenizer)
+
+
+def test_kandinsky_pipeline_folder_is_recognised_and_converts(tmp_path):
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text('{"_class_name": "KandinskyV22Pipeline"}')
+    shutil.copytree(MOVQ / "movq", tmp_path / "pipe" / "movq")
+    tokenizer = tokbench.load(tmp_path / "pipe")
+    assert tokenizer.upstream["name"] == "kandinsky-movq"
+    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "pipe")
+    assert main(["convert", "kandinsky-movq", "--weights", str(tmp_path / "pipe"), str(tmp_path / "ckpt")]) == 0
+    _movq_parity(tokbench.load(tmp_path / "ckpt"))
+
+
+def test_the_conditioning_is_the_quantized_map():
+    """Decoding with the norms conditioned on post_quant_conv's output instead moves the images."""
+    tokenizer = tokbench.load("kandinsky-movq", weights=str(MOVQ / "movq"))
+    zq = tokenizer.quantize.lookup(torch.from_numpy(MOVQ_EXPECTED["indices"]), channel_dim=1)
+    z = tokenizer.post_quant_conv(zq)
+    with torch.no_grad():
+        wrong = ((tokenizer.decoder(z, z) + 1) / 2).clamp(0, 1).numpy()
+    assert np.abs(wrong - MOVQ_EXPECTED["recon_from_ids"]).max() > 0.01
+
+
+def test_a_group_norm_folder_is_refused_by_the_movq_name(tmp_path):
+    with pytest.raises(CheckpointError, match="norm_type='group' is not supported by this name .*expected 'spatial'"):
+        tokbench.load("kandinsky-movq", weights=str(AMUSED / "vqvae"))
