@@ -120,7 +120,8 @@ def test_a_movq_folder_and_overrides_are_refused_by_the_amused_name(tmp_path):
     with pytest.raises(CheckpointError, match="norm_type='spatial' is not supported by this name") as err:
         tokbench.load("amused-vqgan", weights=str(tmp_path / "movq"))
     assert "\n" not in str(err.value)
-    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "movq") and vqmodel_diffusers.recognizes_movq(tmp_path / "movq")
+    assert not vqmodel_diffusers.recognizes_amused(tmp_path / "movq")
+    assert vqmodel_diffusers.recognizes_movq(tmp_path / "movq")
     with pytest.raises(ValueError, match="option unit_range cannot be changed: the release fixes unit_range=True"):
         tokbench.load("amused-vqgan", weights=str(AMUSED / "vqvae"), unit_range=False)
 

@@ -46,7 +46,8 @@ class MoVQTokenizer(Tokenizer):
                                       attention_levels(len(ch_mult), False, attn_levels))
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
-        return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
+        grid = (height // self.stride, width // self.stride)
+        return TokenLayout("grid", grid, vocab_size=self.quantize.codebook_size)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """Pre-quantization features ``(B, code_dim, h, w)``."""
