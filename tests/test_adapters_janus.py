@@ -86,3 +86,18 @@ def test_a_listed_shard_that_is_missing_is_one_line(tmp_path):
 def test_convert_then_load_gives_the_same_ids(tmp_path):
     assert main(["convert", "janus-pro-vq", "--weights", str(FOLDER), str(tmp_path / "ckpt")]) == 0
     assert np.array_equal(tokbench.load(tmp_path / "ckpt").encode(X).ids.numpy(), EXPECTED["indices"])
+
+
+def test_janus_1_3b_single_safetensors_file(tmp_path):
+    """Janus-1.3B (HF deepseek-ai/Janus-1.3B) ships one ``model.safetensors`` and no index: the same
+    tensors in that container load as ``janus-pro-vq``, from the folder or the file itself."""
+    index = json.loads((FOLDER / "pytorch_model.bin.index.json").read_text())
+    state = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        state.update(torch.load(FOLDER / shard, map_location="cpu", weights_only=True))
+    assert any(not k.startswith("gen_vision_model.") for k in state)  # the LLM's stand-ins come along
+    folder = tmp_path / "Janus-1.3B"
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"))
+    _assert_parity(tokbench.load("janus-pro-vq", weights=str(folder)))
+    _assert_parity(tokbench.load("janus-pro-vq", weights=str(folder / "model.safetensors")))

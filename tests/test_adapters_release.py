@@ -393,3 +393,56 @@ def test_kandinsky_movq_release_size():
     model = _build_meta("kandinsky-movq")
     assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config, spatial=True)) == (431, 67_832_495)
     assert model.layout_for(256, 256).num_tokens == 1024 and model.quantize.codebook_size == 16384
+
+
+def test_flowmo_release_sizes_match_the_upstream_count():
+    """608 keys / 945,374,085 elements (FlowMo-Lo) and 608 / 945,520,081 (FlowMo-Hi): kylesargent/
+    FlowMo's ``FlowMo(width=6, config)`` with ``flowmo/configs/base.yaml`` and the README's
+    ``context_dim=18, codebook_size_for_entropy=9`` / ``56, 14``, counted with the upstream classes
+    on the meta device (the LFQ's buffers are not persistent). The file's tensors load as they are;
+    tokbench's quantizer adds only its usage counters."""
+    from tokbench.tokenizers.public import flowmo
+
+    counts, bits = {}, {}
+    for name in ("flowmo-lo", "flowmo-hi"):
+        model = _build_meta(name)
+        own = {k: v for k, v in model.state_dict().items() if not k.endswith(flowmo.OWN_BUFFERS)}
+        counts[name] = (len(own), sum(v.numel() for v in own.values()))
+        layout = model.layout_for(256, 256)
+        bits[name] = (layout.num_tokens, layout.vocab_size)
+    assert counts == {"flowmo-lo": (608, 945_374_085), "flowmo-hi": (608, 945_520_081)}
+    assert bits == {"flowmo-lo": (512, 2 ** 9), "flowmo-hi": (1024, 2 ** 14)}  # 4,608 and 14,336 bits per image
+
+
+def test_maskgit_vqgan_release_size_matches_the_upstream_model():
+    """1d-tokenizer's PretrainedTokenizer (modeling/modules/maskgit_vqgan.py Encoder, Decoder and
+    VectorQuantizer(1024, 256) at modeling/titok.py's config), counted with the upstream classes on the
+    meta device (commit 942a96f): 168 keys, 54,515,587 elements -- maskgit-tokenizer's count, in other names."""
+    from tokbench.tokenizers.public import maskgit_vqgan
+
+    model = _build_meta("maskgit-vqgan")
+    keymap = maskgit_vqgan.keymap_for(model)
+    assert _upstream_counts(model, keymap) == (168, 54_515_587)
+    assert {"encoder.down.4.block.0.nin_shortcut.weight", "encoder.mid.1.conv2.weight",
+            "decoder.up.4.upsample_conv.weight", "decoder.up.0.block.1.norm2.bias",
+            "decoder.mid.0.conv1.weight", "quantize.embedding.weight"} <= keymap.upstream_keys()
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(256, 256).vocab_size == 1024
+
+
+# RQ-VAE's stage-1 state dicts, counted with upstream's RQVAE built on the meta device from
+# configs/{imagenet256,ffhq}/stage1/*-rqvae-8x8x4.yaml (kakaobrain/rq-vae-transformer 341395e). The
+# shared codebook module is listed once per depth (4 x weight (n_embed + 1 rows), cluster_size_ema,
+# embed_ema); the loader reads codebooks.0.weight without its padding row and ignores the rest.
+RQVAE = {"rqvae-imagenet-8x8x4": (398, 133_828_483), "rqvae-ffhq-8x8x4": (398, 104_411_011)}
+
+
+@pytest.mark.parametrize("name", list(RQVAE))
+def test_rqvae_release_sizes(name):
+    from tokbench.tokenizers.public import rqvae
+
+    model = _build_meta(name)
+    K, C, D = model.config["codebook_size"], model.config["code_dim"], model.config["depth"]
+    keys, elements = _upstream_counts(model, rqvae.keymap_for(model.config))
+    copies_and_ema = (D - 1 + 2 * D, (D - 1) * (K + 1) * C + D * K + D * K * C)
+    assert (keys + copies_and_ema[0], elements + C + copies_and_ema[1]) == RQVAE[name]
+    assert model.layout_for(256, 256).num_tokens == 8 * 8 * 4  # the 8x8x4 code shape

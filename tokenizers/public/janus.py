@@ -4,7 +4,8 @@ The tokenizer ships inside the multimodal LLM's checkpoint, under the prefix
 ``gen_vision_model.``: a Hugging Face folder with ``pytorch_model.bin`` or
 ``model.safetensors``, or shards listed by ``*.index.json`` (``weight_map``). Only the shards
 that hold ``gen_vision_model.*`` tensors are read (safetensors shards only those tensors),
-and every other tensor of the LLM is ignored.
+and every other tensor of the LLM is ignored. Janus-Pro-7B ships ``pytorch_model-*.bin`` shards with
+an index; Janus-1.3B one ``model.safetensors`` -- the same VQ-16, so one name reads both.
 
 Janus's ``janus/models/vq_model.py`` is LlamaGen's VQ-16 (the modules' syntax trees are
 identical at inference; Janus only adds a bfloat16 branch to the nearest upsampling and
@@ -83,6 +84,7 @@ def build(release: Release, weights: Path | None, **overrides: Any) -> VQTokeniz
 
 
 build_janus_pro_vq = public_factory(
-    Release("janus-pro-vq", "vq", "the Janus-Pro-1B/7B checkpoint folder (its gen_vision_model.* tensors)",
+    Release("janus-pro-vq", "vq",
+            "the Janus-Pro-1B/7B or Janus-1.3B checkpoint folder (its gen_vision_model.* tensors)",
             "huggingface.co/deepseek-ai/Janus-Pro-7B (or -1B, Janus-1.3B)", PREPROCESSING),
     build, None)

@@ -173,7 +173,8 @@ def ldm_releases(keys: frozenset[str]) -> tuple[str, ...]:
     (its DINOv2 projection ``linear_proj``); VA-VAE and REPA-E's E2E-VAEs for a bare file with
     attention in the decoder's levels (the caller names which); ``sd-vae-kl-f8`` for the others
     with quant convs, ``flux1-ae`` without; none for anything else. MAR's file is loaded by name."""
-    if not any(k.endswith("encoder.mid.attn_1.q.weight") for k in keys) or any("quantize." in k for k in keys):
+    if not any(k.endswith("encoder.mid.attn_1.q.weight") for k in keys) or any(
+            "quantize." in k or "quantizer." in k for k in keys):  # VQ files (taming's, RQ-VAE's) are no VAE
         return ()
     if any(k.endswith("linear_proj.weight") for k in keys):
         return ("va-vae-f16d32",)

@@ -79,7 +79,8 @@ def options_from_config(config: dict[str, Any], path: Path, norm_type: str) -> d
             raise CheckpointError(f"{path}: block_out_channels {boc} are not multiples of the first")
         latent = int(config["latent_channels"])
         options = dict(ch=boc[0], ch_mult=tuple(c // boc[0] for c in boc),
-                       num_res_blocks=int(config["layers_per_block"]), z_channels=latent, code_dim=int(config.get("vq_embed_dim") or latent),
+                       num_res_blocks=int(config["layers_per_block"]), z_channels=latent,
+                       code_dim=int(config.get("vq_embed_dim") or latent),
                        codebook_size=int(config["num_vq_embeddings"]), attn_levels=attn_levels)
         mid_attn = bool(config.get("mid_block_add_attention", True))
         if norm_type == "group":
