@@ -55,6 +55,18 @@ def test_the_file_is_recognised_as_ldm_vq_f8_not_taming():
     assert not taming.build_f16_16384.recognizes(WEIGHTS) and not taming.build_f16_1024.recognizes(WEIGHTS)
 
 
+def test_a_three_level_file_is_recognised_as_ldm_vq_f4(tmp_path):
+    """vq-f4's shape (three levels, 3-dim codes, no attention outside the middle) written in LDM's names."""
+    torch.manual_seed(0)
+    small = VQTokenizer(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=3, code_dim=3, codebook_size=64,
+                        l2_normalize=False, lowest_level_attn=False, attn_levels=()).eval()
+    state = taming.keymap_for(small.config).to_upstream(small.state_dict())
+    torch.save({"epoch": 0, "state_dict": state}, tmp_path / "model.ckpt")
+    loaded = tokbench.load(tmp_path / "model.ckpt")
+    assert loaded.upstream["name"] == "ldm-vq-f4" and loaded.config["attn_levels"] == []
+    assert torch.equal(loaded.encode(X).ids, small.encode(X).ids)
+
+
 def test_attention_free_middle_blocks_are_refused_in_one_line(tmp_path):
     shutil.copy(WEIGHTS, tmp_path / "model.ckpt")
     config = yaml.safe_load((FIXTURE / "config.yaml").read_text())
