@@ -2,8 +2,8 @@
 Kandinsky 2.x's MoVQ (HF ``kandinsky-community/kandinsky-2-2-decoder``: ``movq/``) -> ``movq``.
 
 A diffusers ``VQModel`` folder (``config.json`` + ``diffusion_pytorch_model.safetensors``, or its
-``.fp16.safetensors`` variant, upcast to float32; or a whole pipeline folder, whose ``vqvae/`` is
-used) in diffusers' names: ``encoder.down_blocks``, ``decoder.up_blocks``, ``quant_conv``,
+``.fp16.safetensors`` variant, upcast to float32; or a whole pipeline folder, whose ``vqvae/`` or
+``movq/`` is used) in diffusers' names: ``encoder.down_blocks``, ``decoder.up_blocks``, ``quant_conv``,
 ``quantize.embedding.weight``, ``post_quant_conv``. Sizes come from ``config.json``
 (``block_out_channels``, ``layers_per_block``, ``latent_channels``, ``vq_embed_dim``,
 ``num_vq_embeddings``, ``mid_block_add_attention``; ``Attn*Block2D`` types put attention after every
@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from tokbench.checkpoint import CheckpointError
 from tokbench.tokenizers.public.conv_keys import add_autoencoder_part
