@@ -359,6 +359,42 @@ def test_seed_voken_more_release_sizes(name):
     assert model.layout_for(side, side).num_tokens == tokens
 
 
+# latent-diffusion's VQ first stages, counted with the upstream classes on the meta device (LDM
+# a506df5 Encoder/Decoder + taming 3ba01b2 VectorQuantizer2 and the quant convs, at
+# models/first_stage_models/vq-f{4,8}/config.yaml; the checkpoints' loss.* entries are not counted).
+LDM_VQ = {"ldm-vq-f4": (205, 55_322_782, 64 * 64, 8192), "ldm-vq-f8": (299, 67_717_295, 32 * 32, 16384)}
+
+
+@pytest.mark.parametrize("name", list(LDM_VQ))
+def test_ldm_vq_release_sizes(name):
+    keys, elements, tokens, codes = LDM_VQ[name]
+    model = _build_meta(name)
+    assert _upstream_counts(model, taming.keymap_for(model.config)) == (keys, elements)
+    assert model.layout_for(256, 256).num_tokens == tokens
+    assert model.quantize.codebook_size == codes
+
+
+def test_amused_vqgan_release_size():
+    """277 keys / 146,244,675 elements: diffusers' ``VQModel`` (0.42.1) at ``scripts/convert_amused.py``'s
+    ``make_vqvae`` options, built on the meta device; 16 x 16 ids at 256 px (32 x 32 at amused-512's 512)."""
+    from tokbench.tokenizers.public import vqmodel_diffusers
+
+    model = _build_meta("amused-vqgan")
+    assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config)) == (277, 146_244_675)
+    assert model.layout_for(256, 256).num_tokens == 256 and model.layout_for(512, 512).num_tokens == 1024
+    assert model.quantize.codebook_size == 8192
+
+
+def test_kandinsky_movq_release_size():
+    """431 keys / 67,832,495 elements: diffusers' ``VQModel`` (0.42.1) at ``MOVQ_CONFIG`` (spatial norms),
+    built on the meta device; 32 x 32 ids at 256 px (f8)."""
+    from tokbench.tokenizers.public import vqmodel_diffusers
+
+    model = _build_meta("kandinsky-movq")
+    assert _upstream_counts(model, vqmodel_diffusers.keymap_for(model.config, spatial=True)) == (431, 67_832_495)
+    assert model.layout_for(256, 256).num_tokens == 1024 and model.quantize.codebook_size == 16384
+
+
 def test_flowmo_release_sizes_match_the_upstream_count():
     """608 keys / 945,374,085 elements (FlowMo-Lo) and 608 / 945,520,081 (FlowMo-Hi): kylesargent/
     FlowMo's ``FlowMo(width=6, config)`` with ``flowmo/configs/base.yaml`` and the README's

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from tokbench.checkpoint import CheckpointError
-from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, encoder_sizes
+from tokbench.tokenizers.public.conv_keys import autoencoder_keymap, count_indexed, encoder_sizes
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (Release, drop, file_index, public_factory, read_any,
                                                 resolve_options, state_dict_of, options_read_off)
@@ -113,6 +113,8 @@ def _recognizes(codebook_size: int):
         if "callbacks" not in index or "state_dict/quantize.embedding.weight" not in index:
             return False
         if "state_dict/model_ema.quantizeembeddingweight" in index:  # IBQ's layout (an EMA of the codes): ibq.py
+            return False
+        if count_indexed(index, "state_dict/encoder.down.") != 5:  # every taming release is f16; LDM's: vqmodel.py
             return False
         size = index["state_dict/quantize.embedding.weight"][0]
         # Another size than either release: both names fit, and the caller must choose.

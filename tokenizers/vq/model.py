@@ -19,7 +19,9 @@ class VQTokenizer(Tokenizer):
     attention after every ResNet block; None means the lowest level if ``lowest_level_attn``.
     ``quantizer``: ``"vq"`` (nearest codeword; ``l2_normalize``, ``use_ema``, ``dead_code_steps``
     apply to it) or the search-free ``"lfq"``, ``"bsq"``, ``"fsq"`` with ``quantizer_options``
-    (see `tokbench.quantize.make_quantizer`).
+    (see `tokbench.quantize.make_quantizer`). ``mid_attn``: attention between the middle
+    ResNet blocks (aMUSEd's VQ-GAN has none). ``unit_range``: the networks take and give
+    images in [0, 1] (aMUSEd's VQ-GAN) instead of [-1, 1].
     """
 
     family, kind = "vq", "discrete"
@@ -28,33 +30,36 @@ class VQTokenizer(Tokenizer):
                  z_channels: int = 256, codebook_size: int = 16384, code_dim: int = 8, l2_normalize: bool = True,
                  beta: float = 0.25, use_ema: bool = False, dead_code_steps: int = 0,
                  lowest_level_attn: bool = True, attn_levels: list[int] | None = None, quantizer: str = "vq",
-                 quantizer_options: dict | None = None) -> None:
+                 quantizer_options: dict | None = None, mid_attn: bool = True, unit_range: bool = False) -> None:
         super().__init__()
         ch_mult = tuple(ch_mult)
         attn_levels = None if attn_levels is None else [int(a) for a in attn_levels]
         self.config = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks, z_channels=z_channels,
                            codebook_size=codebook_size, code_dim=code_dim, l2_normalize=l2_normalize, beta=beta,
                            use_ema=use_ema, dead_code_steps=dead_code_steps, lowest_level_attn=lowest_level_attn,
-                           attn_levels=attn_levels, quantizer=quantizer, quantizer_options=dict(quantizer_options or {}))
+                           attn_levels=attn_levels, quantizer=quantizer, quantizer_options=dict(quantizer_options or {}),
+                           mid_attn=mid_attn, unit_range=unit_range)
+        self.unit_range = unit_range
         self.stride = stride_of(ch_mult)
         self.encoder = ConvEncoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
-                                   attn_levels=attn_levels)
+                                   attn_levels=attn_levels, mid_attn=mid_attn)
         self.quant_conv = nn.Conv2d(z_channels, code_dim, 1)
         self.quantize = make_quantizer(quantizer, codebook_size, code_dim, beta=beta, l2_normalize=l2_normalize,
                                        use_ema=use_ema, dead_code_steps=dead_code_steps, options=quantizer_options)
         self.post_quant_conv = nn.Conv2d(code_dim, z_channels, 1)
         self.decoder = ConvDecoder(ch, ch_mult, num_res_blocks, z_channels, lowest_level_attn=lowest_level_attn,
-                                   attn_levels=attn_levels)
+                                   attn_levels=attn_levels, mid_attn=mid_attn)
 
     def layout_for(self, height: int, width: int) -> TokenLayout:
         return TokenLayout("grid", (height // self.stride, width // self.stride), vocab_size=self.quantize.codebook_size)
 
     def features(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """Pre-quantization features ``(B, code_dim, h, w)``."""
-        return self.quant_conv(self.encoder(to_model_range(x_B3HW)))
+        return self.quant_conv(self.encoder(x_B3HW if self.unit_range else to_model_range(x_B3HW)))
 
     def decode_codes(self, zq_BDhw: torch.Tensor) -> torch.Tensor:
-        return from_model_range(self.decoder(self.post_quant_conv(zq_BDhw)))
+        y_B3HW = self.decoder(self.post_quant_conv(zq_BDhw))
+        return y_B3HW if self.unit_range else from_model_range(y_B3HW)
 
     def encode_padded(self, x_B3HW: torch.Tensor) -> Tokens:
         idx_Bhw = self.quantize(self.features(x_B3HW)).ids
