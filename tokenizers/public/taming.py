@@ -130,7 +130,9 @@ def recognizes_chameleon(path: Path) -> bool:
     index = file_index(path)
     if "state_dict/quantize.embedding.weight" not in index or "state_dict/model_ema.quantizeembeddingweight" in index:
         return False
-    size = index["state_dict/quantize.embedding.weight"][0]
+    size, code_dim = index["state_dict/quantize.embedding.weight"][:2]
+    if code_dim <= 4:  # LDM's VQ autoencoders (3- or 4-dimensional codes): vqmodel.py
+        return False
     taming_sizes = {r["codebook_size"] for n, r in RELEASES.items() if n.startswith("taming-")}
     return size == RELEASES["chameleon-vqgan"]["codebook_size"] or ("callbacks" not in index and size not in taming_sizes)
 
