@@ -64,3 +64,19 @@ def stop_at(step: int):
                 trainer.should_stop = True
 
     return StopAt()
+
+
+def assert_ids_parity(tokenizer, x: torch.Tensor, expected, shape: tuple[int, ...], recon: str = "recon",
+                      from_ids: str = "recon", tol: float = 1e-4):
+    """An adapter against its upstream-made fixture (``expected``: the npz's ``indices`` and
+    reconstructions): ids at least 99.9% equal, the reconstruction end to end and the one
+    decoded from upstream's own ids within ``tol``. Returns the tokens."""
+    from tokbench import Tokens
+
+    tokens = tokenizer.encode(x)
+    assert tokens.ids.shape == expected["indices"].shape == shape
+    assert (tokens.ids.numpy() == expected["indices"]).mean() >= 0.999
+    assert np.abs(tokenizer.decode(tokens).numpy() - expected[recon]).max() <= tol
+    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(expected["indices"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - expected[from_ids]).max() <= tol
+    return tokens

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import CheckpointError, Tokens, registry
+from tokbench import CheckpointError, registry
 from tokbench.cli import main
 from tokbench.quantize import VectorQuantizer
 from tokbench.tokenizers.public import taming
+from helpers import assert_ids_parity
 
 WEIGHTS = Path(__file__).parent / "fixtures" / "ibq" / "imagenet256_256.ckpt"
 EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
@@ -29,12 +30,7 @@ TOL = 1e-4
 
 def test_parity_with_the_upstream_code():
     tokenizer = tokbench.load("ibq-16384", weights=str(WEIGHTS))
-    tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 48, 48)
-    assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_ids_parity(tokenizer, X, EXPECTED, (2, 48, 48), tol=TOL)
 
 
 def test_the_ema_weights_are_the_ones_loaded(tmp_path):

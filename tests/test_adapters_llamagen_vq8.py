@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import CheckpointError, Tokens, registry
+from tokbench import CheckpointError, registry
 from tokbench.cli import main
 from tokbench.tokenizers.public import llamagen
+from helpers import assert_ids_parity
 
 WEIGHTS = Path(__file__).parent / "fixtures" / "llamagen_vq8" / "vq_ds8_c2i.pt"
 EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
@@ -32,12 +33,7 @@ def _state() -> dict[str, torch.Tensor]:
 
 def test_parity_with_the_upstream_code():
     tokenizer = tokbench.load("llamagen-vq8", weights=str(WEIGHTS))
-    tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 6, 6)  # stride 8 on 48 px
-    assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_ids_parity(tokenizer, X, EXPECTED, (2, 6, 6), tol=TOL)  # stride 8 on 48 px
 
 
 def test_sizes_are_read_off_the_file():

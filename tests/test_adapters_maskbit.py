@@ -20,6 +20,7 @@ import tokbench
 from tokbench import CheckpointError, Tokens
 from tokbench.cli import main
 from tokbench.tokenizers.public.maskbit import BITS_KEY, CODEBOOK_KEY, keymap_for
+from helpers import assert_ids_parity
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEIGHTS = FIXTURES / "maskbit" / "maskbit_tokenizer_10bit.bin"
@@ -42,12 +43,7 @@ def _state() -> dict[str, torch.Tensor]:
 
 def test_parity_with_the_upstream_code(tokenizer):
     assert np.abs(tokenizer.features(X).detach().numpy() - EXPECTED["z"]).max() <= TOL
-    tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 24, 24)
-    assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon_from_ids"]).max() <= TOL
+    assert_ids_parity(tokenizer, X, EXPECTED, (2, 24, 24), from_ids="recon_from_ids", tol=TOL)
 
 
 def test_ids_put_channel_0_in_the_least_significant_bit(tokenizer):

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import CheckpointError, Tokens, registry
+from tokbench import CheckpointError, registry
 from tokbench.cli import main
 from tokbench.tokenizers.public import maskbit, maskgit_vqgan
+from helpers import assert_ids_parity
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskgit_vqgan"
 WEIGHTS = FIXTURES / "maskgit-vqgan-f2-256.bin"
@@ -40,12 +41,7 @@ def _state() -> dict[str, torch.Tensor]:
 def test_parity_with_the_upstream_code(tokenizer):
     assert EXPECTED["margin"] > 1e-5  # no near tie for a thread count to flip
     assert np.abs(tokenizer.features(X).detach().numpy() - EXPECTED["z"]).max() <= TOL
-    tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 24, 24)
-    assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_ids_parity(tokenizer, X, EXPECTED, (2, 24, 24), tol=TOL)
 
 
 def test_the_release_size_model_reads_every_upstream_tensor_at_its_shape():

@@ -22,6 +22,7 @@ from tokbench import CheckpointError, Tokens
 from tokbench.cli import main
 from tokbench.tokenizers.public import taming, vqmodel, vqmodel_diffusers
 from tokbench.tokenizers.vq import VQTokenizer
+from helpers import assert_ids_parity
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ldm_vq"
 WEIGHTS = FIXTURE / "model.ckpt"
@@ -34,12 +35,7 @@ TOL = 1e-4
 def test_parity_with_the_upstream_code(name):
     """Either name reads the sizes from config.yaml, so both give upstream's outputs."""
     tokenizer = tokbench.load(name, weights=str(WEIGHTS))
-    tokens = tokenizer.encode(X)
-    assert tokens.ids.shape == EXPECTED["indices"].shape == (2, 8, 8)
-    assert (tokens.ids.numpy() == EXPECTED["indices"]).mean() >= 0.999
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(EXPECTED["indices"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon_from_ids"]).max() <= TOL
+    assert_ids_parity(tokenizer, X, EXPECTED, (2, 8, 8), from_ids="recon_from_ids", tol=TOL)
 
 
 def test_sizes_read_off_the_tensors_without_config_yaml(tmp_path):
