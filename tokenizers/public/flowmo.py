@@ -27,7 +27,7 @@ from tokbench.tokenizers.public.flowmo_model import FlowMoTokenizer
 from tokbench.tokenizers.public.keymap import load_converted
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, options_read_off,
                                                 public_factory, read_any, refuse_fixed_overrides, resolve_options,
-                                                state_dict_of)
+                                                state_dict_of, the_one_file)
 
 _BASE = dict(patch_size=4, code_length=256, enc_width=768, enc_depth=8, enc_heads=12, enc_axes=(8, 28, 28),
              dec_width=1152, dec_depth=16, dec_heads=12, dec_axes=(12, 42, 42), mlp_ratio=4.0)
@@ -75,22 +75,12 @@ def with_rope_axes(options: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return options
 
 
-def _the_file(weights: Path) -> Path:
-    if not weights.is_dir():
-        return weights
-    found = sorted(p for p in weights.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if len(found) != 1:
-        raise CheckpointError(f"{weights}: expected one FlowMo .pth file in the folder, found "
-                              f"{[p.name for p in found] or 'none'}")
-    return found[0]
-
-
 def build(release: Release, weights: Path | None, **overrides: Any) -> FlowMoTokenizer:
     base = RELEASES[release.name]
     refuse_fixed_overrides(release, base, overrides)
     if weights is None:
         return FlowMoTokenizer(**resolve_options(release.name, base, {}, overrides))
-    weights = _the_file(weights)
+    weights = the_one_file(weights, PICKLE_SUFFIXES, "FlowMo .pth file")
     state = state_dict_of(read_any(weights), weights, CONTAINERS)  # the EMA weights, as upstream evaluates
     from_file = options_read_off(infer_config, state)
     if from_file and from_file["context_dim"] % base["bits"]:

@@ -32,7 +32,7 @@ from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.maskbit_model import MaskBitTokenizer
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, public_factory, read_any,
-                                                resolve_options, state_dict_of, options_read_off)
+                                                resolve_options, state_dict_of, options_read_off, the_one_file)
 
 BITS = (10, 12, 14, 16, 18)
 VQ_BITS = {10: 256, 12: 64}  # VQGAN+: bits (log2 of the codebook size) -> code dimension
@@ -108,21 +108,11 @@ def without_lfq_buffers(state: dict[str, torch.Tensor], model: MaskBitTokenizer,
     return {k: v for k, v in state.items() if k not in (BITS_KEY, CODEBOOK_KEY)}
 
 
-def _the_file(weights: Path) -> Path:
-    if not weights.is_dir():
-        return weights
-    found = sorted(weights.glob("*.bin"))
-    if len(found) != 1:
-        raise CheckpointError(f"{weights}: expected one MaskBit .bin file in the folder, found "
-                              f"{[p.name for p in found] or 'none'}")
-    return found[0]
-
-
 def build(release: Release, weights: Path | None, **overrides: Any) -> MaskBitTokenizer:
     base = RELEASES[release.name]
     if weights is None:
         return MaskBitTokenizer(**resolve_options(release.name, base, {}, overrides))
-    weights = _the_file(weights)
+    weights = the_one_file(weights, (".bin",), "MaskBit .bin file")
     state = state_dict_of(read_any(weights), weights, ())
     from_file = options_read_off(infer_config, state)
     model = MaskBitTokenizer(**resolve_options(release.name, base, from_file, overrides, source=str(weights)))

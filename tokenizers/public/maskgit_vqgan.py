@@ -33,7 +33,7 @@ from tokbench.tokenizers.public.conv_keys import encoder_sizes
 from tokbench.tokenizers.public.keymap import KeyMap, load_converted
 from tokbench.tokenizers.public.maskbit_model import MaskBitTokenizer
 from tokbench.tokenizers.public.release import (PICKLE_SUFFIXES, Release, file_index, options_read_off,
-                                                public_factory, read_any, resolve_options, state_dict_of)
+                                                public_factory, read_any, resolve_options, state_dict_of, the_one_file)
 
 NAME = "maskgit-vqgan"
 RELEASE_OPTIONS = maskbit.RELEASES["maskgit-tokenizer"]
@@ -69,20 +69,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
                 quantizer="vq", codebook_size=state[EMBEDDING_KEY].shape[0], downsample="avg_pool")
 
 
-def _the_file(weights: Path) -> Path:
-    if not weights.is_dir():
-        return weights
-    found = sorted(weights.glob("*.bin"))
-    if len(found) != 1:
-        raise CheckpointError(f"{weights}: expected one .bin file (maskgit-vqgan-imagenet-f16-256.bin) in the "
-                              f"folder, found {[p.name for p in found] or 'none'}")
-    return found[0]
-
-
 def build(release: Release, weights: Path | None, **overrides: Any) -> MaskBitTokenizer:
     if weights is None:
         return MaskBitTokenizer(**resolve_options(release.name, RELEASE_OPTIONS, {}, overrides))
-    weights = _the_file(weights)
+    weights = the_one_file(weights, (".bin",), ".bin file (maskgit-vqgan-imagenet-f16-256.bin)")
     state = state_dict_of(read_any(weights), weights, ())
     source = f"{weights} (as {release.name})"
     if MASKBIT_MARKER in state:

@@ -113,6 +113,17 @@ def drop(state: dict[str, torch.Tensor], prefixes: tuple[str, ...] = (), keys: t
     return {k: v for k, v in state.items() if not k.startswith(prefixes) and k not in keys}
 
 
+def the_one_file(weights: Path, suffixes: tuple[str, ...], what: str) -> Path:
+    """``weights`` itself, or the single file with one of ``suffixes`` in the folder it names
+    (a `CheckpointError` naming ``what`` was expected and what the folder holds otherwise)."""
+    if not weights.is_dir():
+        return weights
+    found = sorted(p for p in weights.iterdir() if p.suffix in suffixes)
+    if len(found) != 1:
+        raise CheckpointError(f"{weights}: expected one {what} in the folder, found {[p.name for p in found] or 'none'}")
+    return found[0]
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
