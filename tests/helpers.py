@@ -80,3 +80,18 @@ def assert_ids_parity(tokenizer, x: torch.Tensor, expected, shape: tuple[int, ..
     stored = Tokens(tokens.layout, tokens.image_size, ids=torch.from_numpy(expected["indices"]))
     assert np.abs(tokenizer.decode(stored).numpy() - expected[from_ids]).max() <= tol
     return tokens
+
+
+def assert_latents_parity(tokenizer, x: torch.Tensor, expected, shape: tuple[int, ...], tol: float = 1e-4):
+    """A continuous adapter against its upstream-made fixture (``expected``: the npz's ``latents``
+    and ``recon``): latents, the reconstruction end to end and the one decoded from upstream's own
+    latents all within ``tol``. Returns the tokens."""
+    from tokbench import Tokens
+
+    tokens = tokenizer.encode(x)
+    assert tokens.latents.shape == expected["latents"].shape == shape
+    assert np.abs(tokens.latents.numpy() - expected["latents"]).max() <= tol
+    assert np.abs(tokenizer.decode(tokens).numpy() - expected["recon"]).max() <= tol
+    stored = Tokens(tokens.layout, tokens.image_size, latents=torch.from_numpy(expected["latents"]))
+    assert np.abs(tokenizer.decode(stored).numpy() - expected["recon"]).max() <= tol
+    return tokens

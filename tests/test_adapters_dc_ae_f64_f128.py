@@ -18,9 +18,10 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import Tokens, registry
+from tokbench import registry
 from tokbench.cli import main
 from tokbench.tokenizers.public import dc_ae
+from helpers import assert_latents_parity
 
 FOLDER = Path(__file__).parent / "fixtures" / "dc_ae_f64c128"
 EXPECTED = np.load(FOLDER / "expected.npz")
@@ -78,12 +79,7 @@ def test_options_are_the_released_config_json():
 
 def test_parity_with_the_upstream_code_on_the_in_1_0_layout():
     tokenizer = tokbench.load("dc-ae-f64c128", weights=str(FOLDER))
-    tokens = tokenizer.encode(X)
-    assert tokens.latents.shape == EXPECTED["latents"].shape == (2, 8, 2, 2)  # f64 on 128 px
-    assert np.abs(tokens.latents.numpy() - EXPECTED["latents"]).max() <= TOL
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, latents=torch.from_numpy(EXPECTED["latents"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_latents_parity(tokenizer, X, EXPECTED, (2, 8, 2, 2), tol=TOL)  # f64 on 128 px
 
 
 def test_the_layout_options_come_from_the_config():

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import CheckpointError, Tokens, registry
+from tokbench import CheckpointError, registry
 from tokbench.cli import main
 from tokbench.tokenizers.public import sd_vae
+from helpers import assert_latents_parity
 
 WEIGHTS = Path(__file__).parent / "fixtures" / "e2e_sdvae" / "e2e-sdvae-400k.pt"
 EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
@@ -27,12 +28,7 @@ TOL = 1e-4
 
 def test_parity_with_the_upstream_code():
     tokenizer = tokbench.load("e2e-sdvae", weights=str(WEIGHTS))
-    tokens = tokenizer.encode(X)
-    assert tokens.latents.shape == EXPECTED["latents"].shape == (2, 4, 6, 6)  # f8, 4 channels, on 48 px
-    assert np.abs(tokens.latents.numpy() - EXPECTED["latents"]).max() <= TOL
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, latents=torch.from_numpy(EXPECTED["latents"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_latents_parity(tokenizer, X, EXPECTED, (2, 4, 6, 6), tol=TOL)  # f8, 4 channels, on 48 px
 
 
 def test_sizes_are_read_off_the_file_and_there_is_no_level_attention():

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import tokbench
-from tokbench import CheckpointError, Tokens, registry
+from tokbench import CheckpointError, registry
 from tokbench.cli import main
 from tokbench.tokenizers.public.conv_keys import autoencoder_keymap
+from helpers import assert_latents_parity
 
 WEIGHTS = Path(__file__).parent / "fixtures" / "mar_kl16" / "kl16.ckpt"
 EXPECTED = np.load(WEIGHTS.parent / "expected.npz")
@@ -28,12 +29,7 @@ TOL = 1e-4
 
 def test_parity_with_the_upstream_code():
     tokenizer = tokbench.load("mar-kl16", weights=str(WEIGHTS))
-    tokens = tokenizer.encode(X)
-    assert tokens.latents.shape == EXPECTED["latents"].shape == (2, 16, 3, 3)  # f16, 16 channels, on 48 px
-    assert np.abs(tokens.latents.numpy() - EXPECTED["latents"]).max() <= TOL
-    assert np.abs(tokenizer.decode(tokens).numpy() - EXPECTED["recon"]).max() <= TOL
-    stored = Tokens(tokens.layout, tokens.image_size, latents=torch.from_numpy(EXPECTED["latents"]))
-    assert np.abs(tokenizer.decode(stored).numpy() - EXPECTED["recon"]).max() <= TOL
+    assert_latents_parity(tokenizer, X, EXPECTED, (2, 16, 3, 3), tol=TOL)  # f16, 16 channels, on 48 px
 
 
 def test_sizes_and_the_encoder_only_attention_are_read_off_the_file():
